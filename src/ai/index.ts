@@ -1,0 +1,13 @@
+import type { Config } from '../config/index.js';
+import type { AiEngine } from './engine.js';
+import { EchoEngine } from './echo.js';
+import { HttpEngine } from './http.js';
+
+export type { AiEngine, Query } from './engine.js';
+
+/** The engine the configuration asks for: HTTP when AI_ENGINE_URL is set, else the embedded echo. */
+export function createEngine(cfg: Pick<Config, 'aiEngineUrl' | 'aiEngineTimeoutMs' | 'aiEngineMaxInflight'>): AiEngine {
+  return cfg.aiEngineUrl
+    ? new HttpEngine({ url: cfg.aiEngineUrl, timeoutMs: cfg.aiEngineTimeoutMs, maxInflight: cfg.aiEngineMaxInflight })
+    : new EchoEngine();
+}

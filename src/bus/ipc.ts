@@ -1,0 +1,99 @@
+/**
+ * The embedded-mode bus of a worker: it relays through the primary over
+ * cluster IPC (see `primary/relay.ts` for the other end). Subscription
+ * changes are batched per event-loop turn, so a connect storm costs one IPC
+ * message per turn, not one per socket.
+ */
+import type { Bus, BusHandler, BusStats, BusStatus } from './bus.js';
+import { isTagged, type PrimaryToWorker, type WorkerToPrimary } from '../primary/ipc.js';
+
+/** The worker's end of the IPC channel (`process` in a cluster worker). */
+export interface IpcPort {
+  send?: (msg: WorkerToPrimary) => boolean;
+  connected?: boolean;
+  on(event: 'message', fn: (msg: unknown) => void): unknown;
+  off(event: 'message', fn: (msg: unknown) => void): unknown;
+}
+
+export class IpcBus implements Bus {
+  readonly #stats: BusStats = { published: 0, delivered: 0, dropped: 0 };
+  readonly #topics = new Set<string>();
+  #add = new Set<string>();
+  #del = new Set<string>();
+  #flushing = false;
+  #closed = false;
+  readonly #listener = (m: unknown): void => {
+    if (!isTagged(m) || m.t !== 'msg') return;
+    const msg = m as Extract<PrimaryToWorker, { t: 'msg' }>;
+    if (this.#closed || !this.#topics.has(msg.topic)) return;
+    this.#stats.delivered++;
+    this.onMessage(msg.topic, msg.payload);
+  };
+
+  constructor(
+    private readonly port: IpcPort,
+    private readonly onMessage: BusHandler,
+  ) {
+    port.on('message', this.#listener);
+  }
+
+  get status(): BusStatus {
+    if (this.#closed) return 'closed';
+    return this.port.connected === false ? 'reconnecting' : 'ready';
+  }
+
+  #send(msg: WorkerToPrimary): boolean {
+    if (this.#closed || !this.port.send || this.port.connected === false) return false;
+    try {
+      // false only means the IPC pipe is backed up; the message is still queued.
+      this.port.send(msg);
+      return true;
+    } catch {
+      return false; // channel closed under us (primary gone)
+    }
+  }
+
+  publish(topic: string, payload: Uint8Array): void {
+    if (this.#send({ t: 'pub', topic, payload })) this.#stats.published++;
+    else this.#stats.dropped++;
+  }
+
+  subscribe(topic: string): void {
+    if (this.#topics.has(topic)) return;
+    this.#topics.add(topic);
+    if (!this.#del.delete(topic)) this.#add.add(topic);
+    this.#schedule();
+  }
+
+  unsubscribe(topic: string): void {
+    if (!this.#topics.delete(topic)) return;
+    if (!this.#add.delete(topic)) this.#del.add(topic);
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    setImmediate(() => this.#flush());
+  }
+
+  #flush(): void {
+    this.#flushing = false;
+    if (this.#add.size === 0 && this.#del.size === 0) return;
+    this.#send({ t: 'sub', add: [...this.#add], del: [...this.#del] });
+    this.#add = new Set();
+    this.#del = new Set();
+  }
+
+  stats(): BusStats {
+    return { ...this.#stats };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#flush();
+    this.#closed = true;
+    this.#topics.clear();
+    this.port.off('message', this.#listener);
+  }
+}

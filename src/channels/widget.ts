@@ -1,0 +1,31 @@
+/**
+ * The web widget channel: recipients are connection ids, frames are JSON text
+ * over the widget WebSocket, delivered through the fan-out (local uWS topic
+ * plus the bus to other nodes).
+ */
+import type { ChannelHandler } from './channel.js';
+import { decodeFrame, type Decoded } from '../pipeline/validate.js';
+import { isValidId } from '../auth/ids.js';
+import { connectionTopic } from '../protocol/topics.js';
+import type { Fanout } from '../gateway/fanout.js';
+
+export class WidgetChannel implements ChannelHandler<ArrayBuffer> {
+  readonly type = 'widget';
+
+  constructor(private readonly fanout: Fanout) {}
+
+  async send(connectionId: string, frame: Record<string, unknown>): Promise<boolean> {
+    const topic = connectionTopic(connectionId);
+    if (!(await this.fanout.exists(topic))) return false;
+    this.fanout.publish(topic, JSON.stringify(frame));
+    return true;
+  }
+
+  decode(raw: ArrayBuffer, isBinary: boolean): Decoded {
+    return decodeFrame(raw, isBinary);
+  }
+
+  validateRecipient(connectionId: string): boolean {
+    return isValidId(connectionId);
+  }
+}

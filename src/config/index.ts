@@ -1,0 +1,251 @@
+/**
+ * The one typed configuration of the gateway.
+ *
+ * Read once from the environment through the explicit table `VARIABLES`
+ * (env name -> key, parser, default), validated, then frozen. A bad value
+ * throws a `ConfigError` whose message names the variable and the rule, e.g.
+ * `WORKERS must be a positive integer (got "abc")`; `main.ts` prints it and
+ * exits 1 before anything listens.
+ */
+import os from 'node:os';
+import { createPublicKey, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { GatewayError } from '../errors.js';
+
+export type JwtAlgorithm =
+  | 'HS256' | 'HS384' | 'HS512'
+  | 'RS256' | 'RS384' | 'RS512'
+  | 'PS256' | 'PS384' | 'PS512'
+  | 'ES256' | 'ES384' | 'ES512'
+  | 'EdDSA';
+
+const HMAC_ALGS: readonly JwtAlgorithm[] = ['HS256', 'HS384', 'HS512'];
+const ASYMMETRIC_ALGS: readonly JwtAlgorithm[] = [
+  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA',
+];
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  port: number;
+  host: string;
+  workers: number;
+  redisUrl: string | undefined;
+  jwt: {
+    /** HS* shared secret or PEM public key. */
+    key: string;
+    algorithms: readonly JwtAlgorithm[];
+    /** True when the key was generated because none was configured. */
+    generated: boolean;
+  };
+  aiEngineUrl: string | undefined;
+  aiEngineTimeoutMs: number;
+  aiEngineMaxInflight: number;
+  rateLimitMessages: number;
+  rateLimitWindowS: number;
+  idleTimeoutS: number;
+  maxPayloadBytes: number;
+  maxBackpressureBytes: number;
+  maxQueuedMessages: number;
+  shutdownTimeoutS: number;
+  logLevel: LogLevel;
+}
+
+export class ConfigError extends GatewayError {
+  constructor(
+    readonly variable: string,
+    rule: string,
+    got: string | undefined,
+  ) {
+    super('GW_ERR_CONFIG', `${variable} ${rule}${got === undefined ? '' : ` (got ${JSON.stringify(got)})`}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+// ---- parsers: each returns the value or throws ConfigError naming the variable
+
+function int(name: string, raw: string, min: number, max: number): number {
+  if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(name, `must be an integer from ${min} to ${max}`, raw);
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new ConfigError(name, `must be an integer from ${min} to ${max}`, raw);
+  }
+  return n;
+}
+
+function url(name: string, raw: string, protocols: readonly string[]): string {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new ConfigError(name, `must be a URL (${protocols.join(', ')})`, raw);
+  }
+  if (!protocols.includes(u.protocol)) throw new ConfigError(name, `must use ${protocols.join(' or ')}`, raw);
+  return raw;
+}
+
+/** uWS aborts the whole process on an idleTimeout of 1-7 or over 960. */
+function idleTimeout(name: string, raw: string): number {
+  const n = int(name, raw, 0, 960);
+  if (n !== 0 && n < 8) throw new ConfigError(name, 'must be 0 (disabled) or from 8 to 960 seconds', raw);
+  return n;
+}
+
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/**
+ * The table: environment variable -> how it is read. `def` is the default
+ * used when the variable is unset or empty.
+ */
+export const VARIABLES = {
+  PORT: { def: '9001', doc: 'listen port', parse: (n: string, v: string) => int(n, v, 0, 65535) },
+  HOST: {
+    def: '0.0.0.0',
+    doc: 'listen address',
+    parse: (n: string, v: string) => {
+      if (!/^[A-Za-z0-9.:\-[\]]+$/.test(v)) throw new ConfigError(n, 'must be an IP address or host name', v);
+      return v;
+    },
+  },
+  WORKERS: {
+    def: String(os.availableParallelism()),
+    doc: 'uWS worker processes (default: CPU count)',
+    parse: (n: string, v: string) => {
+      if (!/^\d+$/.test(v.trim()) || Number(v) < 1 || Number(v) > 256) {
+        throw new ConfigError(n, 'must be a positive integer (at most 256)', v);
+      }
+      return Number(v);
+    },
+  },
+  REDIS_URL: {
+    def: '',
+    doc: 'unset: embedded mode, no Redis',
+    parse: (n: string, v: string) => (v === '' ? undefined : url(n, v, ['redis:', 'rediss:'])),
+  },
+  AI_ENGINE_URL: {
+    def: '',
+    doc: 'unset: embedded echo engine',
+    parse: (n: string, v: string) => (v === '' ? undefined : url(n, v, ['http:', 'https:'])),
+  },
+  AI_ENGINE_TIMEOUT_MS: { def: '30000', doc: 'AI engine request time-out', parse: (n: string, v: string) => int(n, v, 1, 600_000) },
+  AI_ENGINE_MAX_INFLIGHT: {
+    def: '1024',
+    doc: 'AI requests in flight per worker; the excess is answered "Failed to process message"',
+    parse: (n: string, v: string) => int(n, v, 1, 1_000_000),
+  },
+  RATE_LIMIT_MESSAGES: { def: '20', doc: 'user messages per session per window', parse: (n: string, v: string) => int(n, v, 1, 1_000_000) },
+  RATE_LIMIT_WINDOW_S: { def: '10', doc: 'rate-limit window', parse: (n: string, v: string) => int(n, v, 1, 86_400) },
+  IDLE_TIMEOUT_S: { def: '120', doc: 'uWS idleTimeout; the server pings automatically', parse: idleTimeout },
+  MAX_PAYLOAD_BYTES: {
+    def: '65536',
+    doc: 'larger frames close the socket with 1009',
+    parse: (n: string, v: string) => int(n, v, 256, 16 * 1024 * 1024),
+  },
+  MAX_BACKPRESSURE_BYTES: {
+    def: '1048576',
+    doc: 'bytes buffered for one slow socket before it is closed with 4009',
+    parse: (n: string, v: string) => int(n, v, 1024, 256 * 1024 * 1024),
+  },
+  MAX_QUEUED_MESSAGES: {
+    def: '16',
+    doc: 'user messages waiting for an answer per connection; the excess gets an error frame',
+    parse: (n: string, v: string) => int(n, v, 1, 10_000),
+  },
+  SHUTDOWN_TIMEOUT_S: { def: '30', doc: 'graceful shutdown deadline', parse: (n: string, v: string) => int(n, v, 1, 3600) },
+  LOG_LEVEL: {
+    def: 'info',
+    doc: 'pino level',
+    parse: (n: string, v: string) => {
+      if (!(LOG_LEVELS as readonly string[]).includes(v)) throw new ConfigError(n, `must be one of ${LOG_LEVELS.join(', ')}`, v);
+      return v as LogLevel;
+    },
+  },
+} as const;
+
+function read<K extends keyof typeof VARIABLES>(env: Env, name: K): ReturnType<(typeof VARIABLES)[K]['parse']> {
+  const spec = VARIABLES[name];
+  const raw = env[name];
+  const value = raw === undefined || raw === '' ? spec.def : raw;
+  return spec.parse(name, value) as ReturnType<(typeof VARIABLES)[K]['parse']>;
+}
+
+function readJwt(env: Env): Config['jwt'] {
+  const secret = env.JWT_SECRET ?? '';
+  let publicKey = env.JWT_PUBLIC_KEY ?? '';
+  const keyFile = env.JWT_PUBLIC_KEY_FILE ?? '';
+  if (secret !== '' && (publicKey !== '' || keyFile !== '')) {
+    throw new ConfigError('JWT_SECRET', 'must not be set together with JWT_PUBLIC_KEY / JWT_PUBLIC_KEY_FILE', undefined);
+  }
+  if (keyFile !== '') {
+    if (publicKey !== '') throw new ConfigError('JWT_PUBLIC_KEY_FILE', 'must not be set together with JWT_PUBLIC_KEY', undefined);
+    try {
+      publicKey = readFileSync(keyFile, 'utf8');
+    } catch (err) {
+      throw new ConfigError('JWT_PUBLIC_KEY_FILE', `must name a readable PEM file: ${(err as Error).message}`, keyFile);
+    }
+  }
+  const algsRaw = env.JWT_ALGORITHMS ?? '';
+  const algs = algsRaw === '' ? [] : algsRaw.split(',').map((a) => a.trim());
+  const allowed = publicKey !== '' ? ASYMMETRIC_ALGS : HMAC_ALGS;
+  for (const a of algs) {
+    if (!(allowed as readonly string[]).includes(a)) {
+      throw new ConfigError(
+        'JWT_ALGORITHMS',
+        `must list only ${allowed.join(', ')} for ${publicKey !== '' ? 'a public key' : 'a shared secret'}`,
+        algsRaw,
+      );
+    }
+  }
+
+  if (publicKey !== '') {
+    const name = keyFile !== '' ? 'JWT_PUBLIC_KEY_FILE' : 'JWT_PUBLIC_KEY';
+    let type: string | undefined;
+    try {
+      type = createPublicKey(publicKey.replace(/\\n/g, '\n')).asymmetricKeyType;
+    } catch (err) {
+      throw new ConfigError(name, `must be a PEM public key: ${(err as Error).message}`, undefined);
+    }
+    const byType: Record<string, JwtAlgorithm[]> = { rsa: ['RS256'], 'rsa-pss': ['PS256'], ec: ['ES256'], ed25519: ['EdDSA'] };
+    const defaults = type ? byType[type] : undefined;
+    if (!defaults && algs.length === 0) throw new ConfigError(name, `has an unsupported key type ${type}`, undefined);
+    return Object.freeze({
+      key: publicKey.replace(/\\n/g, '\n'),
+      algorithms: Object.freeze((algs.length ? algs : defaults!) as JwtAlgorithm[]),
+      generated: false,
+    });
+  }
+  if (secret !== '') {
+    if (secret.length < 16) throw new ConfigError('JWT_SECRET', 'must be at least 16 characters', undefined);
+    return Object.freeze({ key: secret, algorithms: Object.freeze((algs.length ? algs : ['HS256']) as JwtAlgorithm[]), generated: false });
+  }
+  if (env.NODE_ENV === 'production') {
+    throw new ConfigError('JWT_SECRET', 'or JWT_PUBLIC_KEY must be set when NODE_ENV=production', undefined);
+  }
+  // Development: a random secret, never "no verification".
+  return Object.freeze({ key: randomBytes(32).toString('base64url'), algorithms: Object.freeze(['HS256'] as JwtAlgorithm[]), generated: true });
+}
+
+/** Reads, validates and freezes the configuration. Throws ConfigError. */
+export function loadConfig(env: Env = process.env): Readonly<Config> {
+  const cfg: Config = {
+    port: read(env, 'PORT'),
+    host: read(env, 'HOST'),
+    workers: read(env, 'WORKERS'),
+    redisUrl: read(env, 'REDIS_URL'),
+    jwt: readJwt(env),
+    aiEngineUrl: read(env, 'AI_ENGINE_URL'),
+    aiEngineTimeoutMs: read(env, 'AI_ENGINE_TIMEOUT_MS'),
+    aiEngineMaxInflight: read(env, 'AI_ENGINE_MAX_INFLIGHT'),
+    rateLimitMessages: read(env, 'RATE_LIMIT_MESSAGES'),
+    rateLimitWindowS: read(env, 'RATE_LIMIT_WINDOW_S'),
+    idleTimeoutS: read(env, 'IDLE_TIMEOUT_S'),
+    maxPayloadBytes: read(env, 'MAX_PAYLOAD_BYTES'),
+    maxBackpressureBytes: read(env, 'MAX_BACKPRESSURE_BYTES'),
+    maxQueuedMessages: read(env, 'MAX_QUEUED_MESSAGES'),
+    shutdownTimeoutS: read(env, 'SHUTDOWN_TIMEOUT_S'),
+    logLevel: read(env, 'LOG_LEVEL'),
+  };
+  return Object.freeze(cfg);
+}

@@ -1,0 +1,146 @@
+/**
+ * One gateway node: a uWS app with the widget socket and the HTTP routes,
+ * its fan-out and bus, and a graceful close().
+ */
+import type { TemplatedApp, us_listen_socket, WebSocket } from '@trufflesuite/uws-js-unofficial';
+import type { Config } from '../config/index.js';
+import type { Uws } from '../uws/loader.js';
+import type { TokenVerifier } from '../auth/verifier.js';
+import type { AiEngine } from '../ai/engine.js';
+import type { Bus, BusHandler } from '../bus/bus.js';
+import type { RateLimiter } from '../pipeline/rate-limit.js';
+import { ChatPipeline } from '../pipeline/chat.js';
+import { ChannelRouter } from '../channels/router.js';
+import { WidgetChannel } from '../channels/widget.js';
+import { CLOSE } from '../protocol/close-codes.js';
+import type { ClusterStats, LocalStats } from '../primary/ipc.js';
+import type { Logger } from '../observability/log.js';
+import { GatewayError } from '../errors.js';
+import { Fanout, type RemoteTopics } from './fanout.js';
+import { SocketSet, widgetBehavior, type Conn } from './sockets.js';
+import { mountRoutes } from './routes.js';
+
+/** What a node needs to know of the rest of its cluster. */
+export interface ClusterView extends RemoteTopics {
+  /** Whole-cluster connection counts; `local` is this node's own. */
+  stats(local: LocalStats): Promise<ClusterStats>;
+  /** Every worker is up (and, with Redis, Redis is reachable). */
+  ready(): boolean;
+}
+
+export interface GatewayDeps {
+  cfg: Readonly<Config>;
+  uws: Uws;
+  log: Logger;
+  verifier: TokenVerifier;
+  engine: AiEngine;
+  limiter: RateLimiter;
+  busFactory: (onMessage: BusHandler) => Bus;
+  cluster: ClusterView;
+}
+
+export class Gateway {
+  readonly app: TemplatedApp;
+  readonly sockets = new SocketSet();
+  readonly fanout: Fanout;
+  readonly channels = new ChannelRouter();
+  #listen: us_listen_socket | undefined;
+  #port = 0;
+  #serving = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(private readonly d: GatewayDeps) {
+    this.app = d.uws.App();
+    this.fanout = new Fanout(this.app, d.busFactory, d.cluster);
+    const widget = new WidgetChannel(this.fanout);
+    this.channels.register(widget);
+    const chat = new ChatPipeline(d.engine, d.limiter, { maxQueued: d.cfg.maxQueuedMessages }, d.log);
+
+    this.app.ws<Conn>(
+      '/api/v1/channels/widget/:creator_id/connect',
+      widgetBehavior(
+        { cfg: d.cfg, verifier: d.verifier, channel: widget, chat, bus: this.fanout.bus, log: d.log, accepting: () => this.#serving },
+        this.sockets,
+      ),
+    );
+    mountRoutes(this.app, {
+      verifier: d.verifier,
+      fanout: this.fanout,
+      channels: this.channels,
+      log: d.log,
+      maxBodyBytes: d.cfg.maxPayloadBytes,
+      serving: () => this.#serving,
+      ready: () => d.cluster.ready() && this.fanout.bus.status === 'ready',
+      stats: () => d.cluster.stats(this.localStats()),
+    });
+  }
+
+  /** Listens on HOST:PORT (port 0 picks a free one); resolves to the port. */
+  listen(host: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.app.listen(host, port, (ls) => {
+        if (!ls) {
+          reject(new GatewayError('GW_ERR_LISTEN', `cannot listen on ${host}:${port}`));
+          return;
+        }
+        this.#listen = ls;
+        this.#port = this.d.uws.us_socket_local_port(ls as never);
+        this.#serving = true;
+        resolve(this.#port);
+      });
+    });
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  get serving(): boolean {
+    return this.#serving;
+  }
+
+  localStats(): LocalStats {
+    return { total: this.sockets.all.size, byCreator: Object.fromEntries(this.sockets.byCreator) };
+  }
+
+  /**
+   * Graceful close, in a fixed order: refuse new sockets and fail readiness,
+   * close the listen socket, end sockets in batches with `code`, wait for
+   * them to go (until `deadlineMs`), then close the bus, the engine and the
+   * limiter. Safe to call twice (the second call returns the first's promise).
+   */
+  close(code: number = CLOSE.SHUTDOWN.code, deadlineMs = this.d.cfg.shutdownTimeoutS * 1000): Promise<void> {
+    this.#closing ??= this.#close(code, deadlineMs);
+    return this.#closing;
+  }
+
+  async #close(code: number, deadlineMs: number): Promise<void> {
+    const until = Date.now() + deadlineMs;
+    this.#serving = false;
+    if (this.#listen) {
+      this.d.uws.us_listen_socket_close(this.#listen);
+      this.#listen = undefined;
+    }
+    const reason = code === CLOSE.SHUTDOWN.code ? CLOSE.SHUTDOWN.reason : 'Service Restart';
+    try {
+      const BATCH = 1000;
+      const all = [...this.sockets.all];
+      for (let i = 0; i < all.length; i += BATCH) {
+        for (const ws of all.slice(i, i + BATCH)) endSocket(ws, code, reason);
+        await new Promise((r) => setImmediate(r));
+      }
+      // Wait for the close handshakes; after the deadline, cut what is left.
+      while (this.sockets.all.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      for (const ws of [...this.sockets.all]) {
+        if (!ws.getUserData().closed) ws.close();
+      }
+    } finally {
+      await Promise.allSettled([this.fanout.bus.close(), this.d.engine.close()]);
+      this.d.limiter.close();
+    }
+  }
+}
+
+function endSocket(ws: WebSocket<Conn>, code: number, reason: string): void {
+  if (!ws.getUserData().closed) ws.end(code, reason);
+}

@@ -1,0 +1,95 @@
+/**
+ * A worker's view of its cluster, over IPC to the primary: readiness pushed
+ * by the primary, stats and topic look-ups asked of it, and the primary's
+ * requests of this worker answered.
+ */
+import { GatewayError } from '../errors.js';
+import { isTagged, type ClusterStats, type LocalStats, type PrimaryToWorker, type WorkerOps, type WorkerToPrimary } from '../primary/ipc.js';
+import type { ClusterView } from './gateway.js';
+
+export interface LinkHandlers {
+  localStats(): LocalStats;
+  shutdown(code: 1001 | 1012): void;
+}
+
+export class PrimaryLink implements ClusterView {
+  #nextId = 1;
+  #ready = false;
+  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  readonly #onMessage = (m: unknown): void => this.#receive(m);
+
+  constructor(
+    private readonly handlers: LinkHandlers,
+    private readonly timeoutMs = 2000,
+  ) {
+    process.on('message', this.#onMessage);
+  }
+
+  ready(): boolean {
+    return this.#ready && process.connected === true;
+  }
+
+  send(msg: WorkerToPrimary): void {
+    if (process.connected && process.send) process.send(msg);
+  }
+
+  stats(local: LocalStats): Promise<ClusterStats> {
+    // The primary asks every worker, this one included, so `local` is not needed here.
+    void local;
+    return this.#request('stats') as Promise<ClusterStats>;
+  }
+
+  async has(topic: string): Promise<boolean> {
+    return (await this.#request('has-topic', topic)) === true;
+  }
+
+  #request(op: 'stats' | 'has-topic', arg?: string): Promise<unknown> {
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new GatewayError('GW_ERR_IPC_TIMEOUT', `primary did not answer "${op}" in ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      this.#pending.set(id, { resolve, reject, timer });
+      this.send({ t: 'req', id, op, arg } as WorkerToPrimary);
+    });
+  }
+
+  #receive(m: unknown): void {
+    if (!isTagged(m)) return;
+    const msg = m as PrimaryToWorker;
+    switch (msg.t) {
+      case 'cluster':
+        this.#ready = msg.ready;
+        break;
+      case 'shutdown':
+        this.handlers.shutdown(msg.code);
+        break;
+      case 'res': {
+        const p = this.#pending.get(msg.id);
+        if (!p) return;
+        this.#pending.delete(msg.id);
+        clearTimeout(p.timer);
+        if (msg.error) p.reject(new Error(msg.error));
+        else p.resolve(msg.result);
+        break;
+      }
+      case 'req': {
+        const result: WorkerOps[typeof msg.op] = this.handlers.localStats();
+        this.send({ t: 'res', id: msg.id, result });
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  close(): void {
+    process.off('message', this.#onMessage);
+    for (const p of this.#pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new GatewayError('GW_ERR_CLOSED', 'cluster link closed'));
+    }
+    this.#pending.clear();
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * HTTP routes of a worker: health, readiness, stats, broadcast and targeted
+ * sends. Every async handler copies what it needs from `req` first, guards
+ * against aborts and corks its answer (see http.ts).
+ */
+import type { TemplatedApp, HttpRequest } from '@trufflesuite/uws-js-unofficial';
+import type { TokenVerifier } from '../auth/verifier.js';
+import { isValidId } from '../auth/ids.js';
+import type { ChannelRouter } from '../channels/router.js';
+import type { Fanout } from './fanout.js';
+import { creatorTopic } from '../protocol/topics.js';
+import type { ClusterStats } from '../primary/ipc.js';
+import type { Logger } from '../observability/log.js';
+import { BodyTooLarge, bearer, guard, readBody, sendJson, type Res } from './http.js';
+
+export interface RouteDeps {
+  verifier: TokenVerifier;
+  fanout: Fanout;
+  channels: ChannelRouter;
+  log: Logger;
+  maxBodyBytes: number;
+  /** True while this worker serves (not shutting down). */
+  serving: () => boolean;
+  /** True when the whole node is ready (every worker up, bus connected). */
+  ready: () => boolean;
+  stats: () => Promise<ClusterStats>;
+}
+
+const NOT_FOUND = '{"error":"Not found"}';
+
+export function mountRoutes(app: TemplatedApp, d: RouteDeps): void {
+  app.get('/healthz', (res) => {
+    const ok = d.serving();
+    sendJson(res as Res, ok ? 200 : 503, ok ? '{"status":"ok"}' : '{"status":"shutting_down"}');
+  });
+
+  app.get('/readyz', (res) => {
+    const ok = d.serving() && d.ready();
+    sendJson(res as Res, ok ? 200 : 503, ok ? '{"status":"ready"}' : '{"status":"not_ready"}');
+  });
+
+  app.get('/api/v1/stats', async (res) => {
+    const r = guard(res as Res);
+    try {
+      const s = await d.stats();
+      sendJson(r, 200, {
+        total_connections: s.total_connections,
+        connections_by_creator: s.connections_by_creator,
+        workers: s.workers,
+        workers_answered: s.workers_answered,
+        last_check: new Date().toISOString(),
+      });
+    } catch (err) {
+      d.log.error({ err: (err as Error).message }, 'stats failed');
+      sendJson(r, 503, { error: 'Stats unavailable' });
+    }
+  });
+
+  app.post('/api/v1/creators/:creator_id/broadcast', (res, req) => {
+    const creatorId = req.getParameter(0) ?? '';
+    publishRoute(res as Res, req, d, creatorId, (frame) => {
+      d.fanout.publish(creatorTopic(creatorId), JSON.stringify(frame));
+      return Promise.resolve({ status: 202, body: { status: 'accepted', creator_id: creatorId } });
+    });
+  });
+
+  app.post('/api/v1/connections/:connection_id/messages', (res, req) => {
+    const connectionId = req.getParameter(0) ?? '';
+    publishRoute(res as Res, req, d, undefined, async (frame) => {
+      const r = await d.channels.send('widget', connectionId, frame);
+      if (r === 'sent') return { status: 202, body: { status: 'accepted', connection_id: connectionId } };
+      return { status: 404, body: { error: 'No such connection' } };
+    });
+  });
+
+  app.any('/*', (res) => sendJson(res as Res, 404, NOT_FOUND));
+}
+
+type Publish = (frame: Record<string, unknown>) => Promise<{ status: number; body: unknown }>;
+
+/**
+ * The shared body of the publishing routes: bearer token with scope
+ * `publish` (401/403), a JSON object body of bounded size (400/413), then
+ * `publish`.
+ */
+function publishRoute(res: Res, req: HttpRequest, d: RouteDeps, creatorId: string | undefined, publish: Publish): void {
+  guard(res);
+  const token = bearer(req.getHeader('authorization'));
+  const declared = Number(req.getHeader('content-length') || '0');
+  if (creatorId !== undefined && !isValidId(creatorId)) return sendJson(res, 400, { error: 'Invalid creator id' }, true);
+  if (token === undefined) return sendJson(res, 401, { error: 'Bearer token required' }, true);
+  const auth = d.verifier.verifyPublisher(token, creatorId);
+  if (auth === 'unauthenticated') return sendJson(res, 401, { error: 'Invalid token' }, true);
+  if (auth === 'forbidden') return sendJson(res, 403, { error: 'Token lacks the publish scope for this target' }, true);
+  if (declared > d.maxBodyBytes) return sendJson(res, 413, { error: `Body over ${d.maxBodyBytes} bytes` }, true);
+
+  readBody(res, d.maxBodyBytes).then(
+    async (body) => {
+      let frame: unknown;
+      try {
+        frame = JSON.parse(body.toString('utf8'));
+      } catch {
+        return sendJson(res, 400, { error: 'Body is not valid JSON' });
+      }
+      if (typeof frame !== 'object' || frame === null || Array.isArray(frame)) {
+        return sendJson(res, 400, { error: 'Body must be a JSON object' });
+      }
+      try {
+        const out = await publish(frame as Record<string, unknown>);
+        sendJson(res, out.status, out.body);
+      } catch (err) {
+        d.log.error({ err: (err as Error).message }, 'publish failed');
+        sendJson(res, 500, { error: 'Publish failed' });
+      }
+    },
+    (err) => {
+      if (err instanceof BodyTooLarge) sendJson(res, 413, { error: `Body over ${d.maxBodyBytes} bytes` }, true);
+    },
+  );
+}

@@ -1,0 +1,82 @@
+/**
+ * A cluster worker: one uWS gateway node listening on PORT (SO_REUSEPORT
+ * lets every worker bind the same port; Linux spreads connections).
+ *
+ * Shutdown (a `shutdown` message from the primary, or SIGTERM/SIGINT sent to
+ * the process group): Gateway.close() in its fixed order, then the logger is
+ * flushed and the process exits 0.
+ */
+import cluster from 'node:cluster';
+import { loadConfig, type Config } from '../config/index.js';
+import { loadUws } from '../uws/loader.js';
+import { createLogger, type Logger } from '../observability/log.js';
+import { createTokenVerifier } from '../auth/verifier.js';
+import { createEngine } from '../ai/index.js';
+import { TokenBucketLimiter } from '../pipeline/rate-limit.js';
+import { IpcBus } from '../bus/ipc.js';
+import { Gateway } from './gateway.js';
+import { PrimaryLink } from './primary-link.js';
+
+export async function runWorker(): Promise<void> {
+  let cfg: Readonly<Config>;
+  try {
+    cfg = loadConfig();
+  } catch (err) {
+    process.stderr.write(`channel-gateway worker: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+  const log = createLogger(cfg.logLevel, { role: 'worker', worker: cluster.worker?.id });
+  process.on('uncaughtException', (err) => fatal(log, err));
+  process.on('unhandledRejection', (err) => fatal(log, err));
+
+  const { uws, source, version } = loadUws();
+  let gw: Gateway | undefined;
+  let stopping = false;
+  const link = new PrimaryLink({
+    localStats: () => gw?.localStats() ?? { total: 0, byCreator: {} },
+    shutdown: (code) => void stop(code),
+  });
+
+  async function stop(code: 1001 | 1012): Promise<void> {
+    if (stopping) return;
+    stopping = true;
+    log.info({ code }, 'worker shutting down');
+    // Leave a second of the deadline for the bus, the logger and the exit.
+    await gw?.close(code, Math.max(500, cfg.shutdownTimeoutS * 1000 - 1500));
+    link.close();
+    log.info('worker stopped');
+    log.flush();
+    // A moment for the last close frames to leave the socket buffers.
+    setTimeout(() => process.exit(0), 50);
+  }
+  process.on('SIGTERM', () => void stop(1001));
+  process.on('SIGINT', () => void stop(1001));
+  // The primary gone (kill -9): stop rather than serve unsupervised.
+  process.on('disconnect', () => void stop(1001));
+
+  gw = new Gateway({
+    cfg,
+    uws,
+    log,
+    verifier: createTokenVerifier(cfg.jwt),
+    engine: createEngine(cfg),
+    limiter: new TokenBucketLimiter(cfg.rateLimitMessages, cfg.rateLimitWindowS),
+    busFactory: (onMessage) => new IpcBus(process, onMessage),
+    cluster: link,
+  });
+  try {
+    const port = await gw.listen(cfg.host, cfg.port);
+    log.info({ host: cfg.host, port, uws: `${source}@${version}` }, 'worker listening');
+    link.send({ t: 'ready' });
+  } catch (err) {
+    log.fatal({ err: (err as Error).message }, 'worker cannot listen');
+    log.flush();
+    process.exit(1);
+  }
+}
+
+function fatal(log: Logger, err: unknown): void {
+  log.fatal({ err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, 'worker crashed');
+  log.flush();
+  process.exit(1);
+}

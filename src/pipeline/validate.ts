@@ -1,0 +1,57 @@
+/**
+ * Client frame decoding and validation: one pure function, no I/O, so it can
+ * run inline on the uWS thread or (later) in a worker pool and give the same
+ * answer. Every outcome is either a valid message or the text of an error
+ * frame; nothing a client sends can make it throw.
+ */
+import { ERRORS, unknownTypeError } from '../protocol/frames.js';
+
+export type ClientMessage = { type: 'ping' } | { type: 'user_message'; content: string };
+
+export type Decoded = { ok: true; msg: ClientMessage } | { ok: false; error: string };
+
+const INVALID_JSON: Decoded = Object.freeze({ ok: false, error: ERRORS.INVALID_JSON });
+const INVALID_MESSAGE: Decoded = Object.freeze({ ok: false, error: ERRORS.INVALID_MESSAGE });
+const PING: Decoded = Object.freeze({ ok: true, msg: Object.freeze({ type: 'ping' as const }) });
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Decodes one client frame (text or binary) of the JSON protocol. */
+export function decodeFrame(data: ArrayBuffer | Uint8Array, isBinary: boolean): Decoded {
+  let text: string;
+  if (isBinary) {
+    // Binary frames are accepted when they hold UTF-8 JSON; anything else is
+    // "Invalid JSON format". (uWS has already validated text frames' UTF-8.)
+    try {
+      text = utf8.decode(data);
+    } catch {
+      return INVALID_JSON;
+    }
+  } else {
+    text = Buffer.from(data as ArrayBuffer).toString('utf8');
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return INVALID_JSON;
+  }
+  return validateMessage(value);
+}
+
+/** Validates a parsed JSON value as a client message. */
+export function validateMessage(value: unknown): Decoded {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return INVALID_MESSAGE;
+  const type = (value as { type?: unknown }).type;
+  if (typeof type !== 'string') return INVALID_MESSAGE;
+  if (type === 'ping') return PING;
+  if (type === 'user_message') {
+    const content = (value as { content?: unknown }).content;
+    if (content === undefined || content === null) return { ok: false, error: ERRORS.EMPTY };
+    if (typeof content !== 'string') return { ok: false, error: ERRORS.CONTENT_NOT_STRING };
+    const trimmed = content.trim();
+    if (trimmed === '') return { ok: false, error: ERRORS.EMPTY };
+    return { ok: true, msg: { type: 'user_message', content: trimmed } };
+  }
+  return { ok: false, error: unknownTypeError(type) };
+}

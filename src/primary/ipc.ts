@@ -1,0 +1,46 @@
+/**
+ * Messages between the primary and its workers over cluster IPC (advanced
+ * serialization, so Uint8Array payloads cross without base64).
+ */
+export interface LocalStats {
+  total: number;
+  byCreator: Record<string, number>;
+}
+
+export interface ClusterStats {
+  total_connections: number;
+  connections_by_creator: Record<string, number>;
+  workers: number;
+  workers_answered: number;
+}
+
+/** Requests a worker may make of the primary, with their results. */
+export interface PrimaryOps {
+  stats: ClusterStats;
+  /** Whether a worker other than the asker has a subscriber for topic `arg`. */
+  'has-topic': boolean;
+}
+
+/** Requests the primary may make of a worker. */
+export interface WorkerOps {
+  'local-stats': LocalStats;
+}
+
+export type WorkerToPrimary =
+  | { t: 'ready' }
+  | { t: 'pub'; topic: string; payload: Uint8Array }
+  | { t: 'sub'; add: string[]; del: string[] }
+  | { t: 'req'; id: number; op: keyof PrimaryOps; arg?: string }
+  | { t: 'res'; id: number; result?: unknown; error?: string };
+
+export type PrimaryToWorker =
+  | { t: 'msg'; topic: string; payload: Uint8Array }
+  | { t: 'shutdown'; code: 1001 | 1012 }
+  | { t: 'cluster'; ready: boolean }
+  | { t: 'req'; id: number; op: keyof WorkerOps }
+  | { t: 'res'; id: number; result?: unknown; error?: string };
+
+/** Type guard for messages that carry a `t` tag (anything else on the channel is ignored). */
+export function isTagged(m: unknown): m is { t: string } {
+  return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
+}

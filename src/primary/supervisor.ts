@@ -1,0 +1,222 @@
+/**
+ * The primary: it forks WORKERS uWS workers, replaces any that dies (with
+ * back-off when one keeps dying), relays the embedded bus, answers cluster
+ * stats, tells workers whether the cluster is ready, and runs the shutdown.
+ * It never listens: it serves no traffic.
+ *
+ * Shutdown (SIGTERM or SIGINT, to the primary or its process group): stop
+ * replacing workers, send each a `shutdown` message (worker.disconnect() does
+ * not know uWS listen sockets), wait for every worker to exit, exit 0. A
+ * watchdog kills what is left and exits 1 after SHUTDOWN_TIMEOUT_S.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { loadConfig, type Config } from '../config/index.js';
+import { loadUws } from '../uws/loader.js';
+import { createLogger, type Logger } from '../observability/log.js';
+import { Relay, type RelayTarget } from './relay.js';
+import { isTagged, type ClusterStats, type LocalStats, type PrimaryToWorker, type WorkerToPrimary } from './ipc.js';
+
+interface Slot {
+  worker: Worker;
+  target: RelayTarget;
+  ready: boolean;
+  startedAt: number;
+}
+
+/** Respawn delay after `failures` quick deaths in a row: 0.25 s doubling to 30 s. */
+export function backoffMs(failures: number): number {
+  return failures <= 0 ? 0 : Math.min(30_000, 250 * 2 ** (failures - 1));
+}
+/** A worker that lived this long counts as healthy: its death resets the back-off. */
+const STABLE_MS = 10_000;
+const STATS_TIMEOUT_MS = 1500;
+
+export async function runPrimary(): Promise<void> {
+  let cfg: Readonly<Config>;
+  let uwsLabel: string;
+  try {
+    cfg = loadConfig();
+    const u = loadUws();
+    uwsLabel = `${u.source}@${u.version}`;
+  } catch (err) {
+    process.stderr.write(`channel-gateway: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+  const log = createLogger(cfg.logLevel, { role: 'primary' });
+  log.info({ uws: uwsLabel, workers: cfg.workers, port: cfg.port, mode: cfg.redisUrl ? 'redis' : 'embedded' }, 'starting');
+  if (cfg.jwt.generated) warnDevSecret(cfg, log);
+  new Supervisor(cfg, log).start();
+}
+
+function warnDevSecret(cfg: Readonly<Config>, log: Logger): void {
+  log.warn('JWT_SECRET and JWT_PUBLIC_KEY are unset: using a random development secret (never do this in production)');
+  process.stderr.write(
+    '\n  WARNING: no JWT_SECRET or JWT_PUBLIC_KEY set; generated a development secret for this run.\n' +
+      '  Mint a widget token for it with:\n\n' +
+      `    JWT_SECRET=${cfg.jwt.key} npm run --silent token -- --creator demo\n\n` +
+      `  then connect to ws://localhost:${cfg.port}/api/v1/channels/widget/demo/connect?token=<token>\n\n`,
+  );
+}
+
+class Supervisor {
+  readonly #slots = new Map<number, Slot>();
+  readonly #relay = new Relay();
+  #failures = 0;
+  #stopping = false;
+  #wasReady = false;
+  #nextReq = 1;
+  readonly #gathers = new Map<number, (r: LocalStats) => void>();
+
+  constructor(
+    private readonly cfg: Readonly<Config>,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    cluster.setupPrimary({ serialization: 'advanced' });
+    for (let i = 0; i < this.cfg.workers; i++) this.#fork();
+    process.on('SIGTERM', () => this.shutdown('SIGTERM'));
+    process.on('SIGINT', () => this.shutdown('SIGINT'));
+  }
+
+  #fork(): void {
+    // A generated development secret reaches the workers through their environment.
+    const env = this.cfg.jwt.generated ? { JWT_SECRET: this.cfg.jwt.key } : {};
+    const worker = cluster.fork(env);
+    const slot: Slot = {
+      worker,
+      ready: false,
+      startedAt: Date.now(),
+      target: { id: worker.id, send: (m: PrimaryToWorker) => this.#send(worker, m) },
+    };
+    this.#slots.set(worker.id, slot);
+    worker.on('message', (m: unknown) => this.#onMessage(slot, m));
+    worker.on('error', (err) => this.log.warn({ worker: worker.id, err: err.message }, 'worker IPC error'));
+    worker.on('exit', (code, signal) => this.#onExit(slot, code, signal));
+  }
+
+  #send(worker: Worker, m: PrimaryToWorker): void {
+    if (!worker.isConnected()) return;
+    try {
+      worker.send(m);
+    } catch (err) {
+      this.log.debug({ worker: worker.id, err: (err as Error).message }, 'IPC send failed');
+    }
+  }
+
+  #onMessage(slot: Slot, m: unknown): void {
+    if (!isTagged(m)) return;
+    const msg = m as WorkerToPrimary;
+    switch (msg.t) {
+      case 'pub':
+        this.#relay.publish(slot.target, msg.topic, msg.payload);
+        break;
+      case 'sub':
+        this.#relay.update(slot.target, msg.add, msg.del);
+        break;
+      case 'ready':
+        slot.ready = true;
+        this.log.info({ worker: slot.worker.id, pid: slot.worker.process.pid }, 'worker ready');
+        this.#announce(true);
+        break;
+      case 'req':
+        if (msg.op === 'stats') {
+          void this.#stats().then((result) => this.#send(slot.worker, { t: 'res', id: msg.id, result }));
+        } else {
+          const has = msg.arg !== undefined && this.#relay.has(msg.arg, slot.target);
+          this.#send(slot.worker, { t: 'res', id: msg.id, result: has });
+        }
+        break;
+      case 'res': {
+        const done = this.#gathers.get(msg.id);
+        if (done) {
+          this.#gathers.delete(msg.id);
+          done(msg.result as LocalStats);
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  /** Asks every ready worker for its counts and merges them. */
+  async #stats(): Promise<ClusterStats> {
+    const live = [...this.#slots.values()].filter((s) => s.ready);
+    const answers = await Promise.all(
+      live.map(
+        (s) =>
+          new Promise<LocalStats | undefined>((resolve) => {
+            const id = this.#nextReq++;
+            const timer = setTimeout(() => {
+              this.#gathers.delete(id);
+              resolve(undefined);
+            }, STATS_TIMEOUT_MS);
+            this.#gathers.set(id, (r) => {
+              clearTimeout(timer);
+              resolve(r);
+            });
+            this.#send(s.worker, { t: 'req', id, op: 'local-stats' });
+          }),
+      ),
+    );
+    const out: ClusterStats = { total_connections: 0, connections_by_creator: {}, workers: live.length, workers_answered: 0 };
+    for (const a of answers) {
+      if (!a) continue;
+      out.workers_answered++;
+      out.total_connections += a.total;
+      for (const [c, n] of Object.entries(a.byCreator)) {
+        out.connections_by_creator[c] = (out.connections_by_creator[c] ?? 0) + n;
+      }
+    }
+    return out;
+  }
+
+  /** Tells every worker whether the cluster is ready (all WORKERS up), when that changes. */
+  #announce(force = false): void {
+    const ready = !this.#stopping && [...this.#slots.values()].filter((s) => s.ready).length >= this.cfg.workers;
+    if (ready === this.#wasReady && !force) return;
+    if (ready !== this.#wasReady) this.log.info({ ready }, ready ? 'cluster ready' : 'cluster not ready');
+    this.#wasReady = ready;
+    for (const s of this.#slots.values()) this.#send(s.worker, { t: 'cluster', ready });
+  }
+
+  #onExit(slot: Slot, code: number | null, signal: string | null): void {
+    this.#slots.delete(slot.worker.id);
+    this.#relay.remove(slot.target);
+    if (this.#stopping) {
+      if (this.#slots.size === 0) this.#exit(0);
+      return;
+    }
+    this.#announce();
+    const lived = Date.now() - slot.startedAt;
+    this.#failures = lived >= STABLE_MS ? 0 : this.#failures + 1;
+    const delay = backoffMs(this.#failures);
+    this.log.error({ worker: slot.worker.id, code, signal, lived_ms: lived, respawn_in_ms: delay }, 'worker died; replacing it');
+    setTimeout(() => {
+      if (!this.#stopping) this.#fork();
+    }, delay).unref();
+  }
+
+  shutdown(signal: string): void {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    this.log.info({ signal, workers: this.#slots.size }, 'shutting down');
+    this.#announce();
+    const watchdog = setTimeout(() => {
+      this.log.error({ left: this.#slots.size }, 'shutdown deadline passed; killing the workers left');
+      for (const s of this.#slots.values()) s.worker.process.kill('SIGKILL');
+      this.#exit(1);
+    }, this.cfg.shutdownTimeoutS * 1000);
+    watchdog.unref();
+    if (this.#slots.size === 0) return this.#exit(0);
+    for (const s of this.#slots.values()) this.#send(s.worker, { t: 'shutdown', code: 1001 });
+  }
+
+  #exit(code: number): void {
+    this.log.info({ code }, 'primary exiting');
+    this.log.flush();
+    process.exit(code);
+  }
+}
+

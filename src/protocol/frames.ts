@@ -1,0 +1,70 @@
+/**
+ * The widget protocol's frames, server to client. Shapes are the seed
+ * Channel Service's (`../shared/seed`), kept exactly; constant frames are
+ * encoded once.
+ */
+import { randomUUID } from 'node:crypto';
+
+/** Error texts sent in `{"type":"error"}` frames. Clients may match on them. */
+export const ERRORS = Object.freeze({
+  EMPTY: 'Empty message not allowed',
+  RATE_LIMITED: 'Rate limit exceeded',
+  INVALID_JSON: 'Invalid JSON format',
+  FAILED: 'Failed to process message',
+  QUEUE_FULL: 'Too many messages awaiting an answer',
+  INVALID_MESSAGE: 'Invalid message format',
+  CONTENT_NOT_STRING: 'Message content must be a string',
+});
+
+/** `Unknown message type: X` (X is the JSON text of the type, cut to 64 chars). */
+export function unknownTypeError(type: string): string {
+  return `Unknown message type: ${type.length > 64 ? `${type.slice(0, 64)}...` : type}`;
+}
+
+let lastMs = 0;
+let lastIso = '';
+/** ISO-8601 time, computed at most once per millisecond (as pino's lib/time.js). */
+export function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
+export const PONG = '{"type":"pong"}';
+
+export function connectionStatus(sessionId: string, connectionId: string): string {
+  return JSON.stringify({
+    type: 'connection_status',
+    status: 'connected',
+    details: { session_id: sessionId, connection_id: connectionId },
+    timestamp: isoNow(),
+  });
+}
+
+export function typing(isTyping: boolean): string {
+  return `{"type":"typing_indicator","is_typing":${isTyping},"timestamp":"${isoNow()}"}`;
+}
+
+export function error(message: string): string {
+  return JSON.stringify({ type: 'error', error: message, timestamp: isoNow() });
+}
+
+export interface Answer {
+  response: string;
+  confidence: number;
+  sources: unknown[];
+}
+
+export function aiResponse(a: Answer): string {
+  return JSON.stringify({
+    type: 'ai_response',
+    content: a.response,
+    confidence: a.confidence,
+    sources: a.sources,
+    timestamp: isoNow(),
+    message_id: randomUUID(),
+  });
+}
