@@ -17,7 +17,7 @@ import type { ClusterStats, LocalStats } from '../primary/ipc.js';
 import type { Logger } from '../observability/log.js';
 import { GatewayError } from '../errors.js';
 import { Fanout, type RemoteTopics } from './fanout.js';
-import { SocketSet, widgetBehavior, type Conn } from './sockets.js';
+import { SocketSet, widgetBehavior, type UserData } from './sockets.js';
 import { mountRoutes } from './routes.js';
 
 /** What a node needs to know of the rest of its cluster. */
@@ -56,7 +56,7 @@ export class Gateway {
     this.channels.register(widget);
     const chat = new ChatPipeline(d.engine, d.limiter, { maxQueued: d.cfg.maxQueuedMessages }, d.log);
 
-    this.app.ws<Conn>(
+    this.app.ws<UserData>(
       '/api/v1/channels/widget/:creator_id/connect',
       widgetBehavior(
         { cfg: d.cfg, verifier: d.verifier, channel: widget, chat, bus: this.fanout.bus, log: d.log, accepting: () => this.#serving },
@@ -100,7 +100,7 @@ export class Gateway {
   }
 
   localStats(): LocalStats {
-    return { total: this.sockets.all.size, byCreator: Object.fromEntries(this.sockets.byCreator) };
+    return { pid: process.pid, total: this.sockets.all.size, byCreator: Object.fromEntries(this.sockets.byCreator) };
   }
 
   /**
@@ -132,7 +132,7 @@ export class Gateway {
       // Wait for the close handshakes; after the deadline, cut what is left.
       while (this.sockets.all.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       for (const ws of [...this.sockets.all]) {
-        if (!ws.getUserData().closed) ws.close();
+        if (ws.getUserData().c?.closed === false) ws.close();
       }
     } finally {
       await Promise.allSettled([this.fanout.bus.close(), this.d.engine.close()]);
@@ -141,6 +141,6 @@ export class Gateway {
   }
 }
 
-function endSocket(ws: WebSocket<Conn>, code: number, reason: string): void {
-  if (!ws.getUserData().closed) ws.end(code, reason);
+function endSocket(ws: WebSocket<UserData>, code: number, reason: string): void {
+  if (ws.getUserData().c?.closed === false) ws.end(code, reason);
 }

@@ -46,6 +46,7 @@ export function mountRoutes(app: TemplatedApp, d: RouteDeps): void {
       sendJson(r, 200, {
         total_connections: s.total_connections,
         connections_by_creator: s.connections_by_creator,
+        connections_by_worker: s.connections_by_worker,
         workers: s.workers,
         workers_answered: s.workers_answered,
         last_check: new Date().toISOString(),

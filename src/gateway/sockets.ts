@@ -25,14 +25,55 @@ import type { Bus } from '../bus/bus.js';
 import type { Logger } from '../observability/log.js';
 import type { Res } from './http.js';
 
-/** Per-socket state. A refused socket carries only `reject`. */
-export interface Conn extends ChatPeer {
+/**
+ * What uWS holds for a socket. uWS.js v20.30 copies the user-data object's
+ * own properties onto the WebSocket object itself (getUserData() returns the
+ * socket), so user data must not have properties named like WebSocket
+ * methods, and prototype methods are lost: the per-connection state lives in
+ * one `Conn` instance under `c`.
+ */
+export interface UserData {
+  /** Set for an authenticated socket. */
+  c: Conn | undefined;
+  /** Set for a refused socket: closed with this code as soon as it opens. */
   reject: CloseCode | undefined;
-  closed: boolean;
-  ws: WebSocket<Conn> | undefined;
 }
 
-type RejectData = Pick<Conn, 'reject'>;
+/** Per-connection state of an authenticated socket. */
+export class Conn implements ChatPeer {
+  closed = false;
+  chat: ChatState | undefined = undefined;
+  ws: WebSocket<UserData> | undefined = undefined;
+
+  constructor(
+    readonly creatorId: string,
+    readonly sessionId: string,
+    readonly connectionId: string,
+    private readonly maxBackpressure: number,
+  ) {}
+
+  /**
+   * The slow-consumer policy for direct sends: droppable frames (typing
+   * indicators) are skipped once half of MAX_BACKPRESSURE_BYTES is buffered;
+   * any other frame that would pass the limit closes the socket with 4009
+   * so that no answer is ever lost without the client knowing.
+   */
+  send(frame: string, droppable: boolean): void {
+    const ws = this.ws;
+    if (this.closed || ws === undefined) return;
+    const buffered = ws.getBufferedAmount();
+    if (droppable && buffered > this.maxBackpressure / 2) return;
+    if (buffered + frame.length > this.maxBackpressure) {
+      ws.end(CLOSE.SLOW_CONSUMER.code, CLOSE.SLOW_CONSUMER.reason);
+      return;
+    }
+    ws.send(frame, false);
+  }
+
+  cork(fn: () => void): void {
+    if (!this.closed && this.ws) this.ws.cork(fn);
+  }
+}
 
 export interface SocketDeps {
   cfg: Pick<Config, 'maxPayloadBytes' | 'maxBackpressureBytes' | 'idleTimeoutS'>;
@@ -47,15 +88,15 @@ export interface SocketDeps {
 
 /** The live sockets of this worker, by creator, for stats and shutdown. */
 export class SocketSet {
-  readonly all = new Set<WebSocket<Conn>>();
+  readonly all = new Set<WebSocket<UserData>>();
   readonly byCreator = new Map<string, number>();
 
-  add(ws: WebSocket<Conn>, creatorId: string): void {
+  add(ws: WebSocket<UserData>, creatorId: string): void {
     this.all.add(ws);
     this.byCreator.set(creatorId, (this.byCreator.get(creatorId) ?? 0) + 1);
   }
 
-  delete(ws: WebSocket<Conn>, creatorId: string): void {
+  delete(ws: WebSocket<UserData>, creatorId: string): void {
     if (!this.all.delete(ws)) return;
     const n = (this.byCreator.get(creatorId) ?? 1) - 1;
     if (n <= 0) this.byCreator.delete(creatorId);
@@ -72,11 +113,11 @@ export class SocketSet {
  */
 export const HARD_PAYLOAD_FACTOR = 4;
 
-export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketBehavior<Conn> {
+export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketBehavior<UserData> {
   const { cfg, verifier, channel, chat, bus, log } = deps;
 
   function reject(res: Res, req: HttpRequest, ctx: us_socket_context_t, code: CloseCode): void {
-    const data: RejectData = { reject: code };
+    const data: UserData = { c: undefined, reject: code };
     res.upgrade(
       data,
       req.getHeader('sec-websocket-key'),
@@ -111,32 +152,10 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       const given = req.getQuery('session_id') ?? '';
       if (given !== '' && !isValidId(given)) return reject(r, req, ctx, CLOSE.BAD_REQUEST);
 
-      const conn: Conn = {
-        reject: undefined,
-        creatorId,
-        sessionId: given || randomUUID(),
-        connectionId: randomUUID(),
-        closed: false,
-        chat: undefined as ChatState | undefined,
-        ws: undefined,
-        send(frame, droppable) {
-          const ws = this.ws;
-          if (this.closed || ws === undefined) return;
-          const buffered = ws.getBufferedAmount();
-          if (droppable && buffered > cfg.maxBackpressureBytes / 2) return; // typing indicators may be dropped
-          if (buffered + frame.length > cfg.maxBackpressureBytes) {
-            // Answers are never dropped silently: tell the client it fell behind.
-            ws.end(CLOSE.SLOW_CONSUMER.code, CLOSE.SLOW_CONSUMER.reason);
-            return;
-          }
-          ws.send(frame, false);
-        },
-        cork(fn) {
-          if (!this.closed && this.ws) this.ws.cork(fn);
-        },
-      };
+      const conn = new Conn(creatorId, given || randomUUID(), randomUUID(), cfg.maxBackpressureBytes);
+      const data: UserData = { c: conn, reject: undefined };
       r.upgrade(
-        conn,
+        data,
         req.getHeader('sec-websocket-key'),
         req.getHeader('sec-websocket-protocol'),
         req.getHeader('sec-websocket-extensions'),
@@ -145,9 +164,9 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     },
 
     open(ws) {
-      const conn = ws.getUserData();
-      if (conn.reject) {
-        ws.end(conn.reject.code, conn.reject.reason);
+      const { c: conn, reject } = ws.getUserData();
+      if (conn === undefined) {
+        if (reject) ws.end(reject.code, reject.reason);
         return;
       }
       conn.ws = ws;
@@ -159,8 +178,8 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     },
 
     message(ws, data, isBinary) {
-      const conn = ws.getUserData();
-      if (conn.reject || conn.closed) return;
+      const conn = ws.getUserData().c;
+      if (conn === undefined || conn.closed) return;
       if (data.byteLength > cfg.maxPayloadBytes) {
         ws.end(CLOSE.TOO_BIG.code, CLOSE.TOO_BIG.reason);
         return;
@@ -182,9 +201,9 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     },
 
     close(ws, code) {
-      const conn = ws.getUserData();
+      const conn = ws.getUserData().c;
+      if (conn === undefined) return;
       conn.closed = true;
-      if (conn.reject) return;
       conn.ws = undefined;
       sockets.delete(ws, conn.creatorId);
       log.debug({ conn: conn.connectionId, code }, 'socket closed');

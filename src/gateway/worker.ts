@@ -33,7 +33,7 @@ export async function runWorker(): Promise<void> {
   let gw: Gateway | undefined;
   let stopping = false;
   const link = new PrimaryLink({
-    localStats: () => gw?.localStats() ?? { total: 0, byCreator: {} },
+    localStats: () => gw?.localStats() ?? { pid: process.pid, total: 0, byCreator: {} },
     shutdown: (code) => void stop(code),
   });
 

@@ -3,6 +3,8 @@
  * serialization, so Uint8Array payloads cross without base64).
  */
 export interface LocalStats {
+  /** The worker's process id. */
+  pid: number;
   total: number;
   byCreator: Record<string, number>;
 }
@@ -10,6 +12,8 @@ export interface LocalStats {
 export interface ClusterStats {
   total_connections: number;
   connections_by_creator: Record<string, number>;
+  /** Open connections by worker process id. */
+  connections_by_worker: Record<string, number>;
   workers: number;
   workers_answered: number;
 }

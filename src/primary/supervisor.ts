@@ -160,11 +160,12 @@ class Supervisor {
           }),
       ),
     );
-    const out: ClusterStats = { total_connections: 0, connections_by_creator: {}, workers: live.length, workers_answered: 0 };
+    const out: ClusterStats = { total_connections: 0, connections_by_creator: {}, connections_by_worker: {}, workers: live.length, workers_answered: 0 };
     for (const a of answers) {
       if (!a) continue;
       out.workers_answered++;
       out.total_connections += a.total;
+      out.connections_by_worker[String(a.pid)] = a.total;
       for (const [c, n] of Object.entries(a.byCreator)) {
         out.connections_by_creator[c] = (out.connections_by_creator[c] ?? 0) + n;
       }

@@ -1,0 +1,26 @@
+/**
+ * The cluster view of a gateway that runs alone in its process (embedding,
+ * single-process tests): it is the whole cluster.
+ */
+import type { ClusterStats, LocalStats } from '../primary/ipc.js';
+import type { ClusterView } from './gateway.js';
+
+export class StandaloneCluster implements ClusterView {
+  async stats(local: LocalStats): Promise<ClusterStats> {
+    return {
+      total_connections: local.total,
+      connections_by_creator: { ...local.byCreator },
+      connections_by_worker: { [String(local.pid)]: local.total },
+      workers: 1,
+      workers_answered: 1,
+    };
+  }
+
+  ready(): boolean {
+    return true;
+  }
+
+  async has(): Promise<boolean> {
+    return false;
+  }
+}

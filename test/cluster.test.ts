@@ -1,0 +1,129 @@
+/**
+ * The real cluster (`node dist/main.js`, 2 workers) as a child process:
+ * fan-out across workers, cluster-wide stats, worker replacement, SIGTERM.
+ */
+import t from 'tap';
+import { startCluster, type RunningCluster } from './helpers/cluster.js';
+import { Client, connectWidget, connectionId } from './helpers/client.js';
+import { serviceToken, widgetToken } from './helpers/tokens.js';
+import { until } from './helpers/net.js';
+
+/** Opens `n` sockets for a creator; SO_REUSEPORT spreads them over the workers. */
+async function openMany(c: RunningCluster, creator: string, n: number): Promise<Client[]> {
+  return Promise.all(Array.from({ length: n }, () => connectWidget(c.port, creator, widgetToken(creator))));
+}
+
+function broadcast(c: RunningCluster, creator: string, body: unknown) {
+  return fetch(`http://127.0.0.1:${c.port}/api/v1/creators/${creator}/broadcast`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${serviceToken()}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+}
+
+t.test('fan-out and stats across two workers', async (t) => {
+  const c = await startCluster();
+  t.teardown(() => c.stop('SIGKILL'));
+  const alice = await openMany(c, 'alice', 24);
+  const bob = await openMany(c, 'bob', 6);
+  t.teardown(() => [...alice, ...bob].forEach((x) => x.close()));
+
+  const stats = (await c.get('/api/v1/stats')).body;
+  t.equal(stats.total_connections, 30, 'stats count every worker');
+  t.same(stats.connections_by_creator, { alice: 24, bob: 6 });
+  t.equal(stats.workers, 2);
+  const perWorker = Object.values(stats.connections_by_worker) as number[];
+  t.equal(perWorker.length, 2);
+  t.ok(perWorker.every((n) => n > 0), `connections landed on both workers (${perWorker.join(' + ')})`);
+
+  t.test('a broadcast reaches every alice socket on both workers exactly once, and no bob socket', async (t) => {
+    for (let i = 0; i < 5; i++) t.equal((await broadcast(c, 'alice', { type: 'news', seq: i })).status, 202);
+    for (const a of alice) {
+      for (let i = 0; i < 5; i++) t.same(await a.next(), { type: 'news', seq: i });
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    t.ok(alice.every((a) => a.inbox.length === 0), 'no duplicates');
+    t.ok(bob.every((b) => b.inbox.length === 0), 'bob received nothing');
+  });
+
+  t.test('a targeted send reaches one connection whichever worker holds it', async (t) => {
+    for (const target of alice.slice(0, 6)) {
+      const r = await fetch(`http://127.0.0.1:${c.port}/api/v1/connections/${connectionId(target)}/messages`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${serviceToken()}` },
+        body: JSON.stringify({ type: 'direct', to: connectionId(target) }),
+      });
+      t.equal(r.status, 202);
+      t.same(await target.next(), { type: 'direct', to: connectionId(target) });
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    t.ok(alice.every((a) => a.inbox.length === 0), 'nobody else got it');
+  });
+
+  t.test('chat works on both workers', async (t) => {
+    for (const a of alice.slice(0, 8)) t.equal((await a.ask('hello')).content, 'hello');
+  });
+
+  t.test('stats drop as sockets close', async (t) => {
+    for (const b of bob) b.close();
+    await until(async () => (await c.get('/api/v1/stats')).body.total_connections === 24, 5000, 'stats to drop');
+    t.same((await c.get('/api/v1/stats')).body.connections_by_creator, { alice: 24 });
+  });
+});
+
+t.test('a killed worker is replaced and the port keeps serving', async (t) => {
+  const c = await startCluster();
+  t.teardown(() => c.stop('SIGKILL'));
+  const socks = await openMany(c, 'alice', 16);
+  const before = (await c.get('/api/v1/stats')).body.connections_by_worker as Record<string, number>;
+  const [victim, survivorPid] = Object.keys(before).map(Number);
+  process.kill(victim!, 'SIGKILL');
+
+  await until(async () => {
+    const s = (await c.get('/api/v1/stats')).body;
+    return s.workers === 2 && !(String(victim) in s.connections_by_worker);
+  }, 15_000, 'a replacement worker');
+  await until(async () => (await c.get('/readyz')).status === 200, 10_000, 'ready again');
+
+  const survivors = socks.filter((s) => s.ws.readyState === s.ws.OPEN);
+  t.equal(survivors.length, before[String(survivorPid)], "the other worker's clients stayed connected");
+  for (const s of survivors) t.equal((await s.ask('still?')).content, 'still?');
+  const fresh = await openMany(c, 'alice', 8);
+  for (const f of fresh) t.equal((await f.ask('new')).content, 'new');
+  const pids = Object.keys((await c.get('/api/v1/stats')).body.connections_by_worker);
+  t.notOk(pids.includes(String(victim)));
+  t.match(c.output(), /worker died; replacing it/);
+  [...socks, ...fresh].forEach((s) => s.close());
+});
+
+t.test('SIGTERM: every client sees 1001 "Server shutdown" and the process exits 0 in time', async (t) => {
+  const c = await startCluster({ SHUTDOWN_TIMEOUT_S: '5' });
+  const socks = await openMany(c, 'alice', 20);
+  const started = Date.now();
+  const exit = await c.stop('SIGTERM');
+  const took = Date.now() - started;
+  t.same(exit, { code: 0, signal: null });
+  t.ok(took < 5000, `exited in ${took} ms`);
+  for (const s of socks) t.same(await s.closed, { code: 1001, reason: 'Server shutdown' });
+});
+
+t.test('SIGINT to the whole process group also shuts down cleanly', async (t) => {
+  const c = await startCluster({ SHUTDOWN_TIMEOUT_S: '5' });
+  const socks = await openMany(c, 'alice', 6);
+  // Workers are in the primary's process group: signal them too, as a terminal's Ctrl-C would.
+  const pids = Object.keys((await c.get('/api/v1/stats')).body.connections_by_worker).map(Number);
+  for (const pid of [c.proc.pid!, ...pids]) process.kill(pid, 'SIGINT');
+  t.same(await c.exited, { code: 0, signal: null });
+  for (const s of socks) t.equal((await s.closed).code, 1001);
+});
+
+t.test('readiness fails while a worker is missing', async (t) => {
+  const c = await startCluster({ WORKERS: '2' });
+  t.teardown(() => c.stop('SIGKILL'));
+  const pids = Object.keys((await c.get('/api/v1/stats')).body.connections_by_worker).map(Number);
+  process.kill(pids[0]!, 'SIGKILL');
+  await until(async () => (await c.get('/readyz')).status === 503, 5000, 'readyz 503');
+  t.equal((await c.get('/healthz')).status, 200, 'the surviving worker is still healthy');
+  await until(async () => (await c.get('/readyz')).status === 200, 15_000, 'readyz 200 again');
+  t.pass('readiness recovered after the replacement');
+});

@@ -1,0 +1,121 @@
+/** Configuration: defaults, every rule, and start-up stopping on a bad value. */
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { loadConfig, ConfigError, VARIABLES } from '../src/config/index.js';
+import { MAIN } from './helpers/cluster.js';
+import { freePort } from './helpers/net.js';
+
+const S = { JWT_SECRET: 'x'.repeat(32) };
+
+t.test('defaults', async (t) => {
+  const c = loadConfig(S);
+  t.match(c, {
+    port: 9001,
+    host: '0.0.0.0',
+    redisUrl: undefined,
+    aiEngineUrl: undefined,
+    aiEngineTimeoutMs: 30000,
+    rateLimitMessages: 20,
+    rateLimitWindowS: 10,
+    idleTimeoutS: 120,
+    maxPayloadBytes: 65536,
+    maxBackpressureBytes: 1048576,
+    shutdownTimeoutS: 30,
+    logLevel: 'info',
+  });
+  t.ok(c.workers >= 1);
+  t.same(c.jwt.algorithms, ['HS256']);
+  t.ok(Object.isFrozen(c), 'frozen');
+  t.ok(Object.isFrozen(c.jwt), 'nested objects frozen');
+});
+
+t.test('each bad value throws a ConfigError naming the variable', async (t) => {
+  const bad: Array<[string, string]> = [
+    ['PORT', 'abc'], ['PORT', '70000'], ['PORT', '-1'],
+    ['HOST', 'a b'],
+    ['WORKERS', 'abc'], ['WORKERS', '0'], ['WORKERS', '1.5'],
+    ['REDIS_URL', 'http://x'], ['REDIS_URL', 'not a url'],
+    ['AI_ENGINE_URL', 'ftp://x'],
+    ['AI_ENGINE_TIMEOUT_MS', '0'],
+    ['RATE_LIMIT_MESSAGES', '0'], ['RATE_LIMIT_WINDOW_S', 'ten'],
+    ['IDLE_TIMEOUT_S', '5'], ['IDLE_TIMEOUT_S', '1'], ['IDLE_TIMEOUT_S', '961'],
+    ['MAX_PAYLOAD_BYTES', '10'], ['MAX_BACKPRESSURE_BYTES', 'x'],
+    ['SHUTDOWN_TIMEOUT_S', '0'],
+    ['LOG_LEVEL', 'loud'],
+    ['JWT_ALGORITHMS', 'none'], ['JWT_ALGORITHMS', 'RS256'],
+    ['JWT_SECRET', 'short'],
+    ['JWT_PUBLIC_KEY', 'not a pem'],
+  ];
+  for (const [name, value] of bad) {
+    const env = { ...S, [name]: value };
+    if (name === 'JWT_PUBLIC_KEY') delete (env as Record<string, string>).JWT_SECRET;
+    let err: unknown;
+    try {
+      loadConfig(env);
+    } catch (e) {
+      err = e;
+    }
+    t.ok(err instanceof ConfigError && err.variable === name && err.message.startsWith(name), `${name}=${value}: ${(err as Error)?.message}`);
+  }
+});
+
+t.test('IDLE_TIMEOUT_S accepts 0 and 8..960 (uWS aborts on 1-7 and >960)', async (t) => {
+  for (const v of ['0', '8', '960']) t.equal(loadConfig({ ...S, IDLE_TIMEOUT_S: v }).idleTimeoutS, Number(v));
+});
+
+t.test('JWT keys', async (t) => {
+  t.test('no key: a random development secret, never "no verification"', async (t) => {
+    const a = loadConfig({});
+    const b = loadConfig({});
+    t.ok(a.jwt.generated);
+    t.ok(a.jwt.key.length >= 32);
+    t.not(a.jwt.key, b.jwt.key);
+  });
+  t.test('no key in production stops start-up', async (t) => {
+    t.throws(() => loadConfig({ NODE_ENV: 'production' }), /JWT_SECRET/);
+  });
+  t.test('a public key picks its algorithm from the key type', async (t) => {
+    for (const [type, alg] of [['rsa', 'RS256'], ['ec', 'ES256'], ['ed25519', 'EdDSA']] as const) {
+      const opts = type === 'rsa' ? { modulusLength: 2048 } : type === 'ec' ? { namedCurve: 'P-256' } : {};
+      const { publicKey } = generateKeyPairSync(type as 'rsa', opts as never);
+      const c = loadConfig({ JWT_PUBLIC_KEY: publicKey.export({ type: 'spki', format: 'pem' }).toString() });
+      t.same(c.jwt.algorithms, [alg], type);
+    }
+  });
+  t.test('secret and public key together are refused', async (t) => {
+    t.throws(() => loadConfig({ ...S, JWT_PUBLIC_KEY: 'x' }), /JWT_SECRET/);
+  });
+});
+
+t.test('every variable in the table is documented in the README', async (t) => {
+  const { readFileSync } = await import('node:fs');
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+  for (const name of [...Object.keys(VARIABLES), 'JWT_SECRET', 'JWT_PUBLIC_KEY', 'JWT_ALGORITHMS']) {
+    t.match(readme, new RegExp(`\\|\\s*\`?${name}\`?\\s*\\|`), `${name} has a row`);
+  }
+});
+
+function startWith(env: Record<string, string>) {
+  return new Promise<{ code: number | null; out: string }>((resolve) => {
+    const p = spawn(process.execPath, [MAIN], { env: { ...process.env, ...S, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    const timer = setTimeout(() => p.kill('SIGKILL'), 10_000);
+    p.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
+  });
+}
+
+t.test('a bad value stops the real process with a message naming the variable', async (t) => {
+  const port = String(await freePort());
+  for (const [name, value] of [['WORKERS', 'abc'], ['IDLE_TIMEOUT_S', '3'], ['PORT', 'http'], ['LOG_LEVEL', 'verbose']]) {
+    const r = await startWith({ PORT: port, [name!]: value! });
+    t.equal(r.code, 1, `${name} exits 1`);
+    t.match(r.out, new RegExp(`${name} must`), `${name} is named: ${r.out.trim()}`);
+    t.notMatch(r.out, /listening/, 'nothing listened');
+  }
+});

@@ -1,0 +1,58 @@
+/** The real gateway cluster (`node dist/main.js`) as a child process on a free port. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, until } from './net.js';
+import { SECRET } from './tokens.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const MAIN = path.join(ROOT, 'dist/main.js');
+
+export interface RunningCluster {
+  port: number;
+  proc: ChildProcess;
+  output: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** GET a path, parsed JSON with its status. */
+  get(p: string): Promise<{ status: number; body: any }>;
+  stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export async function startCluster(env: Record<string, string> = {}): Promise<RunningCluster> {
+  const port = await freePort();
+  const proc = spawn(process.execPath, [MAIN], {
+    env: { ...process.env, JWT_SECRET: SECRET, PORT: String(port), HOST: '127.0.0.1', WORKERS: '2', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  proc.stdout!.on('data', (d) => (out += d));
+  proc.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  const get = async (p: string) => {
+    const res = await fetch(`http://127.0.0.1:${port}${p}`);
+    return { status: res.status, body: await res.json() };
+  };
+  const c: RunningCluster = {
+    port,
+    proc,
+    output: () => out,
+    exited,
+    get,
+    async stop(signal = 'SIGTERM') {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      return exited;
+    },
+  };
+  let dead = false;
+  void exited.then(() => (dead = true));
+  await until(async () => {
+    if (dead) throw new Error(`cluster exited during start-up:\n${out}`);
+    return (await get('/readyz')).status === 200;
+  }, 20_000, 'cluster ready').catch((err) => {
+    proc.kill('SIGKILL');
+    throw err;
+  });
+  return c;
+}

@@ -1,0 +1,34 @@
+/** A single gateway node in the test process, on a free port, with an in-process bus. */
+import { loadConfig, type Config } from '../../src/config/index.js';
+import { loadUws } from '../../src/uws/loader.js';
+import { createLogger } from '../../src/observability/log.js';
+import { createTokenVerifier } from '../../src/auth/verifier.js';
+import { createEngine } from '../../src/ai/index.js';
+import { TokenBucketLimiter } from '../../src/pipeline/rate-limit.js';
+import { MemoryBus, MemoryHub } from '../../src/bus/memory.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { StandaloneCluster } from '../../src/gateway/standalone.js';
+import { SECRET } from './tokens.js';
+
+export interface TestGateway {
+  gw: Gateway;
+  port: number;
+  cfg: Readonly<Config>;
+  close(): Promise<void>;
+}
+
+export async function startGateway(env: Record<string, string> = {}, hub = new MemoryHub()): Promise<TestGateway> {
+  const cfg = loadConfig({ JWT_SECRET: SECRET, LOG_LEVEL: 'silent', SHUTDOWN_TIMEOUT_S: '2', ...env });
+  const gw = new Gateway({
+    cfg,
+    uws: loadUws().uws,
+    log: createLogger(cfg.logLevel),
+    verifier: createTokenVerifier(cfg.jwt),
+    engine: createEngine(cfg),
+    limiter: new TokenBucketLimiter(cfg.rateLimitMessages, cfg.rateLimitWindowS),
+    busFactory: (onMessage) => new MemoryBus(hub, onMessage),
+    cluster: new StandaloneCluster(),
+  });
+  const port = await gw.listen('127.0.0.1', 0);
+  return { gw, port, cfg, close: () => gw.close() };
+}
