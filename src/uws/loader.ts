@@ -43,7 +43,7 @@ export class UwsLoadError extends GatewayError {
 const require = createRequire(import.meta.url);
 const binaryName = `uws_${process.platform}_${process.arch}_${process.versions.modules}.node`;
 
-interface Candidate {
+export interface Candidate {
   source: LoadedUws['source'];
   /** Resolves the package's package.json, throws if not installed. */
   pkgJson: () => string;
@@ -51,7 +51,7 @@ interface Candidate {
   dir: string;
 }
 
-const candidates: Candidate[] = [
+export const CANDIDATES: readonly Candidate[] = [
   { source: 'uWebSockets.js', pkgJson: () => require.resolve('uWebSockets.js/package.json'), dir: '.' },
   {
     source: '@trufflesuite/uws-js-unofficial',
@@ -62,9 +62,12 @@ const candidates: Candidate[] = [
 
 let cached: LoadedUws | undefined;
 
-/** Returns the native uWS module (cached after the first successful load). */
-export function loadUws(): LoadedUws {
-  if (cached) return cached;
+/**
+ * Returns the native uWS module (cached after the first successful load).
+ * `candidates` is for tests of the failure path.
+ */
+export function loadUws(candidates: readonly Candidate[] = CANDIDATES): LoadedUws {
+  if (cached && candidates === CANDIDATES) return cached;
   const attempts: Array<{ binary: string; error: string }> = [];
   for (const c of candidates) {
     let pkgJsonPath: string;
@@ -80,8 +83,9 @@ export function loadUws(): LoadedUws {
       const uws = require(binary) as Uws;
       if (typeof uws.App !== 'function') throw new Error('module does not export App()');
       const version = (require(pkgJsonPath) as { version: string }).version;
-      cached = { uws, source: c.source, version, binary };
-      return cached;
+      const loaded: LoadedUws = { uws, source: c.source, version, binary };
+      if (candidates === CANDIDATES) cached = loaded;
+      return loaded;
     } catch (err) {
       attempts.push({ binary, error: (err as Error).message.split('\n')[0] ?? String(err) });
     }

@@ -1,0 +1,81 @@
+/** Small pure parts: validation, rate limiting, the relay, back-off, the uWS loader. */
+import t from 'tap';
+import { decodeFrame, validateMessage } from '../src/pipeline/validate.js';
+import { TokenBucketLimiter } from '../src/pipeline/rate-limit.js';
+import { Relay, type RelayTarget } from '../src/primary/relay.js';
+import { backoffMs } from '../src/primary/supervisor.js';
+import { loadUws, UwsLoadError, CANDIDATES } from '../src/uws/loader.js';
+import { ERRORS } from '../src/protocol/frames.js';
+import type { PrimaryToWorker } from '../src/primary/ipc.js';
+
+const enc = (s: string) => new TextEncoder().encode(s);
+
+t.test('decodeFrame', async (t) => {
+  t.same(decodeFrame(enc('{"type":"ping"}'), false), { ok: true, msg: { type: 'ping' } });
+  t.same(decodeFrame(enc('{"type":"user_message","content":" hi "}'), false), { ok: true, msg: { type: 'user_message', content: 'hi' } });
+  t.same(decodeFrame(new Uint8Array([0xff, 0xfe]), true), { ok: false, error: ERRORS.INVALID_JSON });
+  t.same(decodeFrame(enc('{'), false), { ok: false, error: ERRORS.INVALID_JSON });
+  t.same(validateMessage({ type: 'user_message', content: null }), { ok: false, error: ERRORS.EMPTY });
+  t.same(validateMessage({ type: 'x'.repeat(100) }).ok, false);
+});
+
+t.test('TokenBucketLimiter', async (t) => {
+  let now = 0;
+  const l = new TokenBucketLimiter(3, 3, () => now);
+  t.teardown(() => l.close());
+  t.same([l.take('a'), l.take('a'), l.take('a'), l.take('a')], [true, true, true, false], 'a burst of capacity, then refused');
+  t.ok(l.take('b'), 'keys are independent');
+  now += 999;
+  t.notOk(l.take('a'), 'not yet refilled');
+  now += 1;
+  t.ok(l.take('a'), 'one token per window/capacity');
+  now += 60_000;
+  t.same([l.take('a'), l.take('a'), l.take('a'), l.take('a')], [true, true, true, false], 'refills to capacity, no more');
+  t.equal(l.size, 2);
+});
+
+t.test('Relay forwards to interested workers, never back to the publisher', async (t) => {
+  const got: Record<number, string[]> = { 1: [], 2: [], 3: [] };
+  const w = (id: number): RelayTarget => ({ id, send: (m: PrimaryToWorker) => m.t === 'msg' && got[id]!.push(m.topic) });
+  const [a, b, c] = [w(1), w(2), w(3)];
+  const r = new Relay();
+  r.update(a, ['x'], []);
+  r.update(b, ['x', 'y'], []);
+  t.equal(r.publish(a, 'x', new Uint8Array()), 1);
+  t.equal(r.publish(c, 'x', new Uint8Array()), 2);
+  t.equal(r.publish(c, 'z', new Uint8Array()), 0);
+  t.same(got, { 1: ['x'], 2: ['x', 'x'], 3: [] });
+  t.ok(r.has('y', a));
+  t.notOk(r.has('y', b), 'has() ignores the asker');
+  r.update(b, [], ['y']);
+  t.notOk(r.has('y'));
+  r.remove(a);
+  r.remove(b);
+  t.equal(r.topics, 0, 'nothing left behind when workers go');
+});
+
+t.test('respawn back-off grows and is capped', async (t) => {
+  t.same([0, 1, 2, 3, 8, 20].map(backoffMs), [0, 250, 500, 1000, 30000, 30000]);
+});
+
+t.test('uWS loader', async (t) => {
+  const u = loadUws();
+  t.equal(u.source, '@trufflesuite/uws-js-unofficial');
+  t.match(u.binary, /uws_linux_x64_\d+\.node$/);
+  t.equal(typeof u.uws.App, 'function');
+  t.equal(CANDIDATES[0]!.source, 'uWebSockets.js', 'the official package is preferred where installed');
+
+  const missing = [
+    { source: 'uWebSockets.js' as const, pkgJson: () => { throw new Error('nope'); }, dir: '.' },
+    { source: '@trufflesuite/uws-js-unofficial' as const, pkgJson: () => CANDIDATES[1]!.pkgJson(), dir: 'no-such-dir' },
+  ];
+  let err: unknown;
+  try {
+    loadUws(missing);
+  } catch (e) {
+    err = e;
+  }
+  t.ok(err instanceof UwsLoadError, 'no JS fallback: a UwsLoadError');
+  t.match((err as Error).message, /uWebSockets\.js.*package not installed/);
+  t.match((err as Error).message, /no-such-dir.*Cannot find module/);
+});
