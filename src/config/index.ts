@@ -31,6 +31,8 @@ export interface Config {
   host: string;
   workers: number;
   redisUrl: string | undefined;
+  redisPrefix: string;
+  registryLeaseS: number;
   jwt: {
     /** HS* shared secret or PEM public key. */
     key: string;
@@ -123,6 +125,19 @@ export const VARIABLES = {
     def: '',
     doc: 'unset: embedded mode, no Redis',
     parse: (n: string, v: string) => (v === '' ? undefined : url(n, v, ['redis:', 'rediss:'])),
+  },
+  REDIS_PREFIX: {
+    def: 'cgw:',
+    doc: 'prefix of every Redis key and channel, so several gateways can share one Redis',
+    parse: (n: string, v: string) => {
+      if (!/^[A-Za-z0-9:_.-]{1,64}$/.test(v)) throw new ConfigError(n, 'must be 1-64 characters of A-Z a-z 0-9 : _ . -', v);
+      return v;
+    },
+  },
+  REGISTRY_LEASE_S: {
+    def: '15',
+    doc: "a dead node's registry entries are removed within 4/3 of this",
+    parse: (n: string, v: string) => int(n, v, 1, 3600),
   },
   AI_ENGINE_URL: {
     def: '',
@@ -234,6 +249,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     host: read(env, 'HOST'),
     workers: read(env, 'WORKERS'),
     redisUrl: read(env, 'REDIS_URL'),
+    redisPrefix: read(env, 'REDIS_PREFIX'),
+    registryLeaseS: read(env, 'REGISTRY_LEASE_S'),
     jwt: readJwt(env),
     aiEngineUrl: read(env, 'AI_ENGINE_URL'),
     aiEngineTimeoutMs: read(env, 'AI_ENGINE_TIMEOUT_MS'),

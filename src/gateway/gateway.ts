@@ -16,6 +16,7 @@ import { CLOSE } from '../protocol/close-codes.js';
 import type { ClusterStats, LocalStats } from '../primary/ipc.js';
 import type { Logger } from '../observability/log.js';
 import { GatewayError } from '../errors.js';
+import type { Registry } from '../registry/registry.js';
 import { Fanout, type RemoteTopics } from './fanout.js';
 import { SocketSet, widgetBehavior, type UserData } from './sockets.js';
 import { mountRoutes } from './routes.js';
@@ -37,6 +38,8 @@ export interface GatewayDeps {
   limiter: RateLimiter;
   busFactory: (onMessage: BusHandler) => Bus;
   cluster: ClusterView;
+  /** With Redis: the cluster-wide connection registry (closed after the sockets, before the bus). */
+  registry?: Registry;
 }
 
 export class Gateway {
@@ -59,7 +62,7 @@ export class Gateway {
     this.app.ws<UserData>(
       '/api/v1/channels/widget/:creator_id/connect',
       widgetBehavior(
-        { cfg: d.cfg, verifier: d.verifier, channel: widget, chat, bus: this.fanout.bus, log: d.log, accepting: () => this.#serving },
+        { cfg: d.cfg, verifier: d.verifier, channel: widget, chat, bus: this.fanout.bus, log: d.log, sink: d.registry, accepting: () => this.#serving },
         this.sockets,
       ),
     );
@@ -135,6 +138,7 @@ export class Gateway {
         if (ws.getUserData().c?.closed === false) ws.close();
       }
     } finally {
+      await this.d.registry?.close().catch(() => {});
       await Promise.allSettled([this.fanout.bus.close(), this.d.engine.close()]);
       this.d.limiter.close();
     }

@@ -24,6 +24,7 @@ import type { ChannelHandler } from '../channels/channel.js';
 import type { Bus } from '../bus/bus.js';
 import type { Logger } from '../observability/log.js';
 import type { Res } from './http.js';
+import type { ConnectionSink } from '../registry/registry.js';
 
 /**
  * What uWS holds for a socket. uWS.js v20.30 copies the user-data object's
@@ -50,6 +51,7 @@ export class Conn implements ChatPeer {
     readonly sessionId: string,
     readonly connectionId: string,
     private readonly maxBackpressure: number,
+    readonly connectedAt = Date.now(),
   ) {}
 
   /**
@@ -82,6 +84,8 @@ export interface SocketDeps {
   chat: ChatPipeline;
   bus: Bus;
   log: Logger;
+  /** Told of every authenticated socket that opens and closes (the registry, with Redis). */
+  sink: ConnectionSink | undefined;
   /** False once the worker is shutting down: new sockets are refused with 1013. */
   accepting: () => boolean;
 }
@@ -171,6 +175,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       }
       conn.ws = ws;
       sockets.add(ws, conn.creatorId);
+      deps.sink?.add(conn);
       ws.subscribe(creatorTopic(conn.creatorId));
       ws.subscribe(connectionTopic(conn.connectionId));
       ws.send(frames.connectionStatus(conn.sessionId, conn.connectionId), false);
@@ -206,6 +211,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       conn.closed = true;
       conn.ws = undefined;
       sockets.delete(ws, conn.creatorId);
+      deps.sink?.remove(conn);
       log.debug({ conn: conn.connectionId, code }, 'socket closed');
     },
   };

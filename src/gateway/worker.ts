@@ -14,7 +14,12 @@ import { createTokenVerifier } from '../auth/verifier.js';
 import { createEngine } from '../ai/index.js';
 import { TokenBucketLimiter } from '../pipeline/rate-limit.js';
 import { IpcBus } from '../bus/ipc.js';
-import { Gateway } from './gateway.js';
+import os from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { Gateway, type GatewayDeps } from './gateway.js';
+import { RedisBus } from '../bus/redis.js';
+import { RedisRegistry } from '../registry/redis.js';
+import { RedisClusterView } from '../registry/cluster-view.js';
 import { PrimaryLink } from './primary-link.js';
 
 export async function runWorker(): Promise<void> {
@@ -61,8 +66,7 @@ export async function runWorker(): Promise<void> {
     verifier: createTokenVerifier(cfg.jwt),
     engine: createEngine(cfg),
     limiter: new TokenBucketLimiter(cfg.rateLimitMessages, cfg.rateLimitWindowS),
-    busFactory: (onMessage) => new IpcBus(process, onMessage),
-    cluster: link,
+    ...clusterParts(cfg, log, link),
   });
   try {
     const port = await gw.listen(cfg.host, cfg.port);
@@ -73,6 +77,25 @@ export async function runWorker(): Promise<void> {
     log.flush();
     process.exit(1);
   }
+}
+
+/**
+ * Embedded mode: the bus relays through the primary, which also answers
+ * stats. Redis mode: every worker is a node of the Redis bus and registry.
+ */
+function clusterParts(cfg: Readonly<Config>, log: Logger, link: PrimaryLink): Pick<GatewayDeps, 'busFactory' | 'cluster' | 'registry'> {
+  if (!cfg.redisUrl) {
+    return { busFactory: (onMessage) => new IpcBus(process, onMessage), cluster: link };
+  }
+  const url = cfg.redisUrl;
+  const nodeId = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  const leaseMs = cfg.registryLeaseS * 1000;
+  const registry = new RedisRegistry({ url, prefix: cfg.redisPrefix, nodeId, leaseMs, sweepMs: Math.max(250, leaseMs / 3), log });
+  return {
+    busFactory: (onMessage) => new RedisBus({ url, prefix: cfg.redisPrefix, nodeId, log }, onMessage),
+    cluster: new RedisClusterView(link, registry),
+    registry,
+  };
 }
 
 function fatal(log: Logger, err: unknown): void {

@@ -16,6 +16,8 @@ export interface RunningCluster {
   /** GET a path, parsed JSON with its status. */
   get(p: string): Promise<{ status: number; body: any }>;
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** kill -9 of the whole process group: the host dies without cleaning up. */
+  killHost(): Promise<void>;
 }
 
 export async function startCluster(env: Record<string, string> = {}): Promise<RunningCluster> {
@@ -23,6 +25,8 @@ export async function startCluster(env: Record<string, string> = {}): Promise<Ru
   const proc = spawn(process.execPath, [MAIN], {
     env: { ...process.env, JWT_SECRET: SECRET, PORT: String(port), HOST: '127.0.0.1', WORKERS: '2', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group, so a test can kill the "host" (primary and workers) at once.
+    detached: true,
   });
   let out = '';
   proc.stdout!.on('data', (d) => (out += d));
@@ -41,8 +45,15 @@ export async function startCluster(env: Record<string, string> = {}): Promise<Ru
     exited,
     get,
     async stop(signal = 'SIGTERM') {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      if (proc.exitCode === null && proc.signalCode === null) {
+        if (signal === 'SIGKILL') killGroup(proc.pid!);
+        else proc.kill(signal);
+      }
       return exited;
+    },
+    async killHost() {
+      killGroup(proc.pid!);
+      await exited;
     },
   };
   let dead = false;
@@ -55,4 +66,12 @@ export async function startCluster(env: Record<string, string> = {}): Promise<Ru
     throw err;
   });
   return c;
+}
+
+function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    /* already gone */
+  }
 }

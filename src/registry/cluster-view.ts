@@ -1,0 +1,30 @@
+/**
+ * The cluster view of a worker in Redis mode: stats and connection look-ups
+ * come from the registry (every host); readiness needs this host's workers
+ * all up (from the primary) and Redis reachable.
+ */
+import type { ClusterView } from '../gateway/gateway.js';
+import type { ClusterStats } from '../primary/ipc.js';
+import type { RedisRegistry } from './redis.js';
+
+export class RedisClusterView implements ClusterView {
+  constructor(
+    private readonly local: Pick<ClusterView, 'ready'>,
+    private readonly registry: RedisRegistry,
+  ) {}
+
+  stats(): Promise<ClusterStats> {
+    return this.registry.stats();
+  }
+
+  ready(): boolean {
+    return this.local.ready() && this.registry.ready;
+  }
+
+  /** Connection topics only: whether another node holds the connection. */
+  async has(topic: string): Promise<boolean> {
+    if (!topic.startsWith('k/')) return false;
+    const node = await this.registry.locate(topic.slice(2));
+    return node !== undefined && node !== this.registry.nodeId;
+  }
+}

@@ -1,0 +1,65 @@
+/** A real redis-server on a free port, started and stopped by the test (no persistence). */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { Redis } from 'ioredis';
+import { freePort, until } from './net.js';
+
+export interface RedisServer {
+  port: number;
+  url: string;
+  /** A client for assertions (closed by stop()). */
+  client(): Redis;
+  /** kill -9 the server (the port stays reserved for restart()). */
+  kill(): Promise<void>;
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startRedis(): Promise<RedisServer> {
+  const port = await freePort();
+  let proc: ChildProcess | undefined;
+  const clients: Redis[] = [];
+
+  async function launch(): Promise<void> {
+    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], {
+      stdio: 'ignore',
+    });
+    const probe = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    probe.on('error', () => {});
+    await until(async () => {
+      try {
+        if (probe.status !== 'ready') await probe.connect();
+        return (await probe.ping()) === 'PONG';
+      } catch {
+        probe.disconnect();
+        return false;
+      }
+    }, 10_000, `redis-server on ${port}`);
+    probe.disconnect();
+  }
+
+  async function kill(): Promise<void> {
+    const p = proc;
+    if (!p || p.exitCode !== null) return;
+    const gone = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await gone;
+  }
+
+  await launch();
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    client() {
+      const c = new Redis({ port, maxRetriesPerRequest: 1 });
+      c.on('error', () => {});
+      clients.push(c);
+      return c;
+    },
+    kill,
+    restart: launch,
+    async stop() {
+      for (const c of clients) c.disconnect();
+      await kill();
+    },
+  };
+}
