@@ -51,6 +51,8 @@ export interface Config {
   maxQueuedMessages: number;
   shutdownTimeoutS: number;
   logLevel: LogLevel;
+  /** Serve wss:// and https:// from uWS (SSLApp) when set. */
+  tls: { certFile: string; keyFile: string } | undefined;
 }
 
 export class ConfigError extends GatewayError {
@@ -186,6 +188,27 @@ function read<K extends keyof typeof VARIABLES>(env: Env, name: K): ReturnType<(
   return spec.parse(name, value) as ReturnType<(typeof VARIABLES)[K]['parse']>;
 }
 
+function readTls(env: Env): Config['tls'] {
+  const certFile = env.TLS_CERT_FILE ?? '';
+  const keyFile = env.TLS_KEY_FILE ?? '';
+  if (certFile === '' && keyFile === '') return undefined;
+  if (certFile === '') throw new ConfigError('TLS_CERT_FILE', 'must be set together with TLS_KEY_FILE', undefined);
+  if (keyFile === '') throw new ConfigError('TLS_KEY_FILE', 'must be set together with TLS_CERT_FILE', undefined);
+  for (const [name, file, marker] of [
+    ['TLS_CERT_FILE', certFile, 'CERTIFICATE'],
+    ['TLS_KEY_FILE', keyFile, 'PRIVATE KEY'],
+  ] as const) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(name, `must name a readable PEM file: ${(err as Error).message}`, file);
+    }
+    if (!text.includes(marker)) throw new ConfigError(name, `must be a PEM file holding a ${marker}`, file);
+  }
+  return Object.freeze({ certFile, keyFile });
+}
+
 function readJwt(env: Env): Config['jwt'] {
   const secret = env.JWT_SECRET ?? '';
   let publicKey = env.JWT_PUBLIC_KEY ?? '';
@@ -263,6 +286,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     maxQueuedMessages: read(env, 'MAX_QUEUED_MESSAGES'),
     shutdownTimeoutS: read(env, 'SHUTDOWN_TIMEOUT_S'),
     logLevel: read(env, 'LOG_LEVEL'),
+    tls: readTls(env),
   };
   return Object.freeze(cfg);
 }

@@ -42,6 +42,11 @@ export interface GatewayDeps {
   registry?: Registry;
 }
 
+/** How long a closing worker still completes handshakes it had accepted. */
+export const HANDOFF_MS = 250;
+/** Over how long a rolling restart spreads a worker's 1012 closes. */
+export const RESTART_SPREAD_MS = 3000;
+
 export class Gateway {
   readonly app: TemplatedApp;
   readonly sockets = new SocketSet();
@@ -50,10 +55,14 @@ export class Gateway {
   #listen: us_listen_socket | undefined;
   #port = 0;
   #serving = false;
+  /** False from the first moment of close(): readiness fails at once. */
+  #ready = false;
   #closing: Promise<void> | undefined;
 
   constructor(private readonly d: GatewayDeps) {
-    this.app = d.uws.App();
+    this.app = d.cfg.tls
+      ? d.uws.SSLApp({ cert_file_name: d.cfg.tls.certFile, key_file_name: d.cfg.tls.keyFile })
+      : d.uws.App();
     this.fanout = new Fanout(this.app, d.busFactory, d.cluster);
     const widget = new WidgetChannel(this.fanout);
     this.channels.register(widget);
@@ -73,7 +82,7 @@ export class Gateway {
       log: d.log,
       maxBodyBytes: d.cfg.maxPayloadBytes,
       serving: () => this.#serving,
-      ready: () => d.cluster.ready() && this.fanout.bus.status === 'ready',
+      ready: () => this.#ready && d.cluster.ready() && this.fanout.bus.status === 'ready',
       stats: () => d.cluster.stats(this.localStats()),
     });
   }
@@ -89,6 +98,7 @@ export class Gateway {
         this.#listen = ls;
         this.#port = this.d.uws.us_socket_local_port(ls as never);
         this.#serving = true;
+        this.#ready = true;
         resolve(this.#port);
       });
     });
@@ -119,18 +129,29 @@ export class Gateway {
 
   async #close(code: number, deadlineMs: number): Promise<void> {
     const until = Date.now() + deadlineMs;
-    this.#serving = false;
+    this.#ready = false;
     if (this.#listen) {
       this.d.uws.us_listen_socket_close(this.#listen);
       this.#listen = undefined;
     }
-    const reason = code === CLOSE.SHUTDOWN.code ? CLOSE.SHUTDOWN.reason : 'Service Restart';
+    // Handshakes this worker had already accepted still complete (their
+    // sockets are then closed with the others); new ones go to the other
+    // workers, which share the port. Only then are stragglers refused (1013).
+    await new Promise((r) => setTimeout(r, Math.min(HANDOFF_MS, deadlineMs / 4)));
+    this.#serving = false;
+    const restart = code === CLOSE.RESTART.code;
+    const reason = restart ? CLOSE.RESTART.reason : CLOSE.SHUTDOWN.reason;
     try {
-      const BATCH = 1000;
       const all = [...this.sockets.all];
-      for (let i = 0; i < all.length; i += BATCH) {
-        for (const ws of all.slice(i, i + BATCH)) endSocket(ws, code, reason);
-        await new Promise((r) => setImmediate(r));
+      // Shutdown: batches of 1000 per event-loop turn. Restart: the clients
+      // reconnect to the other workers, so spread their closes over
+      // RESTART_SPREAD_MS (60 slices) to avoid a reconnect storm.
+      const slices = restart ? 60 : Math.ceil(all.length / 1000);
+      const batch = Math.max(1, Math.ceil(all.length / Math.max(1, slices)));
+      const pause = restart ? Math.min(RESTART_SPREAD_MS, deadlineMs / 3) / 60 : 0;
+      for (let i = 0; i < all.length; i += batch) {
+        for (const ws of all.slice(i, i + batch)) endSocket(ws, code, reason);
+        await new Promise((r) => (pause > 0 ? setTimeout(r, pause) : setImmediate(r)));
       }
       // Wait for the close handshakes; after the deadline, cut what is left.
       while (this.sockets.all.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));

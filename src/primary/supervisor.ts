@@ -4,6 +4,12 @@
  * stats, tells workers whether the cluster is ready, and runs the shutdown.
  * It never listens: it serves no traffic.
  *
+ * Reload (SIGHUP): the configuration is read again (the environment, plus
+ * GATEWAY_ENV_FILE when set) and validated; an invalid one is refused and
+ * logged and the running one stays. Then a rolling restart: one worker at a
+ * time, a new worker is forked and must report ready before the old one is
+ * told to leave (its clients get 1012, spread over a few seconds).
+ *
  * Shutdown (SIGTERM or SIGINT, to the primary or its process group): stop
  * replacing workers, send each a `shutdown` message (worker.disconnect() does
  * not know uWS listen sockets), wait for every worker to exit, exit 0. A
@@ -11,6 +17,7 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import { loadConfig, type Config } from '../config/index.js';
+import { readEnvFile } from '../config/env-file.js';
 import { loadUws } from '../uws/loader.js';
 import { createLogger, type Logger } from '../observability/log.js';
 import { Relay, type RelayTarget } from './relay.js';
@@ -21,6 +28,10 @@ interface Slot {
   target: RelayTarget;
   ready: boolean;
   startedAt: number;
+  /** Being replaced by a rolling restart: its exit is expected. */
+  retiring: boolean;
+  readyWaiters: Array<() => void>;
+  exitWaiters: Array<() => void>;
 }
 
 /** Respawn delay after `failures` quick deaths in a row: 0.25 s doubling to 30 s. */
@@ -48,6 +59,13 @@ export async function runPrimary(): Promise<void> {
   new Supervisor(cfg, log).start();
 }
 
+/** The environment a reload reads: this process's, overlaid by GATEWAY_ENV_FILE if set. */
+function reloadEnv(): { env: NodeJS.ProcessEnv; overlay: Record<string, string> } {
+  const file = process.env.GATEWAY_ENV_FILE;
+  const overlay = file ? readEnvFile(file) : {};
+  return { env: { ...process.env, ...overlay }, overlay };
+}
+
 function warnDevSecret(cfg: Readonly<Config>, log: Logger): void {
   log.warn('JWT_SECRET and JWT_PUBLIC_KEY are unset: using a random development secret (never do this in production)');
   process.stderr.write(
@@ -66,33 +84,105 @@ class Supervisor {
   #wasReady = false;
   #nextReq = 1;
   readonly #gathers = new Map<number, (r: LocalStats) => void>();
+  #rolling = false;
+  /** Variables given to forked workers on top of this process's environment. */
+  #forkEnv: Record<string, string> = {};
 
   constructor(
-    private readonly cfg: Readonly<Config>,
+    private cfg: Readonly<Config>,
     private readonly log: Logger,
-  ) {}
+  ) {
+    // A generated development secret reaches the workers through their environment.
+    if (cfg.jwt.generated) this.#forkEnv = { JWT_SECRET: cfg.jwt.key };
+  }
 
   start(): void {
     cluster.setupPrimary({ serialization: 'advanced' });
     for (let i = 0; i < this.cfg.workers; i++) this.#fork();
     process.on('SIGTERM', () => this.shutdown('SIGTERM'));
     process.on('SIGINT', () => this.shutdown('SIGINT'));
+    process.on('SIGHUP', () => void this.reload());
   }
 
-  #fork(): void {
-    // A generated development secret reaches the workers through their environment.
-    const env = this.cfg.jwt.generated ? { JWT_SECRET: this.cfg.jwt.key } : {};
-    const worker = cluster.fork(env);
+  #fork(): Slot {
+    const worker = cluster.fork(this.#forkEnv);
     const slot: Slot = {
       worker,
       ready: false,
       startedAt: Date.now(),
+      retiring: false,
+      readyWaiters: [],
+      exitWaiters: [],
       target: { id: worker.id, send: (m: PrimaryToWorker) => this.#send(worker, m) },
     };
     this.#slots.set(worker.id, slot);
     worker.on('message', (m: unknown) => this.#onMessage(slot, m));
     worker.on('error', (err) => this.log.warn({ worker: worker.id, err: err.message }, 'worker IPC error'));
     worker.on('exit', (code, signal) => this.#onExit(slot, code, signal));
+    return slot;
+  }
+
+  /** SIGHUP: validate the configuration again, then replace the workers one at a time. */
+  async reload(): Promise<void> {
+    if (this.#stopping) return;
+    if (this.#rolling) {
+      this.log.warn('reload already in progress; SIGHUP ignored');
+      return;
+    }
+    let next: Readonly<Config>;
+    let overlay: Record<string, string>;
+    try {
+      const r = reloadEnv();
+      overlay = r.overlay;
+      if (this.cfg.jwt.generated && !r.env.JWT_SECRET && !r.env.JWT_PUBLIC_KEY && !r.env.JWT_PUBLIC_KEY_FILE) {
+        r.env.JWT_SECRET = this.cfg.jwt.key; // keep the development secret: issued tokens stay valid
+        overlay = { ...overlay, JWT_SECRET: this.cfg.jwt.key };
+      }
+      next = loadConfig(r.env);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'configuration reload refused; the running configuration stays');
+      return;
+    }
+    this.cfg = next;
+    this.#forkEnv = overlay;
+    this.#rolling = true;
+    const olds = [...this.#slots.values()].filter((s) => !s.retiring);
+    this.log.info({ workers: olds.length, target: next.workers }, 'rolling restart');
+    try {
+      for (const [i, old] of olds.entries()) {
+        if (this.#stopping) return;
+        if (i < next.workers) {
+          const fresh = this.#fork();
+          const ok = await this.#waitFor(fresh, 'ready', 30_000);
+          if (!ok || this.#stopping) {
+            this.log.error({ worker: fresh.worker.id }, 'replacement worker did not become ready; rolling restart stopped');
+            fresh.retiring = true;
+            fresh.worker.process.kill('SIGKILL');
+            return;
+          }
+        }
+        old.retiring = true;
+        this.#send(old.worker, { t: 'shutdown', code: 1012 });
+        await this.#waitFor(old, 'exit', this.cfg.shutdownTimeoutS * 1000);
+        if (old.worker.isDead() === false) old.worker.process.kill('SIGKILL');
+      }
+      for (let n = olds.length; n < next.workers; n++) this.#fork();
+      this.log.info('rolling restart done');
+    } finally {
+      this.#rolling = false;
+      this.#announce();
+    }
+  }
+
+  #waitFor(slot: Slot, what: 'ready' | 'exit', ms: number): Promise<boolean> {
+    if (what === 'ready' ? slot.ready : slot.worker.isDead()) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      (what === 'ready' ? slot.readyWaiters : slot.exitWaiters).push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
   }
 
   #send(worker: Worker, m: PrimaryToWorker): void {
@@ -118,6 +208,7 @@ class Supervisor {
         slot.ready = true;
         this.log.info({ worker: slot.worker.id, pid: slot.worker.process.pid }, 'worker ready');
         this.#announce(true);
+        for (const w of slot.readyWaiters.splice(0)) w();
         break;
       case 'req':
         if (msg.op === 'stats') {
@@ -142,7 +233,7 @@ class Supervisor {
 
   /** Asks every ready worker for its counts and merges them. */
   async #stats(): Promise<ClusterStats> {
-    const live = [...this.#slots.values()].filter((s) => s.ready);
+    const live = [...this.#slots.values()].filter((s) => s.ready && !s.retiring);
     const answers = await Promise.all(
       live.map(
         (s) =>
@@ -175,7 +266,7 @@ class Supervisor {
 
   /** Tells every worker whether the cluster is ready (all WORKERS up), when that changes. */
   #announce(force = false): void {
-    const ready = !this.#stopping && [...this.#slots.values()].filter((s) => s.ready).length >= this.cfg.workers;
+    const ready = !this.#stopping && [...this.#slots.values()].filter((s) => s.ready && !s.retiring).length >= this.cfg.workers;
     if (ready === this.#wasReady && !force) return;
     if (ready !== this.#wasReady) this.log.info({ ready }, ready ? 'cluster ready' : 'cluster not ready');
     this.#wasReady = ready;
@@ -185,11 +276,16 @@ class Supervisor {
   #onExit(slot: Slot, code: number | null, signal: string | null): void {
     this.#slots.delete(slot.worker.id);
     this.#relay.remove(slot.target);
+    for (const w of slot.exitWaiters.splice(0)) w();
     if (this.#stopping) {
       if (this.#slots.size === 0) this.#exit(0);
       return;
     }
     this.#announce();
+    if (slot.retiring) {
+      this.log.info({ worker: slot.worker.id, code }, 'retired worker exited');
+      return;
+    }
     const lived = Date.now() - slot.startedAt;
     this.#failures = lived >= STABLE_MS ? 0 : this.#failures + 1;
     const delay = backoffMs(this.#failures);

@@ -40,6 +40,12 @@ export const CLOSE = def({
     reconnect: 'fix',
     meaning: 'a frame was larger than MAX_PAYLOAD_BYTES; do not resend it',
   },
+  RESTART: {
+    code: 1012,
+    reason: 'Service Restart',
+    reconnect: 'yes',
+    meaning: 'rolling restart (SIGHUP): this worker is being replaced; reconnect at once, another worker answers',
+  },
   INTERNAL: { code: 1011, reason: 'Internal error', reconnect: 'yes', meaning: 'an unexpected server fault on this socket only' },
   OVERLOADED: {
     code: 1013,

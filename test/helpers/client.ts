@@ -52,7 +52,10 @@ export class Client {
     for (;;) {
       const i = this.inbox.findIndex(pred);
       if (i >= 0) return this.inbox.splice(i, 1)[0]!;
-      if (this.ws.readyState === WebSocket.CLOSED) throw new Error(`socket closed while waiting; inbox ${JSON.stringify(this.inbox)}`);
+      if (this.ws.readyState === WebSocket.CLOSED) {
+        const c = await this.closed;
+        throw new Error(`socket closed (${c.code} ${c.reason}) while waiting; inbox ${JSON.stringify(this.inbox)}`);
+      }
       const left = end - Date.now();
       if (left <= 0) throw new Error(`timed out waiting for a frame; inbox ${JSON.stringify(this.inbox)}`);
       await new Promise<void>((resolve) => {

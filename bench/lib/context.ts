@@ -1,0 +1,34 @@
+/** Benchmark knobs, all from environment variables (see bench/run.ts usage()). */
+import type { TargetName } from './targets.js';
+
+function list(name: string, def: string): number[] {
+  return (process.env[name] ?? def).split(',').map((s) => Number(s.trim())).filter((n) => Number.isFinite(n) && n > 0);
+}
+
+export interface Ctx {
+  durationMs: number;
+  workers: number;
+  loadProcs: number;
+  targets: TargetName[];
+  chatConns: number[];
+  fanoutSubs: number[];
+  fanoutDeliveries: number;
+  stormN: number;
+  slowSessions: number;
+  slowThinkMs: number;
+}
+
+export function readCtx(): Ctx {
+  return {
+    durationMs: Number(process.env.BENCH_DURATION_S ?? 8) * 1000,
+    workers: Number(process.env.BENCH_WORKERS ?? 2),
+    loadProcs: Number(process.env.BENCH_LOAD_PROCS ?? 2),
+    targets: (process.env.BENCH_TARGETS ?? 'uws,gateway,ws').split(',').map((s) => s.trim()) as TargetName[],
+    chatConns: list('BENCH_CHAT_CONNS', '100,1000'),
+    fanoutSubs: list('BENCH_FANOUT_SUBS', '1000,10000'),
+    fanoutDeliveries: Number(process.env.BENCH_FANOUT_DELIVERIES ?? 100_000),
+    stormN: Number(process.env.BENCH_STORM_N ?? 20_000),
+    slowSessions: Number(process.env.BENCH_SLOW_SESSIONS ?? 5000),
+    slowThinkMs: Number(process.env.BENCH_SLOW_THINK_MS ?? 1000),
+  };
+}

@@ -1,0 +1,73 @@
+/**
+ * The load side: several loadgen processes, each with its own source
+ * address 127.0.0.<i+1>, driven together. A command goes to every process
+ * and resolves with all their answers.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const LOADGEN = fileURLToPath(new URL('./loadgen.ts', import.meta.url));
+
+export class Fleet {
+  readonly procs: ChildProcess[] = [];
+  #id = 1;
+
+  static async start(n: number): Promise<Fleet> {
+    const f = new Fleet();
+    await Promise.all(
+      Array.from({ length: n }, async () => {
+        const p = fork(LOADGEN, { execArgv: ['--import', 'tsx', '--max-old-space-size=4096'], stdio: 'inherit' });
+        f.procs.push(p);
+        await new Promise<void>((r) => p.once('message', () => r()));
+      }),
+    );
+    return f;
+  }
+
+  /** Sends `cmd(i)` to process i and waits for every answer. */
+  all<T = any>(cmd: (i: number) => object): Promise<T[]> {
+    return Promise.all(
+      this.procs.map(
+        (p, i) =>
+          new Promise<T>((resolve) => {
+            const id = this.#id++;
+            const on = (m: any) => {
+              if (m?.id !== id) return;
+              p.off('message', on);
+              resolve(m as T);
+            };
+            p.on('message', on);
+            p.send({ ...cmd(i), id });
+          }),
+      ),
+    );
+  }
+
+  /** Opens `total` connections spread evenly over the processes. */
+  async open(port: number, path: string, total: number, concurrency = 256) {
+    const n = this.procs.length;
+    const answers = await this.all<{ opened: number; failed: number; ms: number; codes: Record<string, number> }>((i) => ({
+      op: 'open',
+      host: '127.0.0.1',
+      port,
+      path,
+      n: Math.floor(total / n) + (i < total % n ? 1 : 0),
+      localAddress: `127.0.0.${i + 1}`,
+      concurrency,
+    }));
+    return {
+      opened: answers.reduce((a, b) => a + b.opened, 0),
+      failed: answers.reduce((a, b) => a + b.failed, 0),
+      ms: Math.max(...answers.map((a) => a.ms)),
+      codes: answers.map((a) => a.codes),
+    };
+  }
+
+  async closeAll(): Promise<void> {
+    await this.all(() => ({ op: 'close' }));
+  }
+
+  stop(): void {
+    for (const p of this.procs) p.kill('SIGKILL');
+  }
+}

@@ -1,0 +1,226 @@
+/**
+ * A load-generator process, forked by the bench runner (several of them: the
+ * file-descriptor limit is 20000 per process, and one Node process saturates
+ * one core). It opens raw WebSocket connections from its own source address
+ * (127.0.0.x) and runs one phase at a time on the runner's command,
+ * reporting counts, latency samples and its own CPU time.
+ */
+import { performance } from 'node:perf_hooks';
+import { WireConn, encodeFrame } from './wire.js';
+
+type Cmd =
+  | { op: 'open'; id: number; host: string; port: number; path: string; n: number; localAddress: string; concurrency: number }
+  | { op: 'chat'; id: number; durationMs: number; warmupMs: number; content: string; thinkMs: number }
+  | { op: 'fanout-start'; id: number; total: number }
+  | { op: 'fanout-stop'; id: number; total: number }
+  | { op: 'close'; id: number }
+  | { op: 'exit'; id: number };
+
+const MAX_SAMPLES = 100_000;
+const conns: WireConn[] = [];
+let phase: 'idle' | 'chat' | 'fanout' = 'idle';
+let closedDuring = 0;
+
+/** Reservoir of latency samples (ms), bounded. */
+class Samples {
+  readonly values = new Float64Array(MAX_SAMPLES);
+  count = 0;
+  seen = 0;
+  add(v: number): void {
+    this.seen++;
+    if (this.count < MAX_SAMPLES) this.values[this.count++] = v;
+    else {
+      const j = Math.floor(Math.random() * this.seen);
+      if (j < MAX_SAMPLES) this.values[j] = v;
+    }
+  }
+  take(): number[] {
+    return Array.from(this.values.subarray(0, this.count));
+  }
+}
+
+// chat state
+let chatFrame = Buffer.alloc(0);
+let responses = 0;
+let errors = 0;
+let measuring = false;
+let chatSamples = new Samples();
+let thinkMs = 0;
+
+function sendChat(c: WireConn): void {
+  c.state = performance.now();
+  c.send(chatFrame);
+}
+
+// fan-out state
+let fanSeen: Array<Uint8Array | undefined> = [];
+let fanDelivered = 0;
+let fanDup = 0;
+let fanSamples = new Samples();
+
+const AI = Buffer.from('{"type":"ai_response"');
+const ERR = Buffer.from('{"type":"error"');
+
+function onMessage(c: WireConn, p: Buffer): void {
+  if (phase === 'chat') {
+    if (p.length > AI.length && p.compare(AI, 0, AI.length, 0, AI.length) === 0) {
+      const now = performance.now();
+      if (measuring) {
+        responses++;
+        chatSamples.add(now - (c.state as number));
+      }
+      if (thinkMs > 0) setTimeout(sendChat, thinkMs, c);
+      else {
+        c.state = now;
+        c.send(chatFrame);
+      }
+    } else if (p.compare(ERR, 0, ERR.length, 0, Math.min(ERR.length, p.length)) === 0) {
+      errors++;
+    }
+  } else if (phase === 'fanout') {
+    let m: { type?: string; seq?: number; t?: number };
+    try {
+      m = JSON.parse(p.toString());
+    } catch {
+      return;
+    }
+    if (m.type !== 'bench' || typeof m.seq !== 'number') return;
+    if (m.seq < 0 || m.seq >= fanTotal) return;
+    const seen = (c.state as Uint8Array | undefined) ?? (c.state = new Uint8Array((fanTotal >> 3) + 1));
+    const bit = 1 << (m.seq & 7);
+    if (seen[m.seq >> 3]! & bit) fanDup++;
+    else {
+      seen[m.seq >> 3]! |= bit;
+      fanDelivered++;
+      fanSamples.add(performance.timeOrigin + performance.now() - m.t!);
+    }
+  }
+}
+
+function reply(m: object): void {
+  process.send!(m);
+}
+
+async function open(cmd: Extract<Cmd, { op: 'open' }>): Promise<void> {
+  const started = performance.now();
+  let opened = 0;
+  let failed = 0;
+  let inflight = 0;
+  let next = 0;
+  const codes: Record<number, number> = {};
+  await new Promise<void>((done) => {
+    const launch = () => {
+      while (inflight < cmd.concurrency && next < cmd.n) {
+        next++;
+        inflight++;
+        let settled = false;
+        const settle = (ok: boolean) => {
+          if (settled) return;
+          settled = true;
+          inflight--;
+          if (ok) opened++;
+          else failed++;
+          if (opened + failed === cmd.n) done();
+          else launch();
+        };
+        const c = new WireConn({
+          host: cmd.host,
+          port: cmd.port,
+          path: cmd.path,
+          localAddress: cmd.localAddress,
+          onMessage: (conn, p) => {
+            if (!settled) {
+              settle(true); // the first frame (connection_status) means the socket is up
+              conns.push(conn);
+              return;
+            }
+            onMessage(conn, p);
+          },
+          onClose: (_conn, code) => {
+            if (!settled) {
+              codes[code] = (codes[code] ?? 0) + 1;
+              settle(false);
+            } else closedDuring++;
+          },
+          onError: () => {},
+        });
+        void c;
+      }
+    };
+    launch();
+  });
+  reply({ id: cmd.id, opened, failed, ms: performance.now() - started, codes });
+}
+
+async function chat(cmd: Extract<Cmd, { op: 'chat' }>): Promise<void> {
+  chatFrame = encodeFrame(JSON.stringify({ type: 'user_message', content: cmd.content }));
+  responses = 0;
+  errors = 0;
+  thinkMs = cmd.thinkMs;
+  chatSamples = new Samples();
+  phase = 'chat';
+  measuring = false;
+  // Spread the first sends over the think time, so sessions do not move in lock-step.
+  for (const c of conns) {
+    if (thinkMs > 0) setTimeout(sendChat, Math.random() * thinkMs, c);
+    else sendChat(c);
+  }
+  await new Promise((r) => setTimeout(r, cmd.warmupMs));
+  measuring = true;
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, cmd.durationMs));
+  measuring = false;
+  const cpu = process.cpuUsage(cpu0);
+  const ms = performance.now() - t0;
+  phase = 'idle';
+  // Let answers in flight drain before the next phase.
+  await new Promise((r) => setTimeout(r, 300 + thinkMs));
+  reply({ id: cmd.id, responses, errors, ms, cpuMs: (cpu.user + cpu.system) / 1000, samples: chatSamples.take(), closed: closedDuring });
+}
+
+let fanCpu0 = process.cpuUsage();
+let fanTotal = 0;
+let fanT0 = 0;
+
+async function fanoutStart(cmd: Extract<Cmd, { op: 'fanout-start' }>): Promise<void> {
+  for (const c of conns) c.state = undefined;
+  fanTotal = cmd.total;
+  fanDelivered = 0;
+  fanDup = 0;
+  fanSamples = new Samples();
+  phase = 'fanout';
+  fanCpu0 = process.cpuUsage();
+  fanT0 = performance.now();
+  reply({ id: cmd.id });
+}
+
+async function fanoutStop(cmd: Extract<Cmd, { op: 'fanout-stop' }>): Promise<void> {
+  const cpu = process.cpuUsage(fanCpu0);
+  const ms = performance.now() - fanT0;
+  phase = 'idle';
+  const lost = conns.length * cmd.total - fanDelivered;
+  reply({ id: cmd.id, delivered: fanDelivered, dup: fanDup, lost, ms, cpuMs: (cpu.user + cpu.system) / 1000, samples: fanSamples.take(), closed: closedDuring });
+}
+
+process.on('message', async (cmd: Cmd) => {
+  switch (cmd.op) {
+    case 'open':
+      return open(cmd);
+    case 'chat':
+      return chat(cmd);
+    case 'fanout-start':
+      return fanoutStart(cmd);
+    case 'fanout-stop':
+      return fanoutStop(cmd);
+    case 'close': {
+      for (const c of conns.splice(0)) c.close();
+      closedDuring = 0;
+      await new Promise((r) => setTimeout(r, 200));
+      return reply({ id: cmd.id });
+    }
+    case 'exit':
+      process.exit(0);
+  }
+});
+process.send!({ ready: true });

@@ -1,0 +1,90 @@
+/**
+ * The servers under test, each started fresh on a free port as a child
+ * process tree: the gateway (dist/main.js), the bare-uWS baseline and the
+ * `ws` baseline, all with the same number of workers.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createSigner } from 'fast-jwt';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const SECRET = 'bench-secret-0123456789abcdef';
+const sign = createSigner({ key: SECRET, algorithm: 'HS256', expiresIn: 24 * 3600_000 });
+export const widgetToken = (creator: string): string => sign({ creator_id: creator });
+export const serviceToken = (): string => sign({ scope: 'publish' });
+
+export type TargetName = 'gateway' | 'uws' | 'ws';
+
+export interface Target {
+  name: string;
+  port: number;
+  proc: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const COMMANDS: Record<TargetName, string[]> = {
+  gateway: [path.join(ROOT, 'dist/main.js')],
+  uws: ['--import', 'tsx', path.join(ROOT, 'bench/baselines/uws-bare.ts')],
+  ws: ['--import', 'tsx', path.join(ROOT, 'bench/baselines/ws-server.ts')],
+};
+
+export async function startTarget(name: TargetName, workers: number, env: Record<string, string> = {}, label: string = name): Promise<Target> {
+  const port = await freePort();
+  const proc = spawn(process.execPath, COMMANDS[name], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      PORT: String(port),
+      HOST: '0.0.0.0',
+      WORKERS: String(workers),
+      JWT_SECRET: SECRET,
+      LOG_LEVEL: 'warn',
+      // Benchmarks measure throughput, not the abuse limits.
+      RATE_LIMIT_MESSAGES: '1000000',
+      RATE_LIMIT_WINDOW_S: '1',
+      ...env,
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const health = name === 'gateway' ? '/readyz' : '/healthz';
+  const end = Date.now() + 20_000;
+  for (;;) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}${health}`)).status === 200) break;
+    } catch {
+      /* not yet */
+    }
+    if (Date.now() > end || proc.exitCode !== null) throw new Error(`${label} did not start`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  // Let every worker bind (SO_REUSEPORT): a worker that binds late would miss connections.
+  await new Promise((r) => setTimeout(r, 300));
+  return {
+    name: label,
+    port,
+    proc,
+    async stop() {
+      if (proc.exitCode !== null) return;
+      const gone = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGTERM');
+      const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+      await gone;
+      clearTimeout(t);
+    },
+  };
+}
+
+export const widgetPath = (creator: string): string => `/api/v1/channels/widget/${creator}/connect?token=${widgetToken(creator)}`;

@@ -1,0 +1,76 @@
+/**
+ * Cross-host fan-out (Redis mode): subscribers split over two gateway
+ * "hosts" (two clusters on different ports sharing one redis-server started
+ * here), broadcasts POSTed alternately to each; beside it, the same run's
+ * single-host figures (embedded mode, and Redis mode with one host).
+ */
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import type { Ctx } from '../lib/context.js';
+import type { Fleet } from '../lib/fleet.js';
+import { measureFanout, type FanoutResult } from '../lib/measure.js';
+import { fmt, ratio } from '../lib/stats.js';
+import { freePort, startTarget, type Target } from '../lib/targets.js';
+import type { Table } from '../lib/report.js';
+
+async function startRedis(): Promise<{ url: string; stop(): void }> {
+  const port = await freePort();
+  const p = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  for (let i = 0; i < 100; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.end();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) break;
+  }
+  return { url: `redis://127.0.0.1:${port}`, stop: () => p.kill('SIGKILL') };
+}
+
+export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
+  const rows: string[][] = [];
+  const hostWorkers = Math.max(1, Math.floor(ctx.workers / 2));
+  for (const subs of ctx.fanoutSubs) {
+    const rate = Math.max(1, Math.round(ctx.fanoutDeliveries / subs));
+    const setups: Array<[string, () => Promise<{ targets: Target[]; stop(): Promise<void> }>]> = [
+      ['1 host, embedded', async () => {
+        const t = await startTarget('gateway', ctx.workers);
+        return { targets: [t], stop: () => t.stop() };
+      }],
+      [`1 host, Redis`, async () => {
+        const r = await startRedis();
+        const t = await startTarget('gateway', ctx.workers, { REDIS_URL: r.url });
+        return { targets: [t], stop: async () => { await t.stop(); r.stop(); } };
+      }],
+      [`2 hosts x ${hostWorkers} worker(s), Redis`, async () => {
+        const r = await startRedis();
+        const a = await startTarget('gateway', hostWorkers, { REDIS_URL: r.url }, 'host A');
+        const b = await startTarget('gateway', hostWorkers, { REDIS_URL: r.url }, 'host B');
+        return { targets: [a, b], stop: async () => { await a.stop(); await b.stop(); r.stop(); } };
+      }],
+    ];
+    let single: FanoutResult | undefined;
+    for (const [label, setup] of setups) {
+      const s = await setup();
+      let r: FanoutResult;
+      try {
+        r = await measureFanout(fleet, s.targets, subs, rate, ctx.durationMs);
+      } finally {
+        await s.stop();
+      }
+      single ??= r;
+      process.stderr.write(`crosshost ${label} S=${subs}: ${fmt(r.deliveredPerSec)} deliveries/s lost ${r.lost} p99 ${fmt(r.p99, 1)} ms\n`);
+      rows.push([label, fmt(subs), `${rate}/s`, fmt(r.deliveredPerSec), ratio(r.deliveredPerSec, single.deliveredPerSec), fmt(r.p50, 1), fmt(r.p99, 1), fmt(r.lost), fmt(r.dup), r.loadCores.toFixed(2), r.serverCores.toFixed(2)]);
+    }
+  }
+  return {
+    title: 'Cross-host fan-out (Redis)',
+    method: `Subscribers split evenly over the hosts; broadcasts POSTed alternately to each host at a fixed rate for ${ctx.durationMs / 1000} s. All hosts run on this one machine, so "2 hosts" shares its 2 cores: the figure shows the cost of the Redis hop, not the capacity of two machines.`,
+    columns: ['setup', 'subscribers', 'broadcasts', 'deliveries/s', 'vs 1 host embedded', 'p50 ms', 'p99 ms', 'lost', 'duplicated', 'load CPU (cores)', 'server CPU (cores)'],
+    rows,
+    notes: [],
+  };
+}

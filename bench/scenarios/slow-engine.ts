@@ -1,0 +1,42 @@
+/**
+ * Scenario 5, a slow AI engine: BENCH_SLOW_SESSIONS concurrent chatting
+ * sessions (default 5000), each sending a message BENCH_SLOW_THINK_MS after
+ * its last answer, against a mock engine that takes 200 ms per answer.
+ * Sustained means: no errors, and answers in about 200 ms (an event-loop
+ * stall shows as a p99/max far above it).
+ */
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { Ctx } from '../lib/context.js';
+import type { Fleet } from '../lib/fleet.js';
+import { measureChat } from '../lib/measure.js';
+import { fmt } from '../lib/stats.js';
+import { freePort, startTarget } from '../lib/targets.js';
+import type { Table } from '../lib/report.js';
+
+export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
+  const port = await freePort();
+  const engine = fork(fileURLToPath(new URL('../lib/mock-engine.ts', import.meta.url)), {
+    execArgv: ['--import', 'tsx'],
+    env: { ...process.env, PORT: String(port), DELAY_MS: '200' },
+  });
+  await new Promise((r) => engine.once('message', r));
+  const target = await startTarget('gateway', ctx.workers, {
+    AI_ENGINE_URL: `http://127.0.0.1:${port}/answer`,
+    AI_ENGINE_MAX_INFLIGHT: String(ctx.slowSessions),
+  });
+  try {
+    const r = await measureChat(fleet, target, ctx.slowSessions, { durationMs: ctx.durationMs, warmupMs: 2000, thinkMs: ctx.slowThinkMs });
+    process.stderr.write(`slow engine: ${fmt(r.perSec)} resp/s errors ${r.errors} p99 ${fmt(r.p99, 1)} ms\n`);
+    return {
+      title: 'Slow AI engine (200 ms per answer)',
+      method: `${fmt(ctx.slowSessions)} sessions, each sending a user_message ${ctx.slowThinkMs} ms after its previous answer, against a mock engine (bench/lib/mock-engine.ts, its own process) that answers after 200 ms. Round trip includes the 200 ms.`,
+      columns: ['sessions', 'opened', 'responses/s', 'errors', 'p50 ms', 'p99 ms', 'max ms', 'load CPU (cores)', 'gateway CPU (cores)'],
+      rows: [[fmt(ctx.slowSessions), fmt(r.opened), fmt(r.perSec), fmt(r.errors), fmt(r.p50, 1), fmt(r.p99, 1), fmt(r.max, 1), r.loadCores.toFixed(2), r.serverCores.toFixed(2)]],
+      notes: [],
+    };
+  } finally {
+    await target.stop();
+    engine.kill('SIGKILL');
+  }
+}
