@@ -1,11 +1,13 @@
 /**
  * The load side: several loadgen processes, each with its own source
- * address 127.0.0.<i+1>, driven together. A command goes to every process
+ * addresses (ADDRS_PER_PROC of 127.0.0.x), driven together. A command goes to every process
  * and resolves with all their answers.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
+/** Source addresses per load process: 8 x ~28k ephemeral ports. */
+export const ADDRS_PER_PROC = 8;
 const LOADGEN = fileURLToPath(new URL('./loadgen.ts', import.meta.url));
 
 export class Fleet {
@@ -52,7 +54,7 @@ export class Fleet {
       port,
       path,
       n: Math.floor(total / n) + (i < total % n ? 1 : 0),
-      localAddress: `127.0.0.${i + 1}`,
+      localAddresses: Array.from({ length: ADDRS_PER_PROC }, (_, k) => `127.0.0.${i * ADDRS_PER_PROC + k + 1}`),
       concurrency,
     }));
     return {

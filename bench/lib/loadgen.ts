@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { WireConn, encodeFrame } from './wire.js';
 
 type Cmd =
-  | { op: 'open'; id: number; host: string; port: number; path: string; n: number; localAddress: string; concurrency: number }
+  | { op: 'open'; id: number; host: string; port: number; path: string; n: number; localAddresses: string[]; concurrency: number }
   | { op: 'chat'; id: number; durationMs: number; warmupMs: number; content: string; thinkMs: number }
   | { op: 'fanout-start'; id: number; total: number }
   | { op: 'fanout-stop'; id: number; total: number }
@@ -127,7 +127,9 @@ async function open(cmd: Extract<Cmd, { op: 'open' }>): Promise<void> {
           host: cmd.host,
           port: cmd.port,
           path: cmd.path,
-          localAddress: cmd.localAddress,
+          // Round-robin over source addresses: each has ~28k ephemeral ports,
+          // and closed connections hold theirs in TIME_WAIT for a minute.
+          localAddress: cmd.localAddresses[next % cmd.localAddresses.length],
           onMessage: (conn, p) => {
             if (!settled) {
               settle(true); // the first frame (connection_status) means the socket is up

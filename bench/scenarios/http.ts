@@ -16,11 +16,11 @@ export async function run(ctx: Ctx): Promise<Table> {
     const target = await startTarget(name, ctx.workers);
     try {
       for (const [label, opts] of [
-        ['GET /healthz', { path: '/healthz' }],
+        ['GET /healthz', { url: `http://127.0.0.1:${target.port}/healthz` }],
         [
           'POST broadcast',
           {
-            path: '/api/v1/creators/nobody/broadcast',
+            url: `http://127.0.0.1:${target.port}/api/v1/creators/nobody/broadcast`,
             method: 'POST',
             headers: { authorization: `Bearer ${serviceToken()}`, 'content-type': 'application/json' },
             body: '{"type":"announcement","text":"hello"}',
@@ -28,7 +28,7 @@ export async function run(ctx: Ctx): Promise<Table> {
         ],
       ] as const) {
         const cpu0 = process.cpuUsage();
-        const r = await cannon({ url: `http://127.0.0.1:${target.port}`, connections: 64, duration: Math.max(2, ctx.durationMs / 2000), ...(opts as object) });
+        const r = await cannon({ connections: 64, duration: Math.max(2, ctx.durationMs / 2000), ...(opts as { url: string }) });
         const cpu = process.cpuUsage(cpu0);
         const rps = r.requests.average;
         const key = `${label}`;

@@ -30,9 +30,14 @@ export class IpcBus implements Bus {
     this.onMessage(msg.topic, msg.payload);
   };
 
+  /**
+   * @param relayed which topics go through the primary at all (the others
+   *   are delivered locally only, and subscribe() ignores them).
+   */
   constructor(
     private readonly port: IpcPort,
     private readonly onMessage: BusHandler,
+    private readonly relayed: (topic: string) => boolean = () => true,
   ) {
     port.on('message', this.#listener);
   }
@@ -54,12 +59,13 @@ export class IpcBus implements Bus {
   }
 
   publish(topic: string, payload: Uint8Array): void {
+    if (!this.relayed(topic)) return;
     if (this.#send({ t: 'pub', topic, payload })) this.#stats.published++;
     else this.#stats.dropped++;
   }
 
   subscribe(topic: string): void {
-    if (this.#topics.has(topic)) return;
+    if (this.#topics.has(topic) || !this.relayed(topic)) return;
     this.#topics.add(topic);
     if (!this.#del.delete(topic)) this.#add.add(topic);
     this.#schedule();

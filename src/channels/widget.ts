@@ -15,10 +15,7 @@ export class WidgetChannel implements ChannelHandler<ArrayBuffer> {
   constructor(private readonly fanout: Fanout) {}
 
   async send(connectionId: string, frame: Record<string, unknown>): Promise<boolean> {
-    const topic = connectionTopic(connectionId);
-    if (!(await this.fanout.exists(topic))) return false;
-    this.fanout.publish(topic, JSON.stringify(frame));
-    return true;
+    return this.fanout.publishIfPresent(connectionTopic(connectionId), JSON.stringify(frame));
   }
 
   decode(raw: ArrayBuffer, isBinary: boolean): Decoded {

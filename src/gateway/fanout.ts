@@ -6,9 +6,14 @@
 import type { TemplatedApp } from '@trufflesuite/uws-js-unofficial';
 import type { Bus, BusHandler } from '../bus/bus.js';
 
-/** Tells whether some other node has a subscriber for a topic. */
+/** Reaches the subscribers of a topic that live on other nodes. */
 export interface RemoteTopics {
-  has(topic: string): Promise<boolean>;
+  /**
+   * Delivers `payload` to `topic`'s subscribers on other nodes, if any node
+   * has one; resolves whether one did. Used for targeted sends, where a
+   * missing recipient must be reported (404), not silently dropped.
+   */
+  deliver(topic: string, payload: Uint8Array): Promise<boolean>;
 }
 
 export class Fanout {
@@ -29,9 +34,24 @@ export class Fanout {
     this.bus.publish(topic, bytes);
   }
 
-  /** Whether `topic` has a subscriber on this node or another. */
-  async exists(topic: string): Promise<boolean> {
-    return this.app.numSubscribers(topic) > 0 || (await this.remote.has(topic));
+  /**
+   * Publishes to `topic` only if it has a subscriber here or on another node;
+   * resolves whether it had. (A connection lives on exactly one node.)
+   */
+  async publishIfPresent(topic: string, frame: string): Promise<boolean> {
+    const bytes = Buffer.from(frame);
+    if (this.app.numSubscribers(topic) > 0) {
+      this.app.publish(topic, bytes, false);
+      return true;
+    }
+    return this.remote.deliver(topic, bytes);
+  }
+
+  /** Publishes to this worker's subscribers of `topic` if it has any; whether it had. */
+  deliverLocal(topic: string, payload: Uint8Array): boolean {
+    if (this.app.numSubscribers(topic) === 0) return false;
+    this.app.publish(topic, payload, false);
+    return true;
   }
 
   /** Local subscribers of `topic` on this worker. */

@@ -9,6 +9,7 @@ import type { ClusterView } from './gateway.js';
 
 export interface LinkHandlers {
   localStats(): LocalStats;
+  localDeliver(topic: string, payload: Uint8Array): boolean;
   shutdown(code: 1001 | 1012): void;
 }
 
@@ -39,11 +40,11 @@ export class PrimaryLink implements ClusterView {
     return this.#request('stats') as Promise<ClusterStats>;
   }
 
-  async has(topic: string): Promise<boolean> {
-    return (await this.#request('has-topic', topic)) === true;
+  async deliver(topic: string, payload: Uint8Array): Promise<boolean> {
+    return (await this.#request('deliver', topic, payload)) === true;
   }
 
-  #request(op: 'stats' | 'has-topic', arg?: string): Promise<unknown> {
+  #request(op: 'stats' | 'deliver', arg?: string, payload?: Uint8Array): Promise<unknown> {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -51,7 +52,7 @@ export class PrimaryLink implements ClusterView {
         reject(new GatewayError('GW_ERR_IPC_TIMEOUT', `primary did not answer "${op}" in ${this.timeoutMs} ms`));
       }, this.timeoutMs);
       this.#pending.set(id, { resolve, reject, timer });
-      this.send({ t: 'req', id, op, arg } as WorkerToPrimary);
+      this.send({ t: 'req', id, op, arg, payload });
     });
   }
 
@@ -75,7 +76,8 @@ export class PrimaryLink implements ClusterView {
         break;
       }
       case 'req': {
-        const result: WorkerOps[typeof msg.op] = this.handlers.localStats();
+        const result: WorkerOps[typeof msg.op] =
+          msg.op === 'local-stats' ? this.handlers.localStats() : this.handlers.localDeliver(msg.arg ?? '', msg.payload ?? new Uint8Array());
         this.send({ t: 'res', id: msg.id, result });
         break;
       }

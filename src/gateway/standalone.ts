@@ -20,7 +20,8 @@ export class StandaloneCluster implements ClusterView {
     return true;
   }
 
-  async has(): Promise<boolean> {
+  /** There is no other node. */
+  async deliver(): Promise<boolean> {
     return false;
   }
 }

@@ -18,6 +18,7 @@ import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { Gateway, type GatewayDeps } from './gateway.js';
 import { RedisBus } from '../bus/redis.js';
+import type { Bus } from '../bus/bus.js';
 import { RedisRegistry } from '../registry/redis.js';
 import { RedisClusterView } from '../registry/cluster-view.js';
 import { PrimaryLink } from './primary-link.js';
@@ -39,6 +40,7 @@ export async function runWorker(): Promise<void> {
   let stopping = false;
   const link = new PrimaryLink({
     localStats: () => gw?.localStats() ?? { pid: process.pid, total: 0, byCreator: {} },
+    localDeliver: (topic, payload) => gw?.fanout.deliverLocal(topic, payload) ?? false,
     shutdown: (code) => void stop(code),
   });
 
@@ -84,16 +86,20 @@ export async function runWorker(): Promise<void> {
  * stats. Redis mode: every worker is a node of the Redis bus and registry.
  */
 function clusterParts(cfg: Readonly<Config>, log: Logger, link: PrimaryLink): Pick<GatewayDeps, 'busFactory' | 'cluster' | 'registry'> {
+  let bus: Bus | undefined;
   if (!cfg.redisUrl) {
-    return { busFactory: (onMessage) => new IpcBus(process, onMessage), cluster: link };
+    // Connection topics stay off the relay: a connection lives on one worker,
+    // and targeted sends find it with a 'deliver' request instead. That keeps
+    // the primary free of per-connection state.
+    return { busFactory: (onMessage) => new IpcBus(process, onMessage, (topic) => !topic.startsWith('k/')), cluster: link };
   }
   const url = cfg.redisUrl;
   const nodeId = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const leaseMs = cfg.registryLeaseS * 1000;
   const registry = new RedisRegistry({ url, prefix: cfg.redisPrefix, nodeId, leaseMs, sweepMs: Math.max(250, leaseMs / 3), log });
   return {
-    busFactory: (onMessage) => new RedisBus({ url, prefix: cfg.redisPrefix, nodeId, log }, onMessage),
-    cluster: new RedisClusterView(link, registry),
+    busFactory: (onMessage) => (bus = new RedisBus({ url, prefix: cfg.redisPrefix, nodeId, log }, onMessage)),
+    cluster: new RedisClusterView(link, registry, (topic, payload) => bus?.publish(topic, payload)),
     registry,
   };
 }

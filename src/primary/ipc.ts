@@ -21,27 +21,29 @@ export interface ClusterStats {
 /** Requests a worker may make of the primary, with their results. */
 export interface PrimaryOps {
   stats: ClusterStats;
-  /** Whether a worker other than the asker has a subscriber for topic `arg`. */
-  'has-topic': boolean;
+  /** Delivers `payload` to topic `arg` on every other worker; whether any had a subscriber. */
+  deliver: boolean;
 }
 
 /** Requests the primary may make of a worker. */
 export interface WorkerOps {
   'local-stats': LocalStats;
+  /** Publishes `payload` to topic `arg` locally if it has subscribers; whether it had. */
+  'local-deliver': boolean;
 }
 
 export type WorkerToPrimary =
   | { t: 'ready' }
   | { t: 'pub'; topic: string; payload: Uint8Array }
   | { t: 'sub'; add: string[]; del: string[] }
-  | { t: 'req'; id: number; op: keyof PrimaryOps; arg?: string }
+  | { t: 'req'; id: number; op: keyof PrimaryOps; arg?: string; payload?: Uint8Array }
   | { t: 'res'; id: number; result?: unknown; error?: string };
 
 export type PrimaryToWorker =
   | { t: 'msg'; topic: string; payload: Uint8Array }
   | { t: 'shutdown'; code: 1001 | 1012 }
   | { t: 'cluster'; ready: boolean }
-  | { t: 'req'; id: number; op: keyof WorkerOps }
+  | { t: 'req'; id: number; op: keyof WorkerOps; arg?: string; payload?: Uint8Array }
   | { t: 'res'; id: number; result?: unknown; error?: string };
 
 /** Type guard for messages that carry a `t` tag (anything else on the channel is ignored). */

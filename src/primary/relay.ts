@@ -56,14 +56,6 @@ export class Relay {
     if (set.size === 0) this.#byTopic.delete(topic);
   }
 
-  /** Whether a worker other than `except` listens to `topic`. */
-  has(topic: string, except?: RelayTarget): boolean {
-    const set = this.#byTopic.get(topic);
-    if (!set) return false;
-    for (const w of set) if (w !== except) return true;
-    return false;
-  }
-
   get topics(): number {
     return this.#byTopic.size;
   }

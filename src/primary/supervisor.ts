@@ -21,7 +21,7 @@ import { readEnvFile } from '../config/env-file.js';
 import { loadUws } from '../uws/loader.js';
 import { createLogger, type Logger } from '../observability/log.js';
 import { Relay, type RelayTarget } from './relay.js';
-import { isTagged, type ClusterStats, type LocalStats, type PrimaryToWorker, type WorkerToPrimary } from './ipc.js';
+import { isTagged, type ClusterStats, type PrimaryToWorker, type WorkerOps, type WorkerToPrimary } from './ipc.js';
 
 interface Slot {
   worker: Worker;
@@ -83,7 +83,7 @@ class Supervisor {
   #stopping = false;
   #wasReady = false;
   #nextReq = 1;
-  readonly #gathers = new Map<number, (r: LocalStats) => void>();
+  readonly #gathers = new Map<number, (r: unknown) => void>();
   #rolling = false;
   /** Variables given to forked workers on top of this process's environment. */
   #forkEnv: Record<string, string> = {};
@@ -214,15 +214,16 @@ class Supervisor {
         if (msg.op === 'stats') {
           void this.#stats().then((result) => this.#send(slot.worker, { t: 'res', id: msg.id, result }));
         } else {
-          const has = msg.arg !== undefined && this.#relay.has(msg.arg, slot.target);
-          this.#send(slot.worker, { t: 'res', id: msg.id, result: has });
+          void this.#deliver(slot, msg.arg ?? '', msg.payload ?? new Uint8Array()).then((result) =>
+            this.#send(slot.worker, { t: 'res', id: msg.id, result }),
+          );
         }
         break;
       case 'res': {
         const done = this.#gathers.get(msg.id);
         if (done) {
           this.#gathers.delete(msg.id);
-          done(msg.result as LocalStats);
+          done(msg.result);
         }
         break;
       }
@@ -231,13 +232,12 @@ class Supervisor {
     }
   }
 
-  /** Asks every ready worker for its counts and merges them. */
-  async #stats(): Promise<ClusterStats> {
-    const live = [...this.#slots.values()].filter((s) => s.ready && !s.retiring);
-    const answers = await Promise.all(
-      live.map(
+  /** Sends one request to each of `slots` and collects the answers (undefined for a time-out). */
+  #ask<K extends keyof WorkerOps>(slots: Slot[], op: K, arg?: string, payload?: Uint8Array): Promise<Array<WorkerOps[K] | undefined>> {
+    return Promise.all(
+      slots.map(
         (s) =>
-          new Promise<LocalStats | undefined>((resolve) => {
+          new Promise<WorkerOps[K] | undefined>((resolve) => {
             const id = this.#nextReq++;
             const timer = setTimeout(() => {
               this.#gathers.delete(id);
@@ -245,12 +245,24 @@ class Supervisor {
             }, STATS_TIMEOUT_MS);
             this.#gathers.set(id, (r) => {
               clearTimeout(timer);
-              resolve(r);
+              resolve(r as WorkerOps[K]);
             });
-            this.#send(s.worker, { t: 'req', id, op: 'local-stats' });
+            this.#send(s.worker, { t: 'req', id, op, arg, payload });
           }),
       ),
     );
+  }
+
+  /** A targeted send: every other worker delivers if it holds the topic. */
+  async #deliver(from: Slot, topic: string, payload: Uint8Array): Promise<boolean> {
+    const others = [...this.#slots.values()].filter((s) => s !== from && s.ready);
+    return (await this.#ask(others, 'local-deliver', topic, payload)).some((r) => r === true);
+  }
+
+  /** Asks every ready worker for its counts and merges them. */
+  async #stats(): Promise<ClusterStats> {
+    const live = [...this.#slots.values()].filter((s) => s.ready && !s.retiring);
+    const answers = await this.#ask(live, 'local-stats');
     const out: ClusterStats = { total_connections: 0, connections_by_creator: {}, connections_by_worker: {}, workers: live.length, workers_answered: 0 };
     for (const a of answers) {
       if (!a) continue;

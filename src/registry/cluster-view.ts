@@ -11,6 +11,8 @@ export class RedisClusterView implements ClusterView {
   constructor(
     private readonly local: Pick<ClusterView, 'ready'>,
     private readonly registry: RedisRegistry,
+    /** Publishes on the Redis bus (the gateway's bus, created after this view). */
+    private readonly publish: (topic: string, payload: Uint8Array) => void,
   ) {}
 
   stats(): Promise<ClusterStats> {
@@ -21,10 +23,12 @@ export class RedisClusterView implements ClusterView {
     return this.local.ready() && this.registry.ready;
   }
 
-  /** Connection topics only: whether another node holds the connection. */
-  async has(topic: string): Promise<boolean> {
+  /** Connection topics: publishes on the bus when the registry knows another node holds the connection. */
+  async deliver(topic: string, payload: Uint8Array): Promise<boolean> {
     if (!topic.startsWith('k/')) return false;
     const node = await this.registry.locate(topic.slice(2));
-    return node !== undefined && node !== this.registry.nodeId;
+    if (node === undefined || node === this.registry.nodeId) return false;
+    this.publish(topic, payload);
+    return true;
   }
 }
