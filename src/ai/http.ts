@@ -3,11 +3,16 @@
  * `{"query","creator_id","session_id"}`, expecting
  * `{"response","confidence","sources"}`.
  *
- * Node's fetch (undici) keeps connections alive; each request has its own
- * time-out; at most `maxInflight` requests run at once per worker and the
- * excess is refused at once (the caller answers "Failed to process message")
- * rather than queued without bound.
+ * undici's Pool keeps up to `connections` keep-alive connections to the
+ * engine (requests beyond them wait in the pool's queue); each request has
+ * one deadline timer covering queueing, headers and body; at most
+ * `maxInflight` requests exist at once per worker and the excess is refused
+ * at once (the caller answers "Failed to process message") rather than
+ * queued without bound. undici's `request` is used rather than `fetch`: it
+ * costs a fraction of the CPU per call, which matters at thousands of
+ * concurrent chats.
  */
+import { Pool } from 'undici';
 import { GatewayError } from '../errors.js';
 import type { AiEngine, Query } from './engine.js';
 import type { Answer } from '../protocol/frames.js';
@@ -16,51 +21,69 @@ export interface HttpEngineOptions {
   url: string;
   timeoutMs: number;
   maxInflight: number;
+  /** Keep-alive connections to the engine per worker. */
+  connections?: number;
 }
+
+const HEADERS = { 'content-type': 'application/json', accept: 'application/json' };
 
 export class HttpEngine implements AiEngine {
   #inflight = 0;
-  readonly #closing = new AbortController();
+  #closed = false;
+  readonly #pool: Pool;
+  readonly #path: string;
 
-  constructor(private readonly opts: HttpEngineOptions) {}
+  constructor(private readonly opts: HttpEngineOptions) {
+    const u = new URL(opts.url);
+    this.#path = `${u.pathname}${u.search}`;
+    this.#pool = new Pool(u.origin, {
+      connections: opts.connections ?? 256,
+      pipelining: 1,
+      keepAliveTimeout: 30_000,
+      headersTimeout: opts.timeoutMs,
+      bodyTimeout: opts.timeoutMs,
+    });
+    this.#pool.on('connectionError', () => {}); // reported per request
+  }
 
   get inflight(): number {
     return this.#inflight;
   }
 
   async ask(q: Query): Promise<Answer> {
-    if (this.#closing.signal.aborted) throw new GatewayError('GW_ERR_CLOSED', 'AI engine client is closed');
+    if (this.#closed) throw new GatewayError('GW_ERR_CLOSED', 'AI engine client is closed');
     if (this.#inflight >= this.opts.maxInflight) {
       throw new GatewayError('GW_ERR_AI_ENGINE', `AI engine saturated: ${this.#inflight} requests in flight`);
     }
     this.#inflight++;
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(), this.opts.timeoutMs);
     try {
-      const signal = AbortSignal.any([AbortSignal.timeout(this.opts.timeoutMs), this.#closing.signal]);
       let body: unknown;
       try {
-        const res = await fetch(this.opts.url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', accept: 'application/json' },
-          body: JSON.stringify(q),
-          signal,
-        });
-        if (!res.ok) {
-          await res.body?.cancel();
-          throw new GatewayError('GW_ERR_AI_ENGINE', `AI engine answered HTTP ${res.status}`);
+        const res = await this.#pool.request({ path: this.#path, method: 'POST', headers: HEADERS, body: JSON.stringify(q), signal: deadline.signal });
+        if (res.statusCode < 200 || res.statusCode > 299) {
+          res.body.resume();
+          throw new GatewayError('GW_ERR_AI_ENGINE', `AI engine answered HTTP ${res.statusCode}`);
         }
-        body = await res.json();
+        body = await res.body.json();
       } catch (err) {
         if (err instanceof GatewayError) throw err;
-        throw new GatewayError('GW_ERR_AI_ENGINE', `AI engine request failed: ${(err as Error).message}`, { cause: err });
+        const why = deadline.signal.aborted ? `timed out after ${this.opts.timeoutMs} ms` : (err as Error).message;
+        throw new GatewayError('GW_ERR_AI_ENGINE', `AI engine request failed: ${why}`, { cause: err });
       }
       return parseAnswer(body);
     } finally {
+      clearTimeout(timer);
       this.#inflight--;
     }
   }
 
+  /** Aborts requests in flight and closes the connections. Safe to call twice. */
   async close(): Promise<void> {
-    this.#closing.abort();
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#pool.destroy().catch(() => {});
   }
 }
 

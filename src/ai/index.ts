@@ -6,8 +6,15 @@ import { HttpEngine } from './http.js';
 export type { AiEngine, Query } from './engine.js';
 
 /** The engine the configuration asks for: HTTP when AI_ENGINE_URL is set, else the embedded echo. */
-export function createEngine(cfg: Pick<Config, 'aiEngineUrl' | 'aiEngineTimeoutMs' | 'aiEngineMaxInflight'>): AiEngine {
+export function createEngine(
+  cfg: Pick<Config, 'aiEngineUrl' | 'aiEngineTimeoutMs' | 'aiEngineMaxInflight' | 'aiEngineConnections'>,
+): AiEngine {
   return cfg.aiEngineUrl
-    ? new HttpEngine({ url: cfg.aiEngineUrl, timeoutMs: cfg.aiEngineTimeoutMs, maxInflight: cfg.aiEngineMaxInflight })
+    ? new HttpEngine({
+        url: cfg.aiEngineUrl,
+        timeoutMs: cfg.aiEngineTimeoutMs,
+        maxInflight: cfg.aiEngineMaxInflight,
+        connections: cfg.aiEngineConnections,
+      })
     : new EchoEngine();
 }

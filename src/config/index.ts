@@ -43,6 +43,7 @@ export interface Config {
   aiEngineUrl: string | undefined;
   aiEngineTimeoutMs: number;
   aiEngineMaxInflight: number;
+  aiEngineConnections: number;
   rateLimitMessages: number;
   rateLimitWindowS: number;
   idleTimeoutS: number;
@@ -151,6 +152,11 @@ export const VARIABLES = {
     def: '1024',
     doc: 'AI requests in flight per worker; the excess is answered "Failed to process message"',
     parse: (n: string, v: string) => int(n, v, 1, 1_000_000),
+  },
+  AI_ENGINE_CONNECTIONS: {
+    def: '512',
+    doc: 'keep-alive connections to the AI engine per worker (answers in progress at once)',
+    parse: (n: string, v: string) => int(n, v, 1, 65_536),
   },
   RATE_LIMIT_MESSAGES: { def: '20', doc: 'user messages per session per window', parse: (n: string, v: string) => int(n, v, 1, 1_000_000) },
   RATE_LIMIT_WINDOW_S: { def: '10', doc: 'rate-limit window', parse: (n: string, v: string) => int(n, v, 1, 86_400) },
@@ -278,6 +284,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     aiEngineUrl: read(env, 'AI_ENGINE_URL'),
     aiEngineTimeoutMs: read(env, 'AI_ENGINE_TIMEOUT_MS'),
     aiEngineMaxInflight: read(env, 'AI_ENGINE_MAX_INFLIGHT'),
+    aiEngineConnections: read(env, 'AI_ENGINE_CONNECTIONS'),
     rateLimitMessages: read(env, 'RATE_LIMIT_MESSAGES'),
     rateLimitWindowS: read(env, 'RATE_LIMIT_WINDOW_S'),
     idleTimeoutS: read(env, 'IDLE_TIMEOUT_S'),
