@@ -13,6 +13,10 @@ const LOADGEN = fileURLToPath(new URL('./loadgen.ts', import.meta.url));
 export class Fleet {
   readonly procs: ChildProcess[] = [];
   #id = 1;
+  /** Per broadcast sequence number: how many processes have delivered it to all their connections. */
+  readonly #seqDone = new Map<number, number>();
+  #seqWaiters = new Map<number, () => void>();
+  readonly #seqComplete = new Set<number>();
 
   static async start(n: number): Promise<Fleet> {
     const f = new Fleet();
@@ -20,10 +24,39 @@ export class Fleet {
       Array.from({ length: n }, async () => {
         const p = fork(LOADGEN, { execArgv: ['--import', 'tsx', '--max-old-space-size=4096'], stdio: 'inherit' });
         f.procs.push(p);
+        p.on('message', (m: any) => m?.t === 'seq' && f.#onSeq(m.seq));
         await new Promise<void>((r) => p.once('message', () => r()));
       }),
     );
     return f;
+  }
+
+  #onSeq(seq: number): void {
+    const n = (this.#seqDone.get(seq) ?? 0) + 1;
+    this.#seqDone.set(seq, n);
+    if (n === this.procs.length) {
+      this.#seqDone.delete(seq);
+      const w = this.#seqWaiters.get(seq);
+      if (w) {
+        this.#seqWaiters.delete(seq);
+        w();
+      } else this.#seqComplete.add(seq);
+    }
+  }
+
+  /** Resolves when broadcast `seq` has reached every connection of every process (or after `ms`). */
+  delivered(seq: number, ms: number): Promise<boolean> {
+    if (this.#seqComplete.delete(seq)) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.#seqWaiters.delete(seq);
+        resolve(false);
+      }, ms);
+      this.#seqWaiters.set(seq, () => {
+        clearTimeout(t);
+        resolve(true);
+      });
+    });
   }
 
   /** Sends `cmd(i)` to process i and waits for every answer. */
@@ -66,6 +99,8 @@ export class Fleet {
   }
 
   async closeAll(): Promise<void> {
+    this.#seqComplete.clear();
+    this.#seqDone.clear();
     await this.all(() => ({ op: 'close' }));
   }
 

@@ -59,6 +59,7 @@ let fanDup = 0;
 let fanSamples = new Samples();
 
 const AI = Buffer.from('{"type":"ai_response"');
+const BENCH = Buffer.from('{"type":"bench","seq":');
 const ERR = Buffer.from('{"type":"error"');
 
 function onMessage(c: WireConn, p: Buffer): void {
@@ -78,19 +79,24 @@ function onMessage(c: WireConn, p: Buffer): void {
       errors++;
     }
   } else if (phase === 'fanout') {
-    let m: { type?: string; seq?: number; t?: number };
-    try {
-      m = JSON.parse(p.toString());
-    } catch {
-      return;
-    }
-    if (m.type !== 'bench' || typeof m.seq !== 'number') return;
+    // Broadcast frames are {"type":"bench","seq":N,"t":T} (key order is kept
+    // by every server); read the two numbers without JSON.parse, which would
+    // make the load side the bottleneck.
+    if (p.length < BENCH.length || p.compare(BENCH, 0, BENCH.length, 0, BENCH.length) !== 0) return;
+    let i = BENCH.length;
+    let seqN = 0;
+    for (let ch = p[i]!; ch >= 48 && ch <= 57; ch = p[++i]!) seqN = seqN * 10 + (ch - 48);
+    if (p[i] !== 44) return; // ','
+    const t = Number(p.toString('latin1', i + 5, p.length - 1)); // skip ,"t":
+    const m = { seq: seqN, t };
     if (m.seq < 0 || m.seq >= fanTotal) return;
     const seen = (c.state as Uint8Array | undefined) ?? (c.state = new Uint8Array((fanTotal >> 3) + 1));
     const bit = 1 << (m.seq & 7);
     if (seen[m.seq >> 3]! & bit) fanDup++;
     else {
       seen[m.seq >> 3]! |= bit;
+      // Tell the runner when every connection here has this broadcast (closed-loop mode).
+      if (++fanCount[m.seq]! === conns.length) process.send!({ t: 'seq', seq: m.seq });
       fanDelivered++;
       fanSamples.add(performance.timeOrigin + performance.now() - m.t!);
     }
@@ -183,11 +189,13 @@ async function chat(cmd: Extract<Cmd, { op: 'chat' }>): Promise<void> {
 
 let fanCpu0 = process.cpuUsage();
 let fanTotal = 0;
+let fanCount = new Uint32Array(0);
 let fanT0 = 0;
 
 async function fanoutStart(cmd: Extract<Cmd, { op: 'fanout-start' }>): Promise<void> {
   for (const c of conns) c.state = undefined;
   fanTotal = cmd.total;
+  fanCount = new Uint32Array(cmd.total);
   fanDelivered = 0;
   fanDup = 0;
   fanSamples = new Samples();

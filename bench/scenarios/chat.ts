@@ -41,13 +41,14 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
         fmt(r.max, 1),
         r.loadCores.toFixed(2),
         r.serverCores.toFixed(2),
+        fmt((r.serverCores / r.perSec) * 1e6, 1),
       ]);
     }
   }
   return {
     title: 'Chat: user_message -> typing, ai_response, typing (echo engine)',
     method: `Closed loop: each connection sends one user_message and waits for its ai_response before the next; ${ctx.durationMs / 1000} s measured after 1 s of warm-up. Ratios against bare uWS and ws measured in the same run.`,
-    columns: ['server', 'connections', 'responses/s', 'vs uWS', 'vs ws', 'p50 ms', 'p99 ms', 'p99 vs uWS', 'max ms', 'load CPU (cores)', 'server CPU (cores)'],
+    columns: ['server', 'connections', 'responses/s', 'vs uWS', 'vs ws', 'p50 ms', 'p99 ms', 'p99 vs uWS', 'max ms', 'load CPU (cores)', 'server CPU (cores)', 'server µs / response'],
     rows,
     notes,
   };
