@@ -39,7 +39,7 @@ environment:
   BENCH_CHAT_CONNS         chat connection counts (100,1000)
   BENCH_FANOUT_SUBS        fan-out subscriber counts (1000,10000)
   BENCH_FANOUT_DELIVERIES  target deliveries per second; rate = this / subscribers (100000)
-  BENCH_STORM_N            connect-storm connections (20000)
+  BENCH_STORM_N            connect-storm connections (30000)
   BENCH_SLOW_SESSIONS      slow-engine sessions (5000)
   BENCH_SLOW_THINK_MS      pause between a session's answer and its next message (1000)
   BENCH_OUT                results file (bench/RESULTS.md); "-" for stdout only

@@ -27,7 +27,7 @@ export function readCtx(): Ctx {
     chatConns: list('BENCH_CHAT_CONNS', '100,1000'),
     fanoutSubs: list('BENCH_FANOUT_SUBS', '1000,10000'),
     fanoutDeliveries: Number(process.env.BENCH_FANOUT_DELIVERIES ?? 100_000),
-    stormN: Number(process.env.BENCH_STORM_N ?? 20_000),
+    stormN: Number(process.env.BENCH_STORM_N ?? 30_000),
     slowSessions: Number(process.env.BENCH_SLOW_SESSIONS ?? 5000),
     slowThinkMs: Number(process.env.BENCH_SLOW_THINK_MS ?? 1000),
   };
