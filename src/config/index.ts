@@ -34,12 +34,27 @@ export interface Config {
   redisPrefix: string;
   registryLeaseS: number;
   jwt: {
-    /** HS* shared secret or PEM public key. */
+    /** HS* shared secret or PEM public key ('' with a JWKS URL). */
     key: string;
     algorithms: readonly JwtAlgorithm[];
     /** True when the key was generated because none was configured. */
     generated: boolean;
+    /** Keys come from this JWKS URL, selected by `kid`. */
+    jwksUrl?: string;
+    jwksRefreshS: number;
+    jwksMinRefreshS: number;
+    /** Required `iss` / `aud` claims, when set. */
+    issuer?: string;
+    audience?: string;
   };
+  /** Origins allowed to open widget sockets (exact match); undefined: any. */
+  allowedOrigins: readonly string[] | undefined;
+  /** Open sockets per client IP per worker; 0: no limit. */
+  maxConnectionsPerIp: number;
+  /** Open sockets per worker, kept under the process's file-descriptor limit. */
+  maxConnections: number;
+  /** Total size of an upgrade request's headers. */
+  maxHeaderBytes: number;
   aiEngineUrl: string | undefined;
   aiEngineTimeoutMs: number;
   aiEngineMaxInflight: number;
@@ -215,7 +230,74 @@ function readTls(env: Env): Config['tls'] {
   return Object.freeze({ certFile, keyFile });
 }
 
+/** The soft RLIMIT_NOFILE of this process (from /proc), or undefined. */
+export function fileDescriptorLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Descriptors kept free for the listen socket, Redis, the AI engine, logs and files. */
+export const FD_RESERVE = 256;
+
+function readLimits(env: Env): Pick<Config, 'allowedOrigins' | 'maxConnectionsPerIp' | 'maxConnections' | 'maxHeaderBytes'> {
+  const originsRaw = env.ALLOWED_ORIGINS ?? '';
+  let allowedOrigins: string[] | undefined;
+  if (originsRaw !== '' && originsRaw !== '*') {
+    allowedOrigins = originsRaw.split(',').map((o) => o.trim()).filter(Boolean);
+    for (const o of allowedOrigins) {
+      let u: URL | undefined;
+      try {
+        u = new URL(o);
+      } catch {
+        /* refused below */
+      }
+      if (!u || u.origin !== o) throw new ConfigError('ALLOWED_ORIGINS', 'must list origins like https://shop.example.com (scheme://host[:port], no path)', originsRaw);
+    }
+  }
+  const fdLimit = fileDescriptorLimit();
+  const ceiling = fdLimit === undefined ? 1_000_000 : Math.max(1, fdLimit - FD_RESERVE);
+  const rawMax = env.MAX_CONNECTIONS ?? '';
+  const maxConnections = rawMax === '' ? ceiling : int('MAX_CONNECTIONS', rawMax, 1, 10_000_000);
+  if (maxConnections > ceiling) {
+    throw new ConfigError('MAX_CONNECTIONS', `must stay under the file-descriptor limit (${fdLimit}) minus ${FD_RESERVE}, i.e. at most ${ceiling}`, rawMax);
+  }
+  return {
+    allowedOrigins: allowedOrigins ? Object.freeze(allowedOrigins) : undefined,
+    maxConnectionsPerIp: int('MAX_CONNECTIONS_PER_IP', env.MAX_CONNECTIONS_PER_IP || '0', 0, 10_000_000),
+    maxConnections,
+    maxHeaderBytes: int('MAX_HEADER_BYTES', env.MAX_HEADER_BYTES || '8192', 512, 1_048_576),
+  };
+}
+
 function readJwt(env: Env): Config['jwt'] {
+  const common = {
+    jwksRefreshS: int('JWT_JWKS_REFRESH_S', env.JWT_JWKS_REFRESH_S || '600', 10, 86_400),
+    jwksMinRefreshS: int('JWT_JWKS_MIN_REFRESH_S', env.JWT_JWKS_MIN_REFRESH_S || '30', 1, 3600),
+    ...(env.JWT_ISSUER ? { issuer: env.JWT_ISSUER } : {}),
+    ...(env.JWT_AUDIENCE ? { audience: env.JWT_AUDIENCE } : {}),
+  };
+  const jwksUrl = env.JWT_JWKS_URL ?? '';
+  if (jwksUrl !== '') {
+    url('JWT_JWKS_URL', jwksUrl, ['https:', 'http:']);
+    if (env.JWT_SECRET || env.JWT_PUBLIC_KEY || env.JWT_PUBLIC_KEY_FILE) {
+      throw new ConfigError('JWT_JWKS_URL', 'must not be set together with JWT_SECRET / JWT_PUBLIC_KEY', undefined);
+    }
+    const algsRaw = env.JWT_ALGORITHMS ?? '';
+    const algs = algsRaw === '' ? ['RS256', 'PS256', 'ES256', 'EdDSA'] : algsRaw.split(',').map((a) => a.trim());
+    for (const a of algs) {
+      if (!(ASYMMETRIC_ALGS as readonly string[]).includes(a)) throw new ConfigError('JWT_ALGORITHMS', `must list only ${ASYMMETRIC_ALGS.join(', ')} with a JWKS URL`, algsRaw);
+    }
+    return Object.freeze({ key: '', algorithms: Object.freeze(algs as JwtAlgorithm[]), generated: false, jwksUrl, ...common });
+  }
+  const jwt = readStaticJwt(env);
+  return Object.freeze({ ...jwt, ...common });
+}
+
+function readStaticJwt(env: Env): Pick<Config['jwt'], 'key' | 'algorithms' | 'generated'> {
   const secret = env.JWT_SECRET ?? '';
   let publicKey = env.JWT_PUBLIC_KEY ?? '';
   const keyFile = env.JWT_PUBLIC_KEY_FILE ?? '';
@@ -294,6 +376,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     shutdownTimeoutS: read(env, 'SHUTDOWN_TIMEOUT_S'),
     logLevel: read(env, 'LOG_LEVEL'),
     tls: readTls(env),
+    ...readLimits(env),
   };
   return Object.freeze(cfg);
 }

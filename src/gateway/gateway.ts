@@ -161,6 +161,7 @@ export class Gateway {
     } finally {
       await this.d.registry?.close().catch(() => {});
       await Promise.allSettled([this.fanout.bus.close(), this.d.engine.close()]);
+      this.d.verifier.close();
       this.d.limiter.close();
     }
   }

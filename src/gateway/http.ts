@@ -13,6 +13,7 @@ export interface Res extends HttpResponse {
   onAborted(cb: () => void): Res;
   onData(cb: (chunk: ArrayBuffer, isLast: boolean) => void): Res;
   close(): Res;
+  getRemoteAddressAsText(): ArrayBuffer;
   /** Set by `guard`: true once the client went away or we answered. */
   done?: boolean;
 }

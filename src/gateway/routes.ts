@@ -90,12 +90,19 @@ function publishRoute(res: Res, req: HttpRequest, d: RouteDeps, creatorId: strin
   const declared = Number(req.getHeader('content-length') || '0');
   if (creatorId !== undefined && !isValidId(creatorId)) return sendJson(res, 400, { error: 'Invalid creator id' }, true);
   if (token === undefined) return sendJson(res, 401, { error: 'Bearer token required' }, true);
-  const auth = d.verifier.verifyPublisher(token, creatorId);
-  if (auth === 'unauthenticated') return sendJson(res, 401, { error: 'Invalid token' }, true);
-  if (auth === 'forbidden') return sendJson(res, 403, { error: 'Token lacks the publish scope for this target' }, true);
   if (declared > d.maxBodyBytes) return sendJson(res, 413, { error: `Body over ${d.maxBodyBytes} bytes` }, true);
+  // uWS drops body data nobody listens for: start reading now, check the token alongside.
+  const reading = readBody(res, d.maxBodyBytes);
+  reading.catch(() => {});
+  Promise.resolve(d.verifier.verifyPublisher(token, creatorId)).then((auth) => {
+    if (auth === 'unauthenticated') return sendJson(res, 401, { error: 'Invalid token' }, true);
+    if (auth === 'forbidden') return sendJson(res, 403, { error: 'Token lacks the publish scope for this target' }, true);
+    return afterAuth(res, d, reading, publish);
+  });
+}
 
-  readBody(res, d.maxBodyBytes).then(
+function afterAuth(res: Res, d: RouteDeps, reading: Promise<Buffer>, publish: Publish): void {
+  reading.then(
     async (body) => {
       let frame: unknown;
       try {

@@ -12,9 +12,9 @@
  * sends after an await are corked (see pipeline/chat.ts).
  */
 import { randomUUID } from 'node:crypto';
-import type { WebSocket, WebSocketBehavior, HttpRequest, us_socket_context_t } from '@trufflesuite/uws-js-unofficial';
+import type { WebSocket, WebSocketBehavior, us_socket_context_t } from '@trufflesuite/uws-js-unofficial';
 import type { Config } from '../config/index.js';
-import type { TokenVerifier } from '../auth/verifier.js';
+import type { TokenVerifier, WidgetAuth } from '../auth/verifier.js';
 import { isValidId } from '../auth/ids.js';
 import { CLOSE, type CloseCode } from '../protocol/close-codes.js';
 import * as frames from '../protocol/frames.js';
@@ -51,6 +51,8 @@ export class Conn implements ChatPeer {
     readonly sessionId: string,
     readonly connectionId: string,
     private readonly maxBackpressure: number,
+    /** Client IP, as text. */
+    readonly ip: string,
     readonly connectedAt = Date.now(),
   ) {}
 
@@ -78,7 +80,10 @@ export class Conn implements ChatPeer {
 }
 
 export interface SocketDeps {
-  cfg: Pick<Config, 'maxPayloadBytes' | 'maxBackpressureBytes' | 'idleTimeoutS'>;
+  cfg: Pick<
+    Config,
+    'maxPayloadBytes' | 'maxBackpressureBytes' | 'idleTimeoutS' | 'maxConnections' | 'maxConnectionsPerIp' | 'maxHeaderBytes' | 'allowedOrigins'
+  >;
   verifier: TokenVerifier;
   channel: ChannelHandler<ArrayBuffer>;
   chat: ChatPipeline;
@@ -90,22 +95,53 @@ export interface SocketDeps {
   accepting: () => boolean;
 }
 
-/** The live sockets of this worker, by creator, for stats and shutdown. */
+/** The live sockets of this worker, by creator and by client IP, for stats, limits and shutdown. */
 export class SocketSet {
   readonly all = new Set<WebSocket<UserData>>();
   readonly byCreator = new Map<string, number>();
+  readonly #byIp = new Map<string, number>();
+  /** Upgrades waiting for an asynchronous token check (counted against the cap). */
+  pending = 0;
 
-  add(ws: WebSocket<UserData>, creatorId: string): void {
+  add(ws: WebSocket<UserData>, c: Conn): void {
     this.all.add(ws);
-    this.byCreator.set(creatorId, (this.byCreator.get(creatorId) ?? 0) + 1);
+    bump(this.byCreator, c.creatorId, 1);
+    bump(this.#byIp, c.ip, 1);
   }
 
-  delete(ws: WebSocket<UserData>, creatorId: string): void {
+  delete(ws: WebSocket<UserData>, c: Conn): void {
     if (!this.all.delete(ws)) return;
-    const n = (this.byCreator.get(creatorId) ?? 1) - 1;
-    if (n <= 0) this.byCreator.delete(creatorId);
-    else this.byCreator.set(creatorId, n);
+    bump(this.byCreator, c.creatorId, -1);
+    bump(this.#byIp, c.ip, -1);
   }
+
+  ipCount(ip: string): number {
+    return this.#byIp.get(ip) ?? 0;
+  }
+}
+
+function bump(m: Map<string, number>, key: string, by: number): void {
+  const n = (m.get(key) ?? 0) + by;
+  if (n <= 0) m.delete(key);
+  else m.set(key, n);
+}
+
+/**
+ * The token and the protocol to answer from a Sec-WebSocket-Protocol header
+ * such as "widget.v1, bearer.<jwt>" (browsers cannot set headers on a
+ * WebSocket, but can offer protocols; unlike the query string, they do not
+ * land in proxy and access logs).
+ */
+export function bearerFromProtocols(header: string): { token: string; reply: string } {
+  if (header === '') return { token: '', reply: '' };
+  let token = '';
+  let reply = '';
+  for (const p of header.split(',')) {
+    const v = p.trim();
+    if (v.startsWith('bearer.')) token ||= v.slice(7);
+    else if (reply === '' && v !== '') reply = v;
+  }
+  return { token, reply };
 }
 
 /**
@@ -120,15 +156,19 @@ export const HARD_PAYLOAD_FACTOR = 4;
 export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketBehavior<UserData> {
   const { cfg, verifier, channel, chat, bus, log } = deps;
 
-  function reject(res: Res, req: HttpRequest, ctx: us_socket_context_t, code: CloseCode): void {
-    const data: UserData = { c: undefined, reject: code };
-    res.upgrade(
-      data,
-      req.getHeader('sec-websocket-key'),
-      req.getHeader('sec-websocket-protocol'),
-      req.getHeader('sec-websocket-extensions'),
-      ctx,
-    );
+  /** What the upgrade needs from `req`, copied before any await. */
+  interface Handshake {
+    key: string;
+    protocol: string;
+    extensions: string;
+  }
+
+  function upgradeWith(res: Res, hs: Handshake, ctx: us_socket_context_t, data: UserData): void {
+    res.upgrade(data, hs.key, hs.protocol, hs.extensions, ctx);
+  }
+
+  function reject(res: Res, hs: Handshake, ctx: us_socket_context_t, code: CloseCode): void {
+    upgradeWith(res, hs, ctx, { c: undefined, reject: code });
   }
 
   return {
@@ -143,27 +183,63 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
 
     upgrade(res, req, ctx) {
       const r = res as Res;
-      if (!deps.accepting()) return reject(r, req, ctx, CLOSE.OVERLOADED);
+      const offered = req.getHeader('sec-websocket-protocol');
+      const fromProtocol = bearerFromProtocols(offered);
+      // Never echo the bearer entry back: answer with the first other protocol offered.
+      const hs: Handshake = {
+        key: req.getHeader('sec-websocket-key'),
+        protocol: fromProtocol.reply,
+        extensions: req.getHeader('sec-websocket-extensions'),
+      };
+      if (!deps.accepting() || sockets.all.size + sockets.pending >= cfg.maxConnections) {
+        return reject(r, hs, ctx, CLOSE.OVERLOADED);
+      }
+      let headerBytes = 0;
+      req.forEach((k, v) => (headerBytes += k.length + v.length + 4));
+      if (headerBytes > cfg.maxHeaderBytes) {
+        r.writeStatus('431 Request Header Fields Too Large').end('', true);
+        return;
+      }
+      const ip = Buffer.from(r.getRemoteAddressAsText()).toString();
+      if (cfg.maxConnectionsPerIp > 0 && sockets.ipCount(ip) >= cfg.maxConnectionsPerIp) {
+        return reject(r, hs, ctx, CLOSE.TOO_MANY_CONNECTIONS);
+      }
       const creatorId = req.getParameter(0) ?? '';
-      const token = req.getQuery('token') ?? '';
-      if (token === '') return reject(r, req, ctx, CLOSE.AUTH_REQUIRED);
-      if (!isValidId(creatorId)) return reject(r, req, ctx, CLOSE.AUTH_INVALID);
-      const auth = verifier.verifyWidget(token, creatorId);
-      if (!auth.ok) {
-        log.info({ creator: creatorId, reason: auth.reason }, 'widget token refused');
-        return reject(r, req, ctx, CLOSE.AUTH_INVALID);
+      const token = req.getQuery('token') || fromProtocol.token;
+      if (token === '') return reject(r, hs, ctx, CLOSE.AUTH_REQUIRED);
+      if (!isValidId(creatorId)) return reject(r, hs, ctx, CLOSE.AUTH_INVALID);
+      const origin = req.getHeader('origin');
+      if (cfg.allowedOrigins && origin !== '' && !cfg.allowedOrigins.includes(origin)) {
+        log.info({ creator: creatorId, origin }, 'origin not allowed');
+        return reject(r, hs, ctx, CLOSE.AUTH_INVALID);
       }
       const given = req.getQuery('session_id') ?? '';
-      if (given !== '' && !isValidId(given)) return reject(r, req, ctx, CLOSE.BAD_REQUEST);
 
-      const conn = new Conn(creatorId, given || randomUUID(), randomUUID(), cfg.maxBackpressureBytes);
-      const data: UserData = { c: conn, reject: undefined };
-      r.upgrade(
-        data,
-        req.getHeader('sec-websocket-key'),
-        req.getHeader('sec-websocket-protocol'),
-        req.getHeader('sec-websocket-extensions'),
-        ctx,
+      const finish = (auth: WidgetAuth): void => {
+        if (!auth.ok) {
+          log.info({ creator: creatorId, reason: auth.reason }, 'widget token refused');
+          return reject(r, hs, ctx, CLOSE.AUTH_INVALID);
+        }
+        if (given !== '' && !isValidId(given)) return reject(r, hs, ctx, CLOSE.BAD_REQUEST);
+        const conn = new Conn(creatorId, given || randomUUID(), randomUUID(), cfg.maxBackpressureBytes, ip);
+        upgradeWith(r, hs, ctx, { c: conn, reject: undefined });
+      };
+
+      const auth = verifier.verifyWidget(token, creatorId, origin);
+      if (!(auth instanceof Promise)) return finish(auth);
+      // A JWKS key to fetch: the uWS async-upgrade rules - everything from
+      // `req` is copied above, abort is watched, the upgrade is corked.
+      r.onAborted(() => (r.done = true));
+      sockets.pending++;
+      auth.then(
+        (a) => {
+          sockets.pending--;
+          if (!r.done) r.cork(() => finish(a));
+        },
+        () => {
+          sockets.pending--;
+          if (!r.done) r.cork(() => finish({ ok: false, reason: 'verification failed' }));
+        },
       );
     },
 
@@ -174,7 +250,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         return;
       }
       conn.ws = ws;
-      sockets.add(ws, conn.creatorId);
+      sockets.add(ws, conn);
       deps.sink?.add(conn);
       ws.subscribe(creatorTopic(conn.creatorId));
       ws.subscribe(connectionTopic(conn.connectionId));
@@ -210,7 +286,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       if (conn === undefined) return;
       conn.closed = true;
       conn.ws = undefined;
-      sockets.delete(ws, conn.creatorId);
+      sockets.delete(ws, conn);
       deps.sink?.remove(conn);
       log.debug({ conn: conn.connectionId, code }, 'socket closed');
     },

@@ -61,11 +61,13 @@ export async function runWorker(): Promise<void> {
   // The primary gone (kill -9): stop rather than serve unsupervised.
   process.on('disconnect', () => void stop(1001));
 
+  const verifier = createTokenVerifier(cfg, log);
+  await verifier.start();
   gw = new Gateway({
     cfg,
     uws,
     log,
-    verifier: createTokenVerifier(cfg.jwt),
+    verifier,
     engine: createEngine(cfg),
     limiter: new TokenBucketLimiter(cfg.rateLimitMessages, cfg.rateLimitWindowS),
     ...clusterParts(cfg, log, link),

@@ -51,7 +51,7 @@ export const CLOSE = def({
     code: 1013,
     reason: 'Try again later',
     reconnect: 'yes',
-    meaning: 'the worker refuses new sockets (shutting down or at capacity)',
+    meaning: 'the worker refuses new sockets: shutting down, or at MAX_CONNECTIONS (kept under its file-descriptor limit)',
   },
   AUTH_REQUIRED: {
     code: 4001,
@@ -70,6 +70,12 @@ export const CLOSE = def({
     reason: 'Invalid session id',
     reconnect: 'fix',
     meaning: 'session_id is longer than 128 characters or has characters outside A-Z a-z 0-9 . _ : -',
+  },
+  TOO_MANY_CONNECTIONS: {
+    code: 4029,
+    reason: 'Too many connections',
+    reconnect: 'yes',
+    meaning: 'this client IP already holds MAX_CONNECTIONS_PER_IP sockets on the worker; reconnect with back-off after closing others',
   },
   SLOW_CONSUMER: {
     code: 4009,

@@ -22,7 +22,12 @@ export interface RunningCluster {
 
 export async function startCluster(env: Record<string, string> = {}): Promise<RunningCluster> {
   const port = await freePort();
-  const proc = spawn(process.execPath, [MAIN], {
+  // GATEWAY_TEST_NOFILE: run under that file-descriptor limit (ulimit -n), as a small box would.
+  const nofile = env.GATEWAY_TEST_NOFILE;
+  const [cmd, args] = nofile
+    ? ['sh', ['-c', `ulimit -n ${Number(nofile)} && exec "$0" "$1"`, process.execPath, MAIN]]
+    : [process.execPath, [MAIN]];
+  const proc = spawn(cmd, args as string[], {
     env: { ...process.env, JWT_SECRET: SECRET, PORT: String(port), HOST: '127.0.0.1', WORKERS: '2', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Its own process group, so a test can kill the "host" (primary and workers) at once.

@@ -19,11 +19,13 @@ export interface TestGateway {
 
 export async function startGateway(env: Record<string, string> = {}, hub = new MemoryHub()): Promise<TestGateway> {
   const cfg = loadConfig({ JWT_SECRET: SECRET, LOG_LEVEL: 'silent', SHUTDOWN_TIMEOUT_S: '2', ...env });
+  const verifier = createTokenVerifier(cfg, createLogger('silent'));
+  await verifier.start();
   const gw = new Gateway({
     cfg,
     uws: loadUws().uws,
     log: createLogger(cfg.logLevel),
-    verifier: createTokenVerifier(cfg.jwt),
+    verifier,
     engine: createEngine(cfg),
     limiter: new TokenBucketLimiter(cfg.rateLimitMessages, cfg.rateLimitWindowS),
     busFactory: (onMessage) => new MemoryBus(hub, onMessage),
