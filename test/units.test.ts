@@ -77,3 +77,40 @@ t.test('uWS loader', async (t) => {
   t.match((err as Error).message, /uWebSockets\.js.*package not installed/);
   t.match((err as Error).message, /no-such-dir.*Cannot find module/);
 });
+
+t.test('GuardedEngine: circuit breaker and per-creator bound', async (t) => {
+  const { GuardedEngine } = await import('../src/ai/guard.js');
+  let now = 0;
+  let fail = true;
+  let calls = 0;
+  let release: (() => void) | undefined;
+  const inner = {
+    async ask(q: { query: string }) {
+      calls++;
+      if (q.query === 'hold') await new Promise<void>((r) => (release = r));
+      if (fail) throw new Error('AI engine answered HTTP 500');
+      return { response: q.query, confidence: 1, sources: [] };
+    },
+    async close() {},
+  };
+  const g = new GuardedEngine(inner, { maxInflightPerCreator: 1, failureThreshold: 3, cooldownMs: 1000 }, () => now);
+  const q = (query = 'x', creator_id = 'c') => g.ask({ query, creator_id, session_id: 's' });
+  for (let i = 0; i < 3; i++) await t.rejects(q(), /HTTP 500/);
+  t.equal(g.state, 'open', 'opens after 3 consecutive failures');
+  await t.rejects(q(), /circuit open/);
+  t.equal(calls, 3, 'an open circuit does not call the engine');
+  now += 1000;
+  t.equal(g.state, 'half-open');
+  await t.rejects(q(), /HTTP 500/);
+  t.equal(g.state, 'open', 'a failed probe opens it again');
+  now += 1000;
+  fail = false;
+  t.same(await q('ok'), { response: 'ok', confidence: 1, sources: [] });
+  t.equal(g.state, 'closed', 'a good probe closes it');
+  const held = q('hold', 'busy');
+  await t.rejects(q('more', 'busy'), /saturated for creator/, 'one in flight per creator');
+  t.same((await q('other', 'other-creator')).response, 'other', 'other creators are not affected');
+  release!();
+  await held;
+  t.equal(g.state, 'closed', 'saturation does not count against the engine');
+});

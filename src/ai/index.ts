@@ -2,19 +2,27 @@ import type { Config } from '../config/index.js';
 import type { AiEngine } from './engine.js';
 import { EchoEngine } from './echo.js';
 import { HttpEngine } from './http.js';
+import { GuardedEngine } from './guard.js';
 
 export type { AiEngine, Query } from './engine.js';
 
 /** The engine the configuration asks for: HTTP when AI_ENGINE_URL is set, else the embedded echo. */
 export function createEngine(
-  cfg: Pick<Config, 'aiEngineUrl' | 'aiEngineTimeoutMs' | 'aiEngineMaxInflight' | 'aiEngineConnections'>,
+  cfg: Pick<
+    Config,
+    'aiEngineUrl' | 'aiEngineTimeoutMs' | 'aiEngineMaxInflight' | 'aiEngineConnections' | 'aiEngineMaxInflightPerCreator' | 'aiBreakerFailures' | 'aiBreakerCooldownMs'
+  >,
 ): AiEngine {
-  return cfg.aiEngineUrl
-    ? new HttpEngine({
-        url: cfg.aiEngineUrl,
-        timeoutMs: cfg.aiEngineTimeoutMs,
-        maxInflight: cfg.aiEngineMaxInflight,
-        connections: cfg.aiEngineConnections,
-      })
-    : new EchoEngine();
+  if (!cfg.aiEngineUrl) return new EchoEngine();
+  const http = new HttpEngine({
+    url: cfg.aiEngineUrl,
+    timeoutMs: cfg.aiEngineTimeoutMs,
+    maxInflight: cfg.aiEngineMaxInflight,
+    connections: cfg.aiEngineConnections,
+  });
+  return new GuardedEngine(http, {
+    maxInflightPerCreator: cfg.aiEngineMaxInflightPerCreator,
+    failureThreshold: cfg.aiBreakerFailures,
+    cooldownMs: cfg.aiBreakerCooldownMs,
+  });
 }

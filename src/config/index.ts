@@ -59,6 +59,9 @@ export interface Config {
   aiEngineTimeoutMs: number;
   aiEngineMaxInflight: number;
   aiEngineConnections: number;
+  aiEngineMaxInflightPerCreator: number;
+  aiBreakerFailures: number;
+  aiBreakerCooldownMs: number;
   rateLimitMessages: number;
   rateLimitWindowS: number;
   idleTimeoutS: number;
@@ -172,6 +175,21 @@ export const VARIABLES = {
     def: '512',
     doc: 'keep-alive connections to the AI engine per worker (answers in progress at once)',
     parse: (n: string, v: string) => int(n, v, 1, 65_536),
+  },
+  AI_ENGINE_MAX_INFLIGHT_PER_CREATOR: {
+    def: '256',
+    doc: 'AI requests in flight per creator per worker',
+    parse: (n: string, v: string) => int(n, v, 1, 1_000_000),
+  },
+  AI_BREAKER_FAILURES: {
+    def: '20',
+    doc: 'consecutive AI engine failures that open the circuit breaker',
+    parse: (n: string, v: string) => int(n, v, 1, 100_000),
+  },
+  AI_BREAKER_COOLDOWN_MS: {
+    def: '5000',
+    doc: 'how long an open circuit fails fast before one probe request',
+    parse: (n: string, v: string) => int(n, v, 100, 600_000),
   },
   RATE_LIMIT_MESSAGES: { def: '20', doc: 'user messages per session per window', parse: (n: string, v: string) => int(n, v, 1, 1_000_000) },
   RATE_LIMIT_WINDOW_S: { def: '10', doc: 'rate-limit window', parse: (n: string, v: string) => int(n, v, 1, 86_400) },
@@ -367,6 +385,9 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     aiEngineTimeoutMs: read(env, 'AI_ENGINE_TIMEOUT_MS'),
     aiEngineMaxInflight: read(env, 'AI_ENGINE_MAX_INFLIGHT'),
     aiEngineConnections: read(env, 'AI_ENGINE_CONNECTIONS'),
+    aiEngineMaxInflightPerCreator: read(env, 'AI_ENGINE_MAX_INFLIGHT_PER_CREATOR'),
+    aiBreakerFailures: read(env, 'AI_BREAKER_FAILURES'),
+    aiBreakerCooldownMs: read(env, 'AI_BREAKER_COOLDOWN_MS'),
     rateLimitMessages: read(env, 'RATE_LIMIT_MESSAGES'),
     rateLimitWindowS: read(env, 'RATE_LIMIT_WINDOW_S'),
     idleTimeoutS: read(env, 'IDLE_TIMEOUT_S'),

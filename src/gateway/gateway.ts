@@ -17,6 +17,7 @@ import type { ClusterStats, LocalStats } from '../primary/ipc.js';
 import type { Logger } from '../observability/log.js';
 import { GatewayError } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
+import { Metrics } from '../observability/metrics.js';
 import { Fanout, type RemoteTopics } from './fanout.js';
 import { SocketSet, widgetBehavior, type UserData } from './sockets.js';
 import { mountRoutes } from './routes.js';
@@ -25,6 +26,8 @@ import { mountRoutes } from './routes.js';
 export interface ClusterView extends RemoteTopics {
   /** Whole-cluster connection counts; `local` is this node's own. */
   stats(local: LocalStats): Promise<ClusterStats>;
+  /** Prometheus text for this host (every worker's metrics summed); `local` is this worker's registry. */
+  metrics(local: Metrics): Promise<string>;
   /** Every worker is up (and, with Redis, Redis is reachable). */
   ready(): boolean;
 }
@@ -46,35 +49,42 @@ export interface GatewayDeps {
 export const HANDOFF_MS = 250;
 /** Over how long a rolling restart spreads a worker's 1012 closes. */
 export const RESTART_SPREAD_MS = 3000;
+/** How often every socket's send buffer is checked against MAX_BACKPRESSURE_BYTES. */
+export const SLOW_SWEEP_MS = 500;
 
 export class Gateway {
   readonly app: TemplatedApp;
   readonly sockets = new SocketSet();
   readonly fanout: Fanout;
   readonly channels = new ChannelRouter();
+  readonly metrics: Metrics;
   #listen: us_listen_socket | undefined;
   #port = 0;
   #serving = false;
   /** False from the first moment of close(): readiness fails at once. */
   #ready = false;
   #closing: Promise<void> | undefined;
+  readonly #sweep: NodeJS.Timeout;
 
   constructor(private readonly d: GatewayDeps) {
     this.app = d.cfg.tls
       ? d.uws.SSLApp({ cert_file_name: d.cfg.tls.certFile, key_file_name: d.cfg.tls.keyFile })
       : d.uws.App();
+    this.metrics = new Metrics({ connections: () => this.sockets.all.size, bus: () => this.fanout?.bus });
     this.fanout = new Fanout(this.app, d.busFactory, d.cluster);
     const widget = new WidgetChannel(this.fanout);
     this.channels.register(widget);
-    const chat = new ChatPipeline(d.engine, d.limiter, { maxQueued: d.cfg.maxQueuedMessages }, d.log);
+    const chat = new ChatPipeline(d.engine, d.limiter, { maxQueued: d.cfg.maxQueuedMessages }, d.log, this.metrics);
 
     this.app.ws<UserData>(
       '/api/v1/channels/widget/:creator_id/connect',
       widgetBehavior(
-        { cfg: d.cfg, verifier: d.verifier, channel: widget, chat, bus: this.fanout.bus, log: d.log, sink: d.registry, accepting: () => this.#serving },
+        { cfg: d.cfg, verifier: d.verifier, channel: widget, chat, bus: this.fanout.bus, log: d.log, sink: d.registry, metrics: this.metrics, accepting: () => this.#serving },
         this.sockets,
       ),
     );
+    this.#sweep = setInterval(() => this.#sweepSlowConsumers(), SLOW_SWEEP_MS);
+    this.#sweep.unref();
     mountRoutes(this.app, {
       verifier: d.verifier,
       fanout: this.fanout,
@@ -84,7 +94,29 @@ export class Gateway {
       serving: () => this.#serving,
       ready: () => this.#ready && d.cluster.ready() && this.fanout.bus.status === 'ready',
       stats: () => d.cluster.stats(this.localStats()),
+      metrics: () => d.cluster.metrics(this.metrics),
     });
+  }
+
+  /**
+   * The slow-consumer policy for broadcasts. uWS skips a subscriber whose
+   * buffer is over MAX_BACKPRESSURE_BYTES (a published frame is lost for it),
+   * so every SLOW_SWEEP_MS each socket's buffer is checked: over
+   * MAX_BACKPRESSURE_BYTES, it is ended with 4009 (a slow reader still gets
+   * what was buffered, then the code; uWS drops a stalled one after its
+   * closing time-out). Memory per socket is thus bounded by the limit plus
+   * what is published to it in one sweep.
+   */
+  #sweepSlowConsumers(): void {
+    const max = this.d.cfg.maxBackpressureBytes;
+    for (const ws of this.sockets.all) {
+      if (ws.getBufferedAmount() <= max) continue;
+      const conn = ws.getUserData().c;
+      if (!conn || conn.closed) continue;
+      this.metrics.slowConsumerCloses.inc();
+      this.d.log.info({ conn: conn.connectionId, buffered: ws.getBufferedAmount() }, 'slow consumer closed');
+      ws.end(CLOSE.SLOW_CONSUMER.code, CLOSE.SLOW_CONSUMER.reason);
+    }
   }
 
   /** Listens on HOST:PORT (port 0 picks a free one); resolves to the port. */
@@ -130,6 +162,7 @@ export class Gateway {
   async #close(code: number, deadlineMs: number): Promise<void> {
     const until = Date.now() + deadlineMs;
     this.#ready = false;
+    clearInterval(this.#sweep);
     if (this.#listen) {
       this.d.uws.us_listen_socket_close(this.#listen);
       this.#listen = undefined;
@@ -162,6 +195,7 @@ export class Gateway {
       await this.d.registry?.close().catch(() => {});
       await Promise.allSettled([this.fanout.bus.close(), this.d.engine.close()]);
       this.d.verifier.close();
+      this.metrics.close();
       this.d.limiter.close();
     }
   }

@@ -4,12 +4,21 @@
  * requests of this worker answered.
  */
 import { GatewayError } from '../errors.js';
-import { isTagged, type ClusterStats, type LocalStats, type PrimaryToWorker, type WorkerOps, type WorkerToPrimary } from '../primary/ipc.js';
+import {
+  isTagged,
+  type ClusterStats,
+  type LocalStats,
+  type PrimaryOps,
+  type PrimaryToWorker,
+  type WorkerOps,
+  type WorkerToPrimary,
+} from '../primary/ipc.js';
 import type { ClusterView } from './gateway.js';
 
 export interface LinkHandlers {
   localStats(): LocalStats;
   localDeliver(topic: string, payload: Uint8Array): boolean;
+  localMetrics(): Promise<object[]>;
   shutdown(code: 1001 | 1012): void;
 }
 
@@ -44,7 +53,11 @@ export class PrimaryLink implements ClusterView {
     return (await this.#request('deliver', topic, payload)) === true;
   }
 
-  #request(op: 'stats' | 'deliver', arg?: string, payload?: Uint8Array): Promise<unknown> {
+  async metrics(): Promise<string> {
+    return (await this.#request('metrics')) as string;
+  }
+
+  #request(op: keyof PrimaryOps, arg?: string, payload?: Uint8Array): Promise<unknown> {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -76,9 +89,17 @@ export class PrimaryLink implements ClusterView {
         break;
       }
       case 'req': {
+        const id = msg.id;
+        if (msg.op === 'local-metrics') {
+          void this.handlers.localMetrics().then(
+            (result) => this.send({ t: 'res', id, result }),
+            (err: Error) => this.send({ t: 'res', id, error: err.message }),
+          );
+          break;
+        }
         const result: WorkerOps[typeof msg.op] =
           msg.op === 'local-stats' ? this.handlers.localStats() : this.handlers.localDeliver(msg.arg ?? '', msg.payload ?? new Uint8Array());
-        this.send({ t: 'res', id: msg.id, result });
+        this.send({ t: 'res', id, result });
         break;
       }
       default:

@@ -24,6 +24,7 @@ export interface RouteDeps {
   /** True when the whole node is ready (every worker up, bus connected). */
   ready: () => boolean;
   stats: () => Promise<ClusterStats>;
+  metrics: () => Promise<string>;
 }
 
 const NOT_FOUND = '{"error":"Not found"}';
@@ -54,6 +55,19 @@ export function mountRoutes(app: TemplatedApp, d: RouteDeps): void {
     } catch (err) {
       d.log.error({ err: (err as Error).message }, 'stats failed');
       sendJson(r, 503, { error: 'Stats unavailable' });
+    }
+  });
+
+  app.get('/metrics', async (res) => {
+    const r = guard(res as Res);
+    try {
+      const text = await d.metrics();
+      if (r.done) return;
+      r.done = true;
+      r.cork(() => r.writeStatus('200 OK').writeHeader('content-type', 'text/plain; version=0.0.4; charset=utf-8').end(text));
+    } catch (err) {
+      d.log.error({ err: (err as Error).message }, 'metrics failed');
+      sendJson(r, 503, { error: 'Metrics unavailable' });
     }
   });
 

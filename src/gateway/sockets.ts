@@ -19,7 +19,8 @@ import { isValidId } from '../auth/ids.js';
 import { CLOSE, type CloseCode } from '../protocol/close-codes.js';
 import * as frames from '../protocol/frames.js';
 import { connectionTopic, creatorTopic } from '../protocol/topics.js';
-import type { ChatPeer, ChatPipeline, ChatState } from '../pipeline/chat.js';
+import type { ChatPeer, ChatPipeline, ChatState, OutKind } from '../pipeline/chat.js';
+import type { Metrics } from '../observability/metrics.js';
 import type { ChannelHandler } from '../channels/channel.js';
 import type { Bus } from '../bus/bus.js';
 import type { Logger } from '../observability/log.js';
@@ -40,6 +41,15 @@ export interface UserData {
   reject: CloseCode | undefined;
 }
 
+/** What every Conn of a worker shares. */
+export interface ConnEnv {
+  maxBackpressure: number;
+  metrics: Metrics;
+}
+
+/** Error texts -> bounded metric labels ("Unknown message type: X" is unbounded: unknown_type). */
+const ERROR_LABELS = new Map<string, string>(Object.entries(frames.ERRORS).map(([k, v]) => [v, k.toLowerCase()]));
+
 /** Per-connection state of an authenticated socket. */
 export class Conn implements ChatPeer {
   closed = false;
@@ -50,7 +60,8 @@ export class Conn implements ChatPeer {
     readonly creatorId: string,
     readonly sessionId: string,
     readonly connectionId: string,
-    private readonly maxBackpressure: number,
+    /** Shared by every socket of the worker. */
+    private readonly env: ConnEnv,
     /** Client IP, as text. */
     readonly ip: string,
     readonly connectedAt = Date.now(),
@@ -62,16 +73,27 @@ export class Conn implements ChatPeer {
    * any other frame that would pass the limit closes the socket with 4009
    * so that no answer is ever lost without the client knowing.
    */
-  send(frame: string, droppable: boolean): void {
+  send(frame: string, kind: OutKind): void {
     const ws = this.ws;
     if (this.closed || ws === undefined) return;
+    const { maxBackpressure, metrics } = this.env;
     const buffered = ws.getBufferedAmount();
-    if (droppable && buffered > this.maxBackpressure / 2) return;
-    if (buffered + frame.length > this.maxBackpressure) {
+    if (kind === 'typing_indicator' && buffered > maxBackpressure / 2) {
+      metrics.dropped.labels(kind).inc();
+      return;
+    }
+    if (buffered + frame.length > maxBackpressure) {
+      metrics.slowConsumerCloses.inc();
       ws.end(CLOSE.SLOW_CONSUMER.code, CLOSE.SLOW_CONSUMER.reason);
       return;
     }
+    metrics.out[kind].inc();
     ws.send(frame, false);
+  }
+
+  error(text: string): void {
+    this.env.metrics.errors.labels(ERROR_LABELS.get(text) ?? 'unknown_type').inc();
+    this.send(frames.error(text), 'error');
   }
 
   cork(fn: () => void): void {
@@ -89,6 +111,7 @@ export interface SocketDeps {
   chat: ChatPipeline;
   bus: Bus;
   log: Logger;
+  metrics: Metrics;
   /** Told of every authenticated socket that opens and closes (the registry, with Redis). */
   sink: ConnectionSink | undefined;
   /** False once the worker is shutting down: new sockets are refused with 1013. */
@@ -167,7 +190,10 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     res.upgrade(data, hs.key, hs.protocol, hs.extensions, ctx);
   }
 
+  const env: ConnEnv = { maxBackpressure: cfg.maxBackpressureBytes, metrics: deps.metrics };
+
   function reject(res: Res, hs: Handshake, ctx: us_socket_context_t, code: CloseCode): void {
+    deps.metrics.refused.labels(String(code.code)).inc();
     upgradeWith(res, hs, ctx, { c: undefined, reject: code });
   }
 
@@ -176,10 +202,13 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     idleTimeout: cfg.idleTimeoutS,
     sendPingsAutomatically: true,
     maxBackpressure: cfg.maxBackpressureBytes,
-    // Slow consumers: a socket over MAX_BACKPRESSURE_BYTES is closed rather
-    // than silently skipped, so no frame is ever lost without the client
-    // knowing. Direct sends check first and close with 4009 (see send()).
-    closeOnBackpressureLimit: 1,
+    // Slow consumers: uWS skips a subscriber whose buffer is over the limit
+    // (memory stays bounded) instead of closing it with no code; the
+    // gateway's sweep then closes that socket with 4009 within SLOW_SWEEP_MS,
+    // so a skip is never silent: the client reads what was buffered, then
+    // 4009, and resumes. Direct sends check first and close with 4009
+    // (Conn.send).
+    closeOnBackpressureLimit: 0,
 
     upgrade(res, req, ctx) {
       const r = res as Res;
@@ -221,7 +250,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
           return reject(r, hs, ctx, CLOSE.AUTH_INVALID);
         }
         if (given !== '' && !isValidId(given)) return reject(r, hs, ctx, CLOSE.BAD_REQUEST);
-        const conn = new Conn(creatorId, given || randomUUID(), randomUUID(), cfg.maxBackpressureBytes, ip);
+        const conn = new Conn(creatorId, given || randomUUID(), randomUUID(), env, ip);
         upgradeWith(r, hs, ctx, { c: conn, reject: undefined });
       };
 
@@ -254,7 +283,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       deps.sink?.add(conn);
       ws.subscribe(creatorTopic(conn.creatorId));
       ws.subscribe(connectionTopic(conn.connectionId));
-      ws.send(frames.connectionStatus(conn.sessionId, conn.connectionId), false);
+      conn.send(frames.connectionStatus(conn.sessionId, conn.connectionId), 'connection_status');
       log.debug({ conn: conn.connectionId, creator: conn.creatorId, session: conn.sessionId }, 'socket open');
     },
 
@@ -266,11 +295,15 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         return;
       }
       const d = channel.decode(data, isBinary);
+      const m = deps.metrics.in;
       if (!d.ok) {
-        conn.send(frames.error(d.error), false);
+        m.invalid.inc();
+        conn.error(d.error);
       } else if (d.msg.type === 'ping') {
-        conn.send(frames.PONG, false);
+        m.ping.inc();
+        conn.send(frames.PONG, 'pong');
       } else {
+        m.user_message.inc();
         chat.submit(conn, d.msg.content);
       }
     },
@@ -282,6 +315,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     },
 
     close(ws, code) {
+      deps.metrics.closes.labels(String(code)).inc();
       const conn = ws.getUserData().c;
       if (conn === undefined) return;
       conn.closed = true;

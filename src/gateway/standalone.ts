@@ -4,6 +4,7 @@
  */
 import type { ClusterStats, LocalStats } from '../primary/ipc.js';
 import type { ClusterView } from './gateway.js';
+import type { Metrics } from '../observability/metrics.js';
 
 export class StandaloneCluster implements ClusterView {
   async stats(local: LocalStats): Promise<ClusterStats> {
@@ -14,6 +15,10 @@ export class StandaloneCluster implements ClusterView {
       workers: 1,
       workers_answered: 1,
     };
+  }
+
+  metrics(local: Metrics): Promise<string> {
+    return local.registry.metrics();
   }
 
   ready(): boolean {

@@ -41,6 +41,7 @@ export async function runWorker(): Promise<void> {
   const link = new PrimaryLink({
     localStats: () => gw?.localStats() ?? { pid: process.pid, total: 0, byCreator: {} },
     localDeliver: (topic, payload) => gw?.fanout.deliverLocal(topic, payload) ?? false,
+    localMetrics: async () => (gw ? await gw.metrics.registry.getMetricsAsJSON() : []),
     shutdown: (code) => void stop(code),
   });
 

@@ -14,6 +14,17 @@ import type { AiEngine } from '../ai/engine.js';
 import type { RateLimiter } from './rate-limit.js';
 import * as frames from '../protocol/frames.js';
 import type { Logger } from '../observability/log.js';
+import type { Metrics } from '../observability/metrics.js';
+
+/** A bounded label for an AI failure. */
+function failureReason(message: string): string {
+  if (message.includes('timed out')) return 'timeout';
+  if (message.includes('saturated')) return 'saturated';
+  if (message.includes('circuit')) return 'circuit_open';
+  if (message.includes('answered HTTP')) return 'http_status';
+  if (message.includes('answer')) return 'bad_answer';
+  return 'error';
+}
 
 /** What the pipeline needs of a connection. */
 export interface ChatPeer {
@@ -24,11 +35,15 @@ export interface ChatPeer {
   readonly closed: boolean;
   /** Pending messages of this connection (owned by the pipeline). */
   chat: ChatState | undefined;
-  /** Sends a frame; `droppable` frames may be skipped under backpressure. */
-  send(frame: string, droppable: boolean): void;
+  /** Sends a frame; typing indicators may be skipped under backpressure. */
+  send(frame: string, kind: OutKind): void;
+  /** Sends an error frame with this text. */
+  error(text: string): void;
   /** Runs `fn` with the socket corked (needed for sends after an await). */
   cork(fn: () => void): void;
 }
+
+export type OutKind = 'typing_indicator' | 'ai_response' | 'error' | 'pong' | 'connection_status';
 
 export interface ChatState {
   items: Array<string | { error: string }>;
@@ -45,16 +60,18 @@ export class ChatPipeline {
     private readonly limiter: RateLimiter,
     private readonly opts: ChatOptions,
     private readonly log: Logger,
+    private readonly metrics: Metrics,
   ) {}
 
   /** Accepts a validated, trimmed user message. Called inside a uWS handler (corked). */
   submit(peer: ChatPeer, content: string): void {
     const state = (peer.chat ??= { items: [], busy: false });
     if (state.items.length >= this.opts.maxQueued) {
-      peer.send(frames.error(frames.ERRORS.QUEUE_FULL), false);
+      peer.error(frames.ERRORS.QUEUE_FULL);
       return;
     }
     const allowed = this.limiter.take(`${peer.creatorId}\u0000${peer.sessionId}`);
+    if (!allowed) this.metrics.rateLimited.labels('session').inc();
     state.items.push(allowed ? content : { error: frames.ERRORS.RATE_LIMITED });
     if (!state.busy) void this.#run(peer, state, false);
   }
@@ -65,23 +82,27 @@ export class ChatPipeline {
       while (state.items.length > 0 && !peer.closed) {
         const item = state.items.shift()!;
         if (typeof item !== 'string') {
-          this.#emit(peer, afterAwait, () => peer.send(frames.error(item.error), false));
+          this.#emit(peer, afterAwait, () => peer.error(item.error));
           continue;
         }
-        this.#emit(peer, afterAwait, () => peer.send(frames.typing(true), true));
-        let out: string;
+        this.#emit(peer, afterAwait, () => peer.send(frames.typing(true), 'typing_indicator'));
+        let out: string | undefined;
+        const started = performance.now();
         try {
           const answer = await this.engine.ask({ query: item, creator_id: peer.creatorId, session_id: peer.sessionId });
           out = frames.aiResponse(answer);
+          this.metrics.aiLatency.observe((performance.now() - started) / 1000);
         } catch (err) {
-          this.log.warn({ conn: peer.connectionId, err: (err as Error).message }, 'AI engine request failed');
-          out = frames.error(frames.ERRORS.FAILED);
+          const msg = (err as Error).message;
+          this.metrics.aiFailures.labels(failureReason(msg)).inc();
+          this.log.warn({ conn: peer.connectionId, err: msg }, 'AI engine request failed');
         }
         afterAwait = true;
         if (peer.closed) break;
         peer.cork(() => {
-          peer.send(out, false);
-          peer.send(frames.typing(false), true);
+          if (out !== undefined) peer.send(out, 'ai_response');
+          else peer.error(frames.ERRORS.FAILED);
+          peer.send(frames.typing(false), 'typing_indicator');
         });
       }
     } finally {

@@ -23,6 +23,8 @@ export interface PrimaryOps {
   stats: ClusterStats;
   /** Delivers `payload` to topic `arg` on every other worker; whether any had a subscriber. */
   deliver: boolean;
+  /** Prometheus text: every worker's metrics, summed. */
+  metrics: string;
 }
 
 /** Requests the primary may make of a worker. */
@@ -30,6 +32,8 @@ export interface WorkerOps {
   'local-stats': LocalStats;
   /** Publishes `payload` to topic `arg` locally if it has subscribers; whether it had. */
   'local-deliver': boolean;
+  /** The worker's registry as prom-client JSON. */
+  'local-metrics': object[];
 }
 
 export type WorkerToPrimary =

@@ -16,6 +16,7 @@
  * watchdog kills what is left and exits 1 after SHUTDOWN_TIMEOUT_S.
  */
 import cluster, { type Worker } from 'node:cluster';
+import { AggregatorRegistry } from 'prom-client';
 import { loadConfig, type Config } from '../config/index.js';
 import { readEnvFile } from '../config/env-file.js';
 import { loadUws } from '../uws/loader.js';
@@ -213,6 +214,11 @@ class Supervisor {
       case 'req':
         if (msg.op === 'stats') {
           void this.#stats().then((result) => this.#send(slot.worker, { t: 'res', id: msg.id, result }));
+        } else if (msg.op === 'metrics') {
+          void this.#metrics().then(
+            (result) => this.#send(slot.worker, { t: 'res', id: msg.id, result }),
+            (err: Error) => this.#send(slot.worker, { t: 'res', id: msg.id, error: err.message }),
+          );
         } else {
           void this.#deliver(slot, msg.arg ?? '', msg.payload ?? new Uint8Array()).then((result) =>
             this.#send(slot.worker, { t: 'res', id: msg.id, result }),
@@ -257,6 +263,13 @@ class Supervisor {
   async #deliver(from: Slot, topic: string, payload: Uint8Array): Promise<boolean> {
     const others = [...this.#slots.values()].filter((s) => s !== from && s.ready);
     return (await this.#ask(others, 'local-deliver', topic, payload)).some((r) => r === true);
+  }
+
+  /** Every worker's registry, summed (gauges marked max/min aggregate that way). */
+  async #metrics(): Promise<string> {
+    const live = [...this.#slots.values()].filter((s) => s.ready && !s.retiring);
+    const parts = (await this.#ask(live, 'local-metrics')).filter((m): m is object[] => Array.isArray(m));
+    return AggregatorRegistry.aggregate(parts as never).metrics();
   }
 
   /** Asks every ready worker for its counts and merges them. */

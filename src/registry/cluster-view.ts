@@ -6,10 +6,11 @@
 import type { ClusterView } from '../gateway/gateway.js';
 import type { ClusterStats } from '../primary/ipc.js';
 import type { RedisRegistry } from './redis.js';
+import type { Metrics } from '../observability/metrics.js';
 
 export class RedisClusterView implements ClusterView {
   constructor(
-    private readonly local: Pick<ClusterView, 'ready'>,
+    private readonly local: Pick<ClusterView, 'ready' | 'metrics'>,
     private readonly registry: RedisRegistry,
     /** Publishes on the Redis bus (the gateway's bus, created after this view). */
     private readonly publish: (topic: string, payload: Uint8Array) => void,
@@ -17,6 +18,11 @@ export class RedisClusterView implements ClusterView {
 
   stats(): Promise<ClusterStats> {
     return this.registry.stats();
+  }
+
+  /** This host's workers (the primary sums them). */
+  metrics(local: Metrics): Promise<string> {
+    return this.local.metrics(local);
   }
 
   ready(): boolean {

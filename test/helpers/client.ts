@@ -80,6 +80,7 @@ export class Client {
   async ask(content: string): Promise<Frame> {
     this.send({ type: 'user_message', content });
     const a = await this.next();
+    if (a.type === 'error') throw new Error(`error frame: ${a.error}`);
     const r = await this.next();
     const b = await this.next();
     if (a.type !== 'typing_indicator' || a.is_typing !== true || r.type !== 'ai_response' || b.type !== 'typing_indicator' || b.is_typing !== false) {

@@ -1,0 +1,109 @@
+/**
+ * Prometheus metrics of one worker (prom-client). The primary gathers every
+ * worker's registry as JSON over IPC and serves the sum (AggregatorRegistry)
+ * on GET /metrics. Hot-path counters are pre-bound to their label values, so
+ * counting a frame is one property increment.
+ */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Bus } from '../bus/bus.js';
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly connections: Gauge;
+  readonly framesIn: Counter<'type'>;
+  readonly framesOut: Counter<'type'>;
+  readonly errors: Counter<'error'>;
+  readonly closes: Counter<'code'>;
+  readonly refused: Counter<'reason'>;
+  readonly rateLimited: Counter<'limit'>;
+  readonly slowConsumerCloses: Counter;
+  readonly dropped: Counter<'type'>;
+  readonly aiLatency: Histogram;
+  readonly aiFailures: Counter<'reason'>;
+  readonly #lag = monitorEventLoopDelay({ resolution: 10 });
+
+  /** Pre-bound children for the hot path. */
+  readonly in = { user_message: undefined as unknown as Counter, ping: undefined as unknown as Counter, invalid: undefined as unknown as Counter };
+  readonly out = {
+    ai_response: undefined as unknown as Counter,
+    typing_indicator: undefined as unknown as Counter,
+    error: undefined as unknown as Counter,
+    pong: undefined as unknown as Counter,
+    connection_status: undefined as unknown as Counter,
+  };
+
+  constructor(sources: { connections: () => number; bus: () => Bus | undefined }) {
+    const r = this.registry;
+    const worker = String(process.pid);
+    this.connections = new Gauge({
+      name: 'gateway_connections',
+      help: 'Open widget sockets, by worker process',
+      labelNames: ['worker'],
+      registers: [r],
+      collect() {
+        this.set({ worker }, sources.connections());
+      },
+    });
+    this.framesIn = new Counter({ name: 'gateway_frames_in_total', help: 'Client frames received, by type', labelNames: ['type'], registers: [r] });
+    this.framesOut = new Counter({ name: 'gateway_frames_out_total', help: 'Frames sent to clients, by type', labelNames: ['type'], registers: [r] });
+    this.errors = new Counter({ name: 'gateway_error_frames_total', help: 'Error frames sent, by error', labelNames: ['error'], registers: [r] });
+    this.closes = new Counter({ name: 'gateway_closes_total', help: 'Sockets closed, by close code', labelNames: ['code'], registers: [r] });
+    this.refused = new Counter({ name: 'gateway_upgrades_refused_total', help: 'Upgrades refused, by reason', labelNames: ['reason'], registers: [r] });
+    this.rateLimited = new Counter({ name: 'gateway_rate_limited_total', help: 'Messages refused by a rate limit', labelNames: ['limit'], registers: [r] });
+    this.slowConsumerCloses = new Counter({ name: 'gateway_slow_consumer_closes_total', help: 'Sockets closed with 4009 (slow consumer)', registers: [r] });
+    this.dropped = new Counter({ name: 'gateway_dropped_frames_total', help: 'Droppable frames skipped under backpressure, by type', labelNames: ['type'], registers: [r] });
+    this.aiLatency = new Histogram({
+      name: 'gateway_ai_request_seconds',
+      help: 'AI engine request duration (successful requests)',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [r],
+    });
+    this.aiFailures = new Counter({ name: 'gateway_ai_failures_total', help: 'AI engine failures, by reason', labelNames: ['reason'], registers: [r] });
+
+    const busCounter = (name: string, help: string, key: 'published' | 'delivered' | 'dropped') => {
+      let last = 0;
+      new Counter({
+        name,
+        help,
+        registers: [r],
+        collect() {
+          const now = sources.bus()?.stats()[key] ?? last;
+          if (now > last) this.inc(now - last);
+          last = now;
+        },
+      });
+    };
+    busCounter('gateway_bus_published_total', 'Messages published to other nodes', 'published');
+    busCounter('gateway_bus_delivered_total', 'Messages received from other nodes', 'delivered');
+    busCounter('gateway_bus_dropped_total', 'Messages lost on the bus (at-most-once; e.g. Redis down)', 'dropped');
+    new Gauge({
+      name: 'gateway_bus_up',
+      help: '1 when the bus (IPC relay or Redis) is connected',
+      registers: [r],
+      aggregator: 'min',
+      collect() {
+        this.set(sources.bus()?.status === 'ready' ? 1 : 0);
+      },
+    });
+    const lag = this.#lag;
+    lag.enable();
+    new Gauge({
+      name: 'gateway_event_loop_lag_p99_seconds',
+      help: 'p99 event-loop delay since the last scrape (worst worker)',
+      registers: [r],
+      aggregator: 'max',
+      collect() {
+        this.set(lag.percentile(99) / 1e9);
+        lag.reset();
+      },
+    });
+
+    for (const k of Object.keys(this.in) as Array<keyof Metrics['in']>) this.in[k] = this.framesIn.labels(k) as unknown as Counter;
+    for (const k of Object.keys(this.out) as Array<keyof Metrics['out']>) this.out[k] = this.framesOut.labels(k) as unknown as Counter;
+  }
+
+  close(): void {
+    this.#lag.disable();
+  }
+}
