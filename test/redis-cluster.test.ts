@@ -142,3 +142,38 @@ t.test('two hosts, one Redis', async (t) => {
     t.equal((await A.get('/readyz')).status, 200);
   });
 });
+
+t.test('a connect storm costs a handful of Redis round trips, not one per socket', async (t) => {
+  const redis = await startRedis();
+  const prefix = `s${randomBytes(3).toString('hex')}:`;
+  const A = await startCluster(hostEnv(redis, prefix));
+  const rc = redis.client();
+  t.teardown(async () => {
+    await A.stop('SIGKILL');
+    await redis.stop();
+  });
+  const calls = async () => {
+    const info = await rc.info('commandstats');
+    const n = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
+    return { hset: n('hset'), sadd: n('sadd'), subscribe: n('subscribe'), total: [...info.matchAll(/calls=(\d+)/g)].reduce((a, m) => a + Number(m[1]), 0) };
+  };
+  await until(async () => (await A.get('/readyz')).status === 200, 5000);
+  const before = await calls();
+  const N = 2000;
+  const socks: Client[] = [];
+  const started = Date.now();
+  for (let i = 0; i < N; i += 500) socks.push(...(await open(A, `storm${i % 3}`, 500)));
+  const stormMs = Date.now() - started;
+  await until(async () => (await rc.hlen(`${prefix}active_connections`)) === N, 10_000, 'all registered');
+  // One command per 25 ms window per worker (2 workers), plus the edges.
+  const bound = 2 * (Math.ceil(stormMs / 25) + 2);
+  const after = await calls();
+  const d = { hset: after.hset - before.hset, sadd: after.sadd - before.sadd, subscribe: after.subscribe - before.subscribe };
+  t.comment(`for ${N} connections: ${JSON.stringify(d)}, ${after.total - before.total} commands in all (INFO commandstats)`);
+  t.ok(d.hset <= bound, `HSET ${d.hset} times for ${N} registrations in ${stormMs} ms (bound ${bound})`);
+  t.ok(d.subscribe <= bound, `SUBSCRIBE ${d.subscribe} times for ${2 * N} topics (bound ${bound})`);
+  t.ok(after.total - before.total < N / 2, 'far fewer commands than sockets');
+  socks.forEach((x) => x.close());
+  await until(async () => (await rc.hlen(`${prefix}active_connections`)) === 0, 10_000, 'all unregistered after the clients left');
+  t.pass('every entry removed when the sockets closed');
+});

@@ -4,9 +4,9 @@
  *
  * - Separate publisher and subscriber connections.
  * - A channel is subscribed while at least one local socket is on its topic;
- *   subscribe/unsubscribe calls are batched per event-loop turn into one
- *   SUBSCRIBE / UNSUBSCRIBE command with many channels, so a connect storm of
- *   10k sockets costs a handful of round trips.
+ *   subscribe/unsubscribe calls are gathered for BATCH_MS into one
+ *   SUBSCRIBE / UNSUBSCRIBE command with many channels, so a connect storm
+ *   costs one command per BATCH_MS per worker, whatever its size.
  * - Envelopes are msgpackr-encoded `[origin, payload]`, binary end to end
  *   (`messageBuffer` events); a node drops its own echo, having delivered
  *   locally already.
@@ -29,6 +29,13 @@ export interface RedisBusOptions {
 }
 
 const packr = new Packr({ useRecords: false });
+
+/**
+ * How long subscription changes and registry writes are gathered before one
+ * Redis command carries them all. A connection is reachable from other nodes
+ * this much later than from its own (PUB/SUB is at-most-once anyway).
+ */
+export const BATCH_MS = 25;
 
 export class RedisBus implements Bus {
   readonly #pub: Redis;
@@ -103,7 +110,7 @@ export class RedisBus implements Bus {
   #schedule(): void {
     if (this.#scheduled) return;
     this.#scheduled = true;
-    setImmediate(() => this.#flush());
+    setTimeout(() => this.#flush(), BATCH_MS);
   }
 
   /** One SUBSCRIBE and one UNSUBSCRIBE for everything asked since the last turn. */

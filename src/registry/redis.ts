@@ -14,8 +14,8 @@
  * died without cleaning up (kill -9, power loss) disappears within
  * leaseMs + sweepMs. A clean close() reaps itself at once.
  *
- * Writes are queued and flushed once per event-loop turn in one pipeline:
- * registering 10k connections costs a few round trips. After a Redis restart
+ * Writes are queued and flushed every BATCH_MS in one pipeline: a connect
+ * storm costs one round trip per BATCH_MS per worker, whatever its size. After a Redis restart
  * (PUB/SUB needs no persistence, so Redis may come back empty) the node
  * rewrites all its entries when the connection is ready again.
  */
@@ -24,7 +24,7 @@ import type { Redis, Result } from 'ioredis';
 import type { Logger } from '../observability/log.js';
 import type { ClusterStats } from '../primary/ipc.js';
 import { createRedis } from '../redis/client.js';
-import { quit } from '../bus/redis.js';
+import { BATCH_MS, quit } from '../bus/redis.js';
 import type { ConnectionInfo, Registry } from './registry.js';
 
 export interface RedisRegistryOptions {
@@ -102,7 +102,7 @@ export class RedisRegistry implements Registry {
     this.#ops.push(op);
     if (this.#scheduled) return;
     this.#scheduled = true;
-    setImmediate(() => void this.#flush());
+    setTimeout(() => void this.#flush(), BATCH_MS);
   }
 
   #entry(c: ConnectionInfo): string {
