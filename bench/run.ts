@@ -43,6 +43,7 @@ environment:
   BENCH_SLOW_SESSIONS      slow-engine sessions (5000)
   BENCH_SLOW_THINK_MS      pause between a session's answer and its next message (1000)
   BENCH_OUT                results file (bench/RESULTS.md); "-" for stdout only
+  BENCH_NODE_ARGS          extra node flags for the gateway, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
 `);
   process.exit(2);
 }

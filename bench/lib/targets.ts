@@ -36,7 +36,8 @@ export function freePort(): Promise<number> {
 }
 
 const COMMANDS: Record<TargetName, string[]> = {
-  gateway: [path.join(ROOT, 'dist/main.js')],
+  // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the gateway's processes.
+  gateway: [...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), path.join(ROOT, 'dist/main.js')],
   uws: ['--import', 'tsx', path.join(ROOT, 'bench/baselines/uws-bare.ts')],
   ws: ['--import', 'tsx', path.join(ROOT, 'bench/baselines/ws-server.ts')],
 };

@@ -87,7 +87,7 @@ export class Conn implements ChatPeer {
       ws.end(CLOSE.SLOW_CONSUMER.code, CLOSE.SLOW_CONSUMER.reason);
       return;
     }
-    metrics.out[kind].inc();
+    metrics.out[kind]++;
     ws.send(frame, false);
   }
 
@@ -297,13 +297,13 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       const d = channel.decode(data, isBinary);
       const m = deps.metrics.in;
       if (!d.ok) {
-        m.invalid.inc();
+        m.invalid++;
         conn.error(d.error);
       } else if (d.msg.type === 'ping') {
-        m.ping.inc();
+        m.ping++;
         conn.send(frames.PONG, 'pong');
       } else {
-        m.user_message.inc();
+        m.user_message++;
         chat.submit(conn, d.msg.content);
       }
     },
