@@ -60,7 +60,14 @@ async function main(): Promise<void> {
   try {
     for (const n of names) {
       process.stderr.write(`== ${n}\n`);
-      tables.push(await (await SCENARIOS[n]!())(ctx, fleet));
+      try {
+        tables.push(await (await SCENARIOS[n]!())(ctx, fleet));
+      } catch (err) {
+        // One failed scenario must not lose the others' figures.
+        process.stderr.write(`bench: scenario ${n} failed: ${(err as Error).stack}\n`);
+        tables.push({ title: `${n}: FAILED`, method: String((err as Error).message), columns: ['-'], rows: [], notes: [] });
+        await fleet.closeAll().catch(() => {});
+      }
     }
   } finally {
     fleet.stop();

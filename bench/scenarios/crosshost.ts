@@ -65,6 +65,7 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
       process.stderr.write(`crosshost ${label} S=${subs} ${rate || 'max'}: ${fmt(r.deliveredPerSec)} deliveries/s lost ${r.lost} p99 ${fmt(r.p99, 1)} ms\n`);
       rows.push([label, fmt(subs), rate ? `${rate}/s` : `max (${fmt(r.broadcasts / (ctx.durationMs / 1000))}/s)`, fmt(r.deliveredPerSec), ratio(r.deliveredPerSec, single.deliveredPerSec), fmt(r.p50, 1), fmt(r.p99, 1), fmt(r.lost), fmt(r.dup), r.loadCores.toFixed(2), r.serverCores.toFixed(2)]);
     }
+    }
   }
   return {
     title: 'Cross-host fan-out (Redis)',

@@ -1,10 +1,11 @@
 /**
  * The embedded-mode bus of a worker: it relays through the primary over
  * cluster IPC (see `primary/relay.ts` for the other end). Subscription
- * changes are batched per event-loop turn, so a connect storm costs one IPC
- * message per turn, not one per socket.
+ * changes are batched per event-loop turn (TopicSet), so a connect storm
+ * costs one IPC message per turn, not one per socket.
  */
 import type { Bus, BusHandler, BusStats, BusStatus } from './bus.js';
+import { TopicSet } from './topic-set.js';
 import { isTagged, type PrimaryToWorker, type WorkerToPrimary } from '../primary/ipc.js';
 
 /** The worker's end of the IPC channel (`process` in a cluster worker). */
@@ -17,10 +18,7 @@ export interface IpcPort {
 
 export class IpcBus implements Bus {
   readonly #stats: BusStats = { published: 0, delivered: 0, dropped: 0 };
-  readonly #topics = new Set<string>();
-  #add = new Set<string>();
-  #del = new Set<string>();
-  #flushing = false;
+  readonly #topics = new TopicSet((add, del) => this.#send({ t: 'sub', add, del }));
   #closed = false;
   readonly #listener = (m: unknown): void => {
     if (!isTagged(m) || m.t !== 'msg') return;
@@ -65,30 +63,11 @@ export class IpcBus implements Bus {
   }
 
   subscribe(topic: string): void {
-    if (this.#topics.has(topic) || !this.relayed(topic)) return;
-    this.#topics.add(topic);
-    if (!this.#del.delete(topic)) this.#add.add(topic);
-    this.#schedule();
+    if (this.relayed(topic)) this.#topics.add(topic);
   }
 
   unsubscribe(topic: string): void {
-    if (!this.#topics.delete(topic)) return;
-    if (!this.#add.delete(topic)) this.#del.add(topic);
-    this.#schedule();
-  }
-
-  #schedule(): void {
-    if (this.#flushing) return;
-    this.#flushing = true;
-    setImmediate(() => this.#flush());
-  }
-
-  #flush(): void {
-    this.#flushing = false;
-    if (this.#add.size === 0 && this.#del.size === 0) return;
-    this.#send({ t: 'sub', add: [...this.#add], del: [...this.#del] });
-    this.#add = new Set();
-    this.#del = new Set();
+    this.#topics.delete(topic);
   }
 
   stats(): BusStats {
@@ -97,7 +76,7 @@ export class IpcBus implements Bus {
 
   async close(): Promise<void> {
     if (this.#closed) return;
-    this.#flush();
+    this.#topics.flushNow();
     this.#closed = true;
     this.#topics.clear();
     this.port.off('message', this.#listener);

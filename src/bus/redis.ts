@@ -20,6 +20,7 @@ import type { Redis } from 'ioredis';
 import type { Bus, BusHandler, BusStats, BusStatus } from './bus.js';
 import type { Logger } from '../observability/log.js';
 import { busStatus, createRedis } from '../redis/client.js';
+import { TopicSet } from './topic-set.js';
 
 export interface RedisBusOptions {
   url: string;
@@ -41,11 +42,8 @@ export class RedisBus implements Bus {
   readonly #pub: Redis;
   readonly #sub: Redis;
   readonly #stats: BusStats = { published: 0, delivered: 0, dropped: 0 };
-  readonly #topics = new Set<string>();
+  readonly #topics = new TopicSet((add, del) => this.#flush(add, del), BATCH_MS);
   readonly #channelPrefix: string;
-  #add = new Set<string>();
-  #del = new Set<string>();
-  #scheduled = false;
   #closed = false;
 
   constructor(
@@ -95,33 +93,19 @@ export class RedisBus implements Bus {
   }
 
   subscribe(topic: string): void {
-    if (this.#closed || this.#topics.has(topic)) return;
-    this.#topics.add(topic);
-    if (!this.#del.delete(topic)) this.#add.add(topic);
-    this.#schedule();
+    if (!this.#closed) this.#topics.add(topic);
   }
 
   unsubscribe(topic: string): void {
-    if (!this.#topics.delete(topic)) return;
-    if (!this.#add.delete(topic)) this.#del.add(topic);
-    this.#schedule();
+    this.#topics.delete(topic);
   }
 
-  #schedule(): void {
-    if (this.#scheduled) return;
-    this.#scheduled = true;
-    setTimeout(() => this.#flush(), BATCH_MS);
-  }
-
-  /** One SUBSCRIBE and one UNSUBSCRIBE for everything asked since the last turn. */
-  #flush(): void {
-    this.#scheduled = false;
+  /** One SUBSCRIBE and one UNSUBSCRIBE (per 5000 channels) for a batch of changes. */
+  #flush(topicsAdded: string[], topicsDeleted: string[]): void {
     if (this.#closed) return;
     const CHUNK = 5000;
-    const add = [...this.#add].map((t) => this.#channelPrefix + t);
-    const del = [...this.#del].map((t) => this.#channelPrefix + t);
-    this.#add = new Set();
-    this.#del = new Set();
+    const add = topicsAdded.map((t) => this.#channelPrefix + t);
+    const del = topicsDeleted.map((t) => this.#channelPrefix + t);
     for (let i = 0; i < add.length; i += CHUNK) {
       this.#sub.subscribe(...add.slice(i, i + CHUNK)).catch((err: Error) => this.opts.log.warn({ err: err.message }, 'subscribe failed'));
     }
