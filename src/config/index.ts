@@ -68,6 +68,10 @@ export interface Config {
   maxPayloadBytes: number;
   maxBackpressureBytes: number;
   maxQueuedMessages: number;
+  validationMode: 'inline' | 'pool' | 'auto';
+  validationThresholdBytes: number;
+  validationThreads: number;
+  validationMaxQueue: number;
   shutdownTimeoutS: number;
   logLevel: LogLevel;
   /** Serve wss:// and https:// from uWS (SSLApp) when set. */
@@ -208,6 +212,29 @@ export const VARIABLES = {
     def: '16',
     doc: 'user messages waiting for an answer per connection; the excess gets an error frame',
     parse: (n: string, v: string) => int(n, v, 1, 10_000),
+  },
+  VALIDATION_MODE: {
+    def: 'auto',
+    doc: 'inline | pool | auto: where client frames are decoded and validated',
+    parse: (n: string, v: string) => {
+      if (v !== 'inline' && v !== 'pool' && v !== 'auto') throw new ConfigError(n, 'must be inline, pool or auto', v);
+      return v;
+    },
+  },
+  VALIDATION_POOL_THRESHOLD_BYTES: {
+    def: '16384',
+    doc: 'auto mode: frames of at least this size are validated in the pool',
+    parse: (n: string, v: string) => int(n, v, 1, 16 * 1024 * 1024),
+  },
+  VALIDATION_THREADS: {
+    def: '1',
+    doc: 'pool threads per worker',
+    parse: (n: string, v: string) => int(n, v, 1, 64),
+  },
+  VALIDATION_MAX_QUEUE: {
+    def: '1024',
+    doc: 'frames waiting for the pool per worker; beyond, "Server busy, try again"',
+    parse: (n: string, v: string) => int(n, v, 1, 1_000_000),
   },
   SHUTDOWN_TIMEOUT_S: { def: '30', doc: 'graceful shutdown deadline', parse: (n: string, v: string) => int(n, v, 1, 3600) },
   LOG_LEVEL: {
@@ -394,6 +421,10 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     maxPayloadBytes: read(env, 'MAX_PAYLOAD_BYTES'),
     maxBackpressureBytes: read(env, 'MAX_BACKPRESSURE_BYTES'),
     maxQueuedMessages: read(env, 'MAX_QUEUED_MESSAGES'),
+    validationMode: read(env, 'VALIDATION_MODE'),
+    validationThresholdBytes: read(env, 'VALIDATION_POOL_THRESHOLD_BYTES'),
+    validationThreads: read(env, 'VALIDATION_THREADS'),
+    validationMaxQueue: read(env, 'VALIDATION_MAX_QUEUE'),
     shutdownTimeoutS: read(env, 'SHUTDOWN_TIMEOUT_S'),
     logLevel: read(env, 'LOG_LEVEL'),
     tls: readTls(env),

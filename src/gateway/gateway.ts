@@ -18,6 +18,7 @@ import type { Logger } from '../observability/log.js';
 import { GatewayError } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
 import { Metrics } from '../observability/metrics.js';
+import { createValidator, type Validator } from '../pipeline/validator.js';
 import { Fanout, type RemoteTopics } from './fanout.js';
 import { SocketSet, widgetBehavior, type UserData } from './sockets.js';
 import { mountRoutes } from './routes.js';
@@ -58,6 +59,7 @@ export class Gateway {
   readonly fanout: Fanout;
   readonly channels = new ChannelRouter();
   readonly metrics: Metrics;
+  readonly validator: Validator;
   #listen: us_listen_socket | undefined;
   #port = 0;
   #serving = false;
@@ -70,16 +72,23 @@ export class Gateway {
     this.app = d.cfg.tls
       ? d.uws.SSLApp({ cert_file_name: d.cfg.tls.certFile, key_file_name: d.cfg.tls.keyFile })
       : d.uws.App();
-    this.metrics = new Metrics({ connections: () => this.sockets.all.size, bus: () => this.fanout?.bus });
+    this.metrics = new Metrics({ connections: () => this.sockets.all.size, bus: () => this.fanout?.bus, poolQueued: () => this.validator?.queued ?? 0 });
     this.fanout = new Fanout(this.app, d.busFactory, d.cluster);
     const widget = new WidgetChannel(this.fanout);
     this.channels.register(widget);
+    this.validator = createValidator({
+      mode: d.cfg.validationMode,
+      decode: (data, isBinary) => widget.decode(data, isBinary),
+      thresholdBytes: d.cfg.validationThresholdBytes,
+      threads: d.cfg.validationThreads,
+      maxQueuedFrames: d.cfg.validationMaxQueue,
+    });
     const chat = new ChatPipeline(d.engine, d.limiter, { maxQueued: d.cfg.maxQueuedMessages }, d.log, this.metrics);
 
     this.app.ws<UserData>(
       '/api/v1/channels/widget/:creator_id/connect',
       widgetBehavior(
-        { cfg: d.cfg, verifier: d.verifier, channel: widget, chat, bus: this.fanout.bus, log: d.log, sink: d.registry, metrics: this.metrics, accepting: () => this.#serving },
+        { cfg: d.cfg, verifier: d.verifier, chat, validator: this.validator, bus: this.fanout.bus, log: d.log, sink: d.registry, metrics: this.metrics, accepting: () => this.#serving },
         this.sockets,
       ),
     );
@@ -193,7 +202,7 @@ export class Gateway {
       }
     } finally {
       await this.d.registry?.close().catch(() => {});
-      await Promise.allSettled([this.fanout.bus.close(), this.d.engine.close()]);
+      await Promise.allSettled([this.fanout.bus.close(), this.d.engine.close(), this.validator.close()]);
       this.d.verifier.close();
       this.metrics.close();
       this.d.limiter.close();

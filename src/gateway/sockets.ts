@@ -21,7 +21,8 @@ import * as frames from '../protocol/frames.js';
 import { connectionTopic, creatorTopic } from '../protocol/topics.js';
 import type { ChatPeer, ChatPipeline, ChatState, OutKind } from '../pipeline/chat.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { ChannelHandler } from '../channels/channel.js';
+import type { Ordered, Validator } from '../pipeline/validator.js';
+import type { Decoded } from '../pipeline/validate.js';
 import type { Bus } from '../bus/bus.js';
 import type { Logger } from '../observability/log.js';
 import type { Res } from './http.js';
@@ -51,8 +52,9 @@ export interface ConnEnv {
 const ERROR_LABELS = new Map<string, string>(Object.entries(frames.ERRORS).map(([k, v]) => [v, k.toLowerCase()]));
 
 /** Per-connection state of an authenticated socket. */
-export class Conn implements ChatPeer {
+export class Conn implements ChatPeer, Ordered {
   closed = false;
+  pending: Ordered['pending'] = undefined;
   chat: ChatState | undefined = undefined;
   ws: WebSocket<UserData> | undefined = undefined;
 
@@ -107,8 +109,8 @@ export interface SocketDeps {
     'maxPayloadBytes' | 'maxBackpressureBytes' | 'idleTimeoutS' | 'maxConnections' | 'maxConnectionsPerIp' | 'maxHeaderBytes' | 'allowedOrigins'
   >;
   verifier: TokenVerifier;
-  channel: ChannelHandler<ArrayBuffer>;
   chat: ChatPipeline;
+  validator: Validator;
   bus: Bus;
   log: Logger;
   metrics: Metrics;
@@ -177,7 +179,7 @@ export function bearerFromProtocols(header: string): { token: string; reply: str
 export const HARD_PAYLOAD_FACTOR = 4;
 
 export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketBehavior<UserData> {
-  const { cfg, verifier, channel, chat, bus, log } = deps;
+  const { cfg, verifier, chat, bus, log } = deps;
 
   /** What the upgrade needs from `req`, copied before any await. */
   interface Handshake {
@@ -191,6 +193,23 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
   }
 
   const env: ConnEnv = { maxBackpressure: cfg.maxBackpressureBytes, metrics: deps.metrics };
+
+  /** Acts on a decoded frame. Called corked (in the uWS handler, or wrapped after the pool). */
+  function handle(conn: Conn, d: Decoded): void {
+    if (conn.closed) return;
+    const m = deps.metrics.in;
+    if (!d.ok) {
+      m.invalid++;
+      conn.error(d.error);
+    } else if (d.msg.type === 'ping') {
+      m.ping++;
+      conn.send(frames.PONG, 'pong');
+    } else {
+      m.user_message++;
+      chat.submit(conn, d.msg.content);
+    }
+  }
+  let inHandler = false;
 
   function reject(res: Res, hs: Handshake, ctx: us_socket_context_t, code: CloseCode): void {
     deps.metrics.refused.labels(String(code.code)).inc();
@@ -294,17 +313,11 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         ws.end(CLOSE.TOO_BIG.code, CLOSE.TOO_BIG.reason);
         return;
       }
-      const d = channel.decode(data, isBinary);
-      const m = deps.metrics.in;
-      if (!d.ok) {
-        m.invalid++;
-        conn.error(d.error);
-      } else if (d.msg.type === 'ping') {
-        m.ping++;
-        conn.send(frames.PONG, 'pong');
-      } else {
-        m.user_message++;
-        chat.submit(conn, d.msg.content);
+      inHandler = true;
+      try {
+        deps.validator.submit(conn, data, isBinary, (d) => (inHandler ? handle(conn, d) : conn.cork(() => handle(conn, d))));
+      } finally {
+        inHandler = false;
       }
     },
 

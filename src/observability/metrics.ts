@@ -28,7 +28,7 @@ export class Metrics {
   readonly in = { user_message: 0, ping: 0, invalid: 0 };
   readonly out = { ai_response: 0, typing_indicator: 0, error: 0, pong: 0, connection_status: 0 };
 
-  constructor(sources: { connections: () => number; bus: () => Bus | undefined }) {
+  constructor(sources: { connections: () => number; bus: () => Bus | undefined; poolQueued: () => number }) {
     const r = this.registry;
     const worker = String(process.pid);
     this.connections = new Gauge({
@@ -101,6 +101,14 @@ export class Metrics {
       aggregator: 'min',
       collect() {
         this.set(sources.bus()?.status === 'ready' ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'gateway_pool_queued_frames',
+      help: 'Frames waiting for or inside the validation pool',
+      registers: [r],
+      collect() {
+        this.set(sources.poolQueued());
       },
     });
     const lag = this.#lag;

@@ -14,6 +14,7 @@ export const ERRORS = Object.freeze({
   QUEUE_FULL: 'Too many messages awaiting an answer',
   INVALID_MESSAGE: 'Invalid message format',
   CONTENT_NOT_STRING: 'Message content must be a string',
+  BUSY: 'Server busy, try again',
 });
 
 /** `Unknown message type: X` (X is the JSON text of the type, cut to 64 chars). */

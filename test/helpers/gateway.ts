@@ -18,7 +18,9 @@ export interface TestGateway {
 }
 
 export async function startGateway(env: Record<string, string> = {}, hub = new MemoryHub()): Promise<TestGateway> {
-  const cfg = loadConfig({ JWT_SECRET: SECRET, LOG_LEVEL: 'silent', SHUTDOWN_TIMEOUT_S: '2', ...env });
+  // TEST_VALIDATION_MODE runs a whole suite with frames validated in the pool (see *-pool.test.ts).
+  const mode = process.env.TEST_VALIDATION_MODE ? { VALIDATION_MODE: process.env.TEST_VALIDATION_MODE } : {};
+  const cfg = loadConfig({ JWT_SECRET: SECRET, LOG_LEVEL: 'silent', SHUTDOWN_TIMEOUT_S: '2', ...mode, ...env });
   const verifier = createTokenVerifier(cfg, createLogger('silent'));
   await verifier.start();
   const gw = new Gateway({

@@ -1,0 +1,150 @@
+/**
+ * The validation stage, in front of the chat pipeline: inline on the uWS
+ * thread, or in a piscina pool for large frames, so big payloads never stall
+ * the event loop that serves everyone else.
+ *
+ * - `inline`: every frame is decoded on the uWS thread.
+ * - `pool`: every frame goes to the pool.
+ * - `auto`: frames of at least `thresholdBytes` go to the pool, smaller ones
+ *   stay inline (handing a 50-byte frame to a thread costs more than
+ *   parsing it).
+ *
+ * Frames for the pool are gathered per event-loop turn into one task per
+ * batch, their bytes transferred to the thread, not copied again. The pool's
+ * queue is bounded: when it is full, a frame is answered "Server busy"
+ * instead of piling up in memory. Results are delivered in arrival order per
+ * connection, whichever path each frame took.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import type { Decoded } from './validate.js';
+import { ERRORS } from '../protocol/frames.js';
+import type { ValidateBatch } from '../pool/validate-task.js';
+
+export type ValidationMode = 'inline' | 'pool' | 'auto';
+
+/** Per-connection ordering state, owned by the validator. */
+export interface Ordered {
+  pending: Array<{ d: Decoded | undefined; done: (d: Decoded) => void }> | undefined;
+}
+
+export interface Validator {
+  /** Decodes `data` and calls `done` with the result, in arrival order per `conn`. */
+  submit(conn: Ordered, data: ArrayBuffer, isBinary: boolean, done: (d: Decoded) => void): void;
+  /** Frames waiting for or inside the pool (a metric). */
+  readonly queued: number;
+  close(): Promise<void>;
+}
+
+export interface ValidatorOptions {
+  mode: ValidationMode;
+  /** The inline decoder: the channel's (the pool task runs the same decodeFrame). */
+  decode: (data: ArrayBuffer, isBinary: boolean) => Decoded;
+  thresholdBytes: number;
+  threads: number;
+  /** Frames allowed to wait for the pool before "Server busy". */
+  maxQueuedFrames: number;
+  /** The task module (default: pool/validate-task); tests give one that fails on purpose. */
+  taskFile?: string;
+}
+
+const BUSY: Decoded = Object.freeze({ ok: false, error: ERRORS.BUSY });
+
+export function createValidator(o: ValidatorOptions): Validator {
+  if (o.mode === 'inline') {
+    return {
+      submit: (_c, data, bin, done) => done(o.decode(data, bin)),
+      queued: 0,
+      close: async () => {},
+    };
+  }
+  return new PoolValidator(o);
+}
+
+/** The compiled task next to this module, or its TypeScript source when running from src/ (tests, under tsx). */
+function taskFile(): string {
+  const js = new URL('../pool/validate-task.js', import.meta.url);
+  return existsSync(fileURLToPath(js)) ? js.href : new URL('../pool/validate-task.ts', import.meta.url).href;
+}
+
+type Slot = { d: Decoded | undefined; done: (d: Decoded) => void };
+
+class PoolValidator implements Validator {
+  readonly #pool: Piscina<ValidateBatch, Decoded[]>;
+  #batch: { frames: ArrayBuffer[]; binary: boolean[]; slots: Array<{ conn: Ordered; slot: Slot }> } | undefined;
+  #queued = 0;
+  #closed = false;
+
+  constructor(private readonly o: ValidatorOptions) {
+    this.#pool = new Piscina({
+      filename: o.taskFile ?? taskFile(),
+      minThreads: 1,
+      maxThreads: o.threads,
+      idleTimeout: 60_000,
+    });
+  }
+
+  get queued(): number {
+    return this.#queued;
+  }
+
+  submit(conn: Ordered, data: ArrayBuffer, isBinary: boolean, done: (d: Decoded) => void): void {
+    const toPool = this.o.mode === 'pool' || data.byteLength >= this.o.thresholdBytes;
+    if (!toPool && conn.pending === undefined) {
+      done(this.o.decode(data, isBinary)); // fast path: nothing of this connection is in the pool
+      return;
+    }
+    const slot: Slot = { d: undefined, done };
+    (conn.pending ??= []).push(slot);
+    if (!toPool) {
+      slot.d = this.o.decode(data, isBinary);
+      return this.#drain(conn);
+    }
+    if (this.#closed || this.#queued >= this.o.maxQueuedFrames) {
+      slot.d = BUSY;
+      return this.#drain(conn);
+    }
+    this.#queued++;
+    // uWS reuses `data` after the handler returns: copy once, then transfer the copy.
+    const copy = data.slice(0);
+    if (!this.#batch) {
+      this.#batch = { frames: [], binary: [], slots: [] };
+      setImmediate(() => this.#flush());
+    }
+    this.#batch.frames.push(copy);
+    this.#batch.binary.push(isBinary);
+    this.#batch.slots.push({ conn, slot });
+  }
+
+  #flush(): void {
+    const b = this.#batch;
+    this.#batch = undefined;
+    if (!b) return;
+    const settle = (results: Decoded[] | undefined) => {
+      this.#queued -= b.slots.length;
+      b.slots.forEach(({ conn, slot }, i) => {
+        slot.d = results?.[i] ?? BUSY; // a task that threw or a thread that died: the frame is refused, not lost silently
+        this.#drain(conn);
+      });
+    };
+    this.#pool.run({ frames: b.frames, binary: b.binary }, { transferList: b.frames }).then(settle, () => settle(undefined));
+  }
+
+  /** Delivers the connection's results that are ready, in order. */
+  #drain(conn: Ordered): void {
+    const q = conn.pending;
+    if (!q) return;
+    while (q.length > 0 && q[0]!.d !== undefined) {
+      const s = q.shift()!;
+      s.done(s.d!);
+    }
+    if (q.length === 0) conn.pending = undefined;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#pool.close({ force: true }).catch(() => {});
+  }
+}

@@ -1,0 +1,90 @@
+/** The validation stage: ordering across paths, the bounded queue, and a pool that survives failures. */
+import t from 'tap';
+import { createValidator, type Ordered } from '../src/pipeline/validator.js';
+import { decodeFrame, type Decoded } from '../src/pipeline/validate.js';
+import { ERRORS } from '../src/protocol/frames.js';
+
+const ab = (s: string) => {
+  const b = Buffer.from(s);
+  return b.buffer.slice(b.byteOffset, b.byteOffset + b.length) as ArrayBuffer;
+};
+const ping = ab('{"type":"ping"}');
+const msg = (content: string) => ab(JSON.stringify({ type: 'user_message', content }));
+const describe = (d: Decoded) => (d.ok ? (d.msg.type === 'ping' ? 'ping' : d.msg.content) : `error:${d.error}`);
+
+function collect(n: number) {
+  const got: string[] = [];
+  let resolve!: () => void;
+  const all = new Promise<void>((r) => (resolve = r));
+  return {
+    got,
+    all,
+    done: (d: Decoded) => {
+      got.push(describe(d));
+      if (got.length === n) resolve();
+    },
+  };
+}
+
+t.test('auto: a large frame goes to the pool, the small ones after it wait for it (order per connection)', async (t) => {
+  const v = createValidator({ mode: 'auto', decode: decodeFrame, thresholdBytes: 1000, threads: 1, maxQueuedFrames: 100 });
+  t.teardown(() => v.close());
+  const conn: Ordered = { pending: undefined };
+  const other: Ordered = { pending: undefined };
+  const c = collect(4);
+  v.submit(conn, msg('x'.repeat(5000)), false, c.done);
+  v.submit(conn, ping, false, c.done);
+  v.submit(conn, msg('small'), false, c.done);
+  let otherDone = '';
+  v.submit(other, msg('other connection'), false, (d) => (otherDone = describe(d)));
+  t.equal(otherDone, 'other connection', 'another connection is answered inline at once');
+  v.submit(conn, ab('not json'), false, c.done);
+  await c.all;
+  t.same(c.got, ['x'.repeat(5000), 'ping', 'small', `error:${ERRORS.INVALID_JSON}`]);
+  t.equal(conn.pending, undefined, 'nothing left pending');
+  t.equal(v.queued, 0);
+});
+
+t.test('pool mode answers exactly as inline does', async (t) => {
+  const v = createValidator({ mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 2, maxQueuedFrames: 1000 });
+  t.teardown(() => v.close());
+  const frames = ['{"type":"ping"}', '[]', '42', '{"type":"x"}', '{"type":"user_message","content":" a "}', '{', '{"type":"user_message","content":1}'];
+  const c = collect(frames.length);
+  const conn: Ordered = { pending: undefined };
+  for (const f of frames) v.submit(conn, ab(f), false, c.done);
+  await c.all;
+  t.same(c.got, frames.map((f) => describe(decodeFrame(ab(f), false))));
+});
+
+t.test('a full pool queue answers "Server busy", in order, and recovers', async (t) => {
+  const v = createValidator({ mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 1, maxQueuedFrames: 3 });
+  t.teardown(() => v.close());
+  const conn: Ordered = { pending: undefined };
+  const c = collect(5);
+  for (let i = 0; i < 5; i++) v.submit(conn, msg(`m${i}`), false, c.done);
+  await c.all;
+  t.same(c.got, ['m0', 'm1', 'm2', `error:${ERRORS.BUSY}`, `error:${ERRORS.BUSY}`]);
+  const again = collect(1);
+  v.submit(conn, msg('later'), false, again.done);
+  await again.all;
+  t.same(again.got, ['later'], 'accepted again once the queue drained');
+});
+
+t.test('the pool survives a task that throws and a thread that dies', async (t) => {
+  const taskFile = new URL('./fixtures/failing-task.ts', import.meta.url).href;
+  const v = createValidator({ mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 1, maxQueuedFrames: 100, taskFile });
+  t.teardown(() => v.close());
+  const conn: Ordered = { pending: undefined };
+  const run = async (frames: string[]) => {
+    const c = collect(frames.length);
+    for (const f of frames) v.submit(conn, ab(f), false, c.done);
+    await c.all;
+    // next turn: a new batch
+    await new Promise((r) => setImmediate(r));
+    return c.got;
+  };
+  t.same(await run(['THROW']), [`error:${ERRORS.BUSY}`], 'a throwing task: its frames are refused, not lost silently');
+  t.same(await run(['{"type":"ping"}']), ['ping'], 'the next task runs');
+  t.same(await run(['EXIT']), [`error:${ERRORS.BUSY}`], 'a dead thread: its frames are refused');
+  t.same(await run(['{"type":"ping"}', '{"type":"user_message","content":"ok"}']), ['ping', 'ok'], 'piscina replaced the thread');
+});
