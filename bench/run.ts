@@ -23,8 +23,9 @@ const SCENARIOS: Record<string, () => Promise<Scenario>> = {
   http: async () => (await import('./scenarios/http.js')).run,
   'slow-engine': async () => (await import('./scenarios/slow-engine.js')).run,
   crosshost: async () => (await import('./scenarios/crosshost.js')).run,
+  validation: async () => (await import('./scenarios/validation.js')).run,
 };
-const STANDARD = ['chat', 'fanout', 'storm', 'http', 'slow-engine', 'crosshost'];
+const STANDARD = ['chat', 'fanout', 'storm', 'http', 'slow-engine', 'crosshost', 'validation'];
 
 function usage(msg?: string): never {
   if (msg) process.stderr.write(`bench: ${msg}\n\n`);

@@ -22,12 +22,15 @@ t.test('bench/run.ts runs every scenario and writes the results file', async (t)
     BENCH_STORM_N: '200',
     BENCH_SLOW_SESSIONS: '20',
     BENCH_SLOW_THINK_MS: '100',
+    BENCH_VALIDATION_CONNS: '5',
     BENCH_OUT: out,
   };
   // env -u: tap's coverage loaders must not ride along into the benchmark's processes.
   execFileSync('env', ['-u', 'NODE_OPTIONS', process.execPath, '--import', 'tsx', 'bench/run.ts'], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'], timeout: 170_000 });
   const md = readFileSync(out, 'utf8');
-  for (const title of ['Chat', 'Fan-out', 'Connect storm', 'HTTP endpoints', 'Slow AI engine', 'Cross-host fan-out']) t.match(md, `### ${title}`, title);
+  for (const title of ['Chat', 'Fan-out', 'Connect storm', 'HTTP endpoints', 'Slow AI engine', 'Cross-host fan-out', 'Validation']) {
+    t.match(md, `### ${title}`, title);
+  }
   t.notMatch(md, /FAILED/, 'no scenario failed');
   t.match(md, /\| gateway \| 10 \| [\d,]+ \| \d\.\d\dx/, 'gateway chat figures with a ratio against bare uWS');
   t.match(md, /## Machine\n- CPU: .+, \d+ cores/);

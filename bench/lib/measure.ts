@@ -22,7 +22,7 @@ export async function measureChat(
   fleet: Fleet,
   target: Target,
   conns: number,
-  opts: { durationMs: number; warmupMs?: number; thinkMs?: number },
+  opts: { durationMs: number; warmupMs?: number; thinkMs?: number; content?: string },
 ): Promise<ChatResult> {
   const open = await fleet.open(target.port, widgetPath('bench'), conns);
   const u0 = usage(target.proc.pid!);
@@ -32,7 +32,7 @@ export async function measureChat(
     durationMs: opts.durationMs,
     warmupMs: opts.warmupMs ?? 1000,
     thinkMs: opts.thinkMs ?? 0,
-    content: 'hello, how are you today?',
+    content: opts.content ?? 'hello, how are you today?',
   }));
   const u1 = usage(target.proc.pid!);
   const wall = Date.now() - t0;

@@ -214,7 +214,10 @@ export const VARIABLES = {
     parse: (n: string, v: string) => int(n, v, 1, 10_000),
   },
   VALIDATION_MODE: {
-    def: 'auto',
+    // inline is the default because it measured fastest at every frame size on
+    // the reference 2-core host (bench/RESULTS.md, "Validation"): with as many
+    // workers as cores, a pool thread only competes for the same cores.
+    def: 'inline',
     doc: 'inline | pool | auto: where client frames are decoded and validated',
     parse: (n: string, v: string) => {
       if (v !== 'inline' && v !== 'pool' && v !== 'auto') throw new ConfigError(n, 'must be inline, pool or auto', v);
@@ -222,7 +225,7 @@ export const VARIABLES = {
     },
   },
   VALIDATION_POOL_THRESHOLD_BYTES: {
-    def: '16384',
+    def: '32768',
     doc: 'auto mode: frames of at least this size are validated in the pool',
     parse: (n: string, v: string) => int(n, v, 1, 16 * 1024 * 1024),
   },
