@@ -208,3 +208,22 @@ t.test('oversized upgrade headers get HTTP 431', async (t) => {
   });
   t.equal(status, 431);
 });
+
+t.test('abuse caps: frames per socket per second (4008) and new sockets per IP per second (4030)', async (t) => {
+  const g = await startGateway({ FRAME_RATE_LIMIT: '20', CONNECT_RATE_PER_IP: '5' });
+  t.teardown(() => g.close());
+  const five = [];
+  for (let i = 0; i < 5; i++) five.push(await connectWidget(g.port, 'alice', widgetToken('alice')));
+  t.same(await closeOf(widgetUrl(g.port, 'alice', widgetToken('alice'))), { code: 4030, reason: 'Too many connection attempts' });
+  await new Promise((r) => setTimeout(r, 400));
+  const later = await connectWidget(g.port, 'alice', widgetToken('alice'));
+  t.pass('the connect budget refills');
+  const calm = five[0]!;
+  for (let i = 0; i < 10; i++) calm.send({ type: 'ping' });
+  for (let i = 0; i < 10; i++) t.same(await calm.next(), { type: 'pong' });
+  const flood = five[1]!;
+  for (let i = 0; i < 40; i++) flood.send({ type: 'ping' });
+  t.same(await flood.closed, { code: 4008, reason: 'Frame rate exceeded' }, 'a flood closes its own socket with 4008');
+  t.same((await calm.ask('still here')).content, 'still here', 'other sockets are not affected');
+  [...five, later].forEach((c) => c.close());
+});

@@ -56,6 +56,8 @@ export async function startTarget(name: TargetName, workers: number, env: Record
       // Benchmarks measure throughput, not the abuse limits.
       RATE_LIMIT_MESSAGES: '1000000',
       RATE_LIMIT_WINDOW_S: '1',
+      FRAME_RATE_LIMIT: '0',
+      CONNECT_RATE_PER_IP: '0',
       ...env,
     },
     stdio: ['ignore', 'ignore', 'inherit'],

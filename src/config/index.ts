@@ -68,6 +68,8 @@ export interface Config {
   maxPayloadBytes: number;
   maxBackpressureBytes: number;
   maxQueuedMessages: number;
+  frameRateLimit: number;
+  connectRatePerIp: number;
   validationMode: 'inline' | 'pool' | 'auto';
   validationThresholdBytes: number;
   validationThreads: number;
@@ -212,6 +214,16 @@ export const VARIABLES = {
     def: '16',
     doc: 'user messages waiting for an answer per connection; the excess gets an error frame',
     parse: (n: string, v: string) => int(n, v, 1, 10_000),
+  },
+  FRAME_RATE_LIMIT: {
+    def: '100',
+    doc: 'frames per second per socket (burst as large); over it the socket is closed with 4008; 0: off',
+    parse: (n: string, v: string) => int(n, v, 0, 1_000_000),
+  },
+  CONNECT_RATE_PER_IP: {
+    def: '50',
+    doc: 'new sockets per client IP per second per worker (burst as large); over it 4030; 0: off',
+    parse: (n: string, v: string) => int(n, v, 0, 1_000_000),
   },
   VALIDATION_MODE: {
     // inline is the default because it measured fastest at every frame size on
@@ -424,6 +436,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     maxPayloadBytes: read(env, 'MAX_PAYLOAD_BYTES'),
     maxBackpressureBytes: read(env, 'MAX_BACKPRESSURE_BYTES'),
     maxQueuedMessages: read(env, 'MAX_QUEUED_MESSAGES'),
+    frameRateLimit: read(env, 'FRAME_RATE_LIMIT'),
+    connectRatePerIp: read(env, 'CONNECT_RATE_PER_IP'),
     validationMode: read(env, 'VALIDATION_MODE'),
     validationThresholdBytes: read(env, 'VALIDATION_POOL_THRESHOLD_BYTES'),
     validationThreads: read(env, 'VALIDATION_THREADS'),

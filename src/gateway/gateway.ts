@@ -8,7 +8,7 @@ import type { Uws } from '../uws/loader.js';
 import type { TokenVerifier } from '../auth/verifier.js';
 import type { AiEngine } from '../ai/engine.js';
 import type { Bus, BusHandler } from '../bus/bus.js';
-import type { RateLimiter } from '../pipeline/rate-limit.js';
+import { TokenBucketLimiter, type RateLimiter } from '../pipeline/rate-limit.js';
 import { ChatPipeline } from '../pipeline/chat.js';
 import { ChannelRouter } from '../channels/router.js';
 import { WidgetChannel } from '../channels/widget.js';
@@ -60,6 +60,7 @@ export class Gateway {
   readonly channels = new ChannelRouter();
   readonly metrics: Metrics;
   readonly validator: Validator;
+  readonly #connectRate: RateLimiter | undefined;
   #listen: us_listen_socket | undefined;
   #port = 0;
   #serving = false;
@@ -76,6 +77,7 @@ export class Gateway {
     this.fanout = new Fanout(this.app, d.busFactory, d.cluster);
     const widget = new WidgetChannel(this.fanout);
     this.channels.register(widget);
+    this.#connectRate = d.cfg.connectRatePerIp > 0 ? new TokenBucketLimiter(d.cfg.connectRatePerIp, 1) : undefined;
     this.validator = createValidator({
       mode: d.cfg.validationMode,
       decode: (data, isBinary) => widget.decode(data, isBinary),
@@ -88,7 +90,7 @@ export class Gateway {
     this.app.ws<UserData>(
       '/api/v1/channels/widget/:creator_id/connect',
       widgetBehavior(
-        { cfg: d.cfg, verifier: d.verifier, chat, validator: this.validator, bus: this.fanout.bus, log: d.log, sink: d.registry, metrics: this.metrics, accepting: () => this.#serving },
+        { cfg: d.cfg, verifier: d.verifier, chat, validator: this.validator, connectRate: this.#connectRate, bus: this.fanout.bus, log: d.log, sink: d.registry, metrics: this.metrics, accepting: () => this.#serving },
         this.sockets,
       ),
     );
@@ -206,6 +208,7 @@ export class Gateway {
       this.d.verifier.close();
       this.metrics.close();
       this.d.limiter.close();
+      this.#connectRate?.close();
     }
   }
 }

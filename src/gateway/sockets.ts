@@ -23,6 +23,7 @@ import type { ChatPeer, ChatPipeline, ChatState, OutKind } from '../pipeline/cha
 import type { Metrics } from '../observability/metrics.js';
 import type { Ordered, Validator } from '../pipeline/validator.js';
 import type { Decoded } from '../pipeline/validate.js';
+import type { RateLimiter } from '../pipeline/rate-limit.js';
 import type { Bus } from '../bus/bus.js';
 import type { Logger } from '../observability/log.js';
 import type { Res } from './http.js';
@@ -45,6 +46,8 @@ export interface UserData {
 /** What every Conn of a worker shares. */
 export interface ConnEnv {
   maxBackpressure: number;
+  /** FRAME_RATE_LIMIT (frames per second per socket; 0: off). */
+  frameRate: number;
   metrics: Metrics;
 }
 
@@ -54,6 +57,9 @@ const ERROR_LABELS = new Map<string, string>(Object.entries(frames.ERRORS).map((
 /** Per-connection state of an authenticated socket. */
 export class Conn implements ChatPeer, Ordered {
   closed = false;
+  /** The frame-rate bucket (FRAME_RATE_LIMIT): tokens left, and when last refilled. */
+  frameTokens: number;
+  frameAt: number;
   pending: Ordered['pending'] = undefined;
   chat: ChatState | undefined = undefined;
   ws: WebSocket<UserData> | undefined = undefined;
@@ -67,7 +73,21 @@ export class Conn implements ChatPeer, Ordered {
     /** Client IP, as text. */
     readonly ip: string,
     readonly connectedAt = Date.now(),
-  ) {}
+  ) {
+    this.frameTokens = env.frameRate;
+    this.frameAt = connectedAt;
+  }
+
+  /** Takes a token from the socket's frame-rate bucket; false when over FRAME_RATE_LIMIT. */
+  takeFrame(now: number): boolean {
+    const rate = this.env.frameRate;
+    if (rate === 0) return true;
+    this.frameTokens = Math.min(rate, this.frameTokens + ((now - this.frameAt) * rate) / 1000);
+    this.frameAt = now;
+    if (this.frameTokens < 1) return false;
+    this.frameTokens -= 1;
+    return true;
+  }
 
   /**
    * The slow-consumer policy for direct sends: droppable frames (typing
@@ -106,11 +126,21 @@ export class Conn implements ChatPeer, Ordered {
 export interface SocketDeps {
   cfg: Pick<
     Config,
-    'maxPayloadBytes' | 'maxBackpressureBytes' | 'idleTimeoutS' | 'maxConnections' | 'maxConnectionsPerIp' | 'maxHeaderBytes' | 'allowedOrigins'
+    | 'maxPayloadBytes'
+    | 'maxBackpressureBytes'
+    | 'idleTimeoutS'
+    | 'maxConnections'
+    | 'maxConnectionsPerIp'
+    | 'maxHeaderBytes'
+    | 'allowedOrigins'
+    | 'frameRateLimit'
+    | 'connectRatePerIp'
   >;
   verifier: TokenVerifier;
   chat: ChatPipeline;
   validator: Validator;
+  /** New sockets per client IP per second (CONNECT_RATE_PER_IP), if limited. */
+  connectRate: RateLimiter | undefined;
   bus: Bus;
   log: Logger;
   metrics: Metrics;
@@ -192,7 +222,8 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     res.upgrade(data, hs.key, hs.protocol, hs.extensions, ctx);
   }
 
-  const env: ConnEnv = { maxBackpressure: cfg.maxBackpressureBytes, metrics: deps.metrics };
+  const env: ConnEnv = { maxBackpressure: cfg.maxBackpressureBytes, frameRate: cfg.frameRateLimit, metrics: deps.metrics };
+  const connectRate = deps.connectRate;
 
   /** Acts on a decoded frame. Called corked (in the uWS handler, or wrapped after the pool). */
   function handle(conn: Conn, d: Decoded): void {
@@ -251,6 +282,10 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       const ip = Buffer.from(r.getRemoteAddressAsText()).toString();
       if (cfg.maxConnectionsPerIp > 0 && sockets.ipCount(ip) >= cfg.maxConnectionsPerIp) {
         return reject(r, hs, ctx, CLOSE.TOO_MANY_CONNECTIONS);
+      }
+      if (connectRate && !connectRate.take(ip)) {
+        deps.metrics.rateLimited.labels('connect').inc();
+        return reject(r, hs, ctx, CLOSE.CONNECT_RATE);
       }
       const creatorId = req.getParameter(0) ?? '';
       const token = req.getQuery('token') || fromProtocol.token;
@@ -311,6 +346,11 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       if (conn === undefined || conn.closed) return;
       if (data.byteLength > cfg.maxPayloadBytes) {
         ws.end(CLOSE.TOO_BIG.code, CLOSE.TOO_BIG.reason);
+        return;
+      }
+      if (!conn.takeFrame(Date.now())) {
+        deps.metrics.rateLimited.labels('frames').inc();
+        ws.end(CLOSE.FRAME_RATE.code, CLOSE.FRAME_RATE.reason);
         return;
       }
       inHandler = true;

@@ -77,6 +77,18 @@ export const CLOSE = def({
     reconnect: 'yes',
     meaning: 'this client IP already holds MAX_CONNECTIONS_PER_IP sockets on the worker; reconnect with back-off after closing others',
   },
+  CONNECT_RATE: {
+    code: 4030,
+    reason: 'Too many connection attempts',
+    reconnect: 'yes',
+    meaning: 'this client IP opened more than CONNECT_RATE_PER_IP sockets per second on the worker; reconnect with back-off',
+  },
+  FRAME_RATE: {
+    code: 4008,
+    reason: 'Frame rate exceeded',
+    reconnect: 'yes',
+    meaning: 'the client sent more than FRAME_RATE_LIMIT frames per second on this socket (an abuse cap, far above any chat); reconnect with back-off',
+  },
   SLOW_CONSUMER: {
     code: 4009,
     reason: 'Slow consumer',

@@ -28,7 +28,18 @@ export async function startCluster(env: Record<string, string> = {}): Promise<Ru
     ? ['sh', ['-c', `ulimit -n ${Number(nofile)} && exec "$0" "$1"`, process.execPath, MAIN]]
     : [process.execPath, [MAIN]];
   const proc = spawn(cmd, args as string[], {
-    env: { ...process.env, JWT_SECRET: SECRET, PORT: String(port), HOST: '127.0.0.1', WORKERS: '2', LOG_LEVEL: 'info', ...env },
+    env: {
+      ...process.env,
+      JWT_SECRET: SECRET,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      WORKERS: '2',
+      LOG_LEVEL: 'info',
+      // Tests are faster than people: the abuse caps are off unless a test sets them.
+      FRAME_RATE_LIMIT: '0',
+      CONNECT_RATE_PER_IP: '0',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Its own process group, so a test can kill the "host" (primary and workers) at once.
     detached: true,

@@ -20,7 +20,9 @@ export interface TestGateway {
 export async function startGateway(env: Record<string, string> = {}, hub = new MemoryHub()): Promise<TestGateway> {
   // TEST_VALIDATION_MODE runs a whole suite with frames validated in the pool (see *-pool.test.ts).
   const mode = process.env.TEST_VALIDATION_MODE ? { VALIDATION_MODE: process.env.TEST_VALIDATION_MODE } : {};
-  const cfg = loadConfig({ JWT_SECRET: SECRET, LOG_LEVEL: 'silent', SHUTDOWN_TIMEOUT_S: '2', ...mode, ...env });
+  // Tests open sockets and send frames much faster than people do: the abuse caps are off unless a test sets them.
+  const caps = { FRAME_RATE_LIMIT: '0', CONNECT_RATE_PER_IP: '0' };
+  const cfg = loadConfig({ JWT_SECRET: SECRET, LOG_LEVEL: 'silent', SHUTDOWN_TIMEOUT_S: '2', ...caps, ...mode, ...env });
   const verifier = createTokenVerifier(cfg, createLogger('silent'));
   await verifier.start();
   const gw = new Gateway({
