@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   GW_ERR_AI_ENGINE: 'the AI engine failed, timed out, answered garbage or is saturated',
   GW_ERR_IPC_TIMEOUT: 'a request to the primary or to a worker got no answer in time',
   GW_ERR_CLOSED: 'the component was used after close()',
+  GW_ERR_CHANNEL: 'no handler is registered for a channel type',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

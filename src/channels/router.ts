@@ -1,9 +1,10 @@
 /** Routes a send or a decode to the handler of a channel type. */
 import type { ChannelHandler } from './channel.js';
+import { GatewayError } from '../errors.js';
 
-export class UnknownChannelError extends Error {
+export class UnknownChannelError extends GatewayError {
   constructor(readonly channelType: string) {
-    super(`no handler for channel type "${channelType}"`);
+    super('GW_ERR_CHANNEL', `no handler for channel type "${channelType}"`);
   }
 }
 
@@ -31,9 +32,5 @@ export class ChannelRouter {
     const h = this.get(type);
     if (!h.validateRecipient(recipient)) return 'invalid';
     return (await h.send(recipient, frame)) ? 'sent' : 'absent';
-  }
-
-  get types(): string[] {
-    return [...this.#handlers.keys()];
   }
 }

@@ -53,9 +53,4 @@ export class Fanout {
     this.app.publish(topic, payload, false);
     return true;
   }
-
-  /** Local subscribers of `topic` on this worker. */
-  localSubscribers(topic: string): number {
-    return this.app.numSubscribers(topic);
-  }
 }
