@@ -71,7 +71,7 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
     columns: ['mode', 'frame bytes', 'responses/s', 'vs inline', 'p50 ms', 'p99 ms', 'errors', 'load CPU (cores)', 'server CPU (cores)'],
     rows,
     notes: [
-      'Mixed load, small clients\' round trip:',
+      'Mixed load, small clients\' round trip:\n',
       `| mode | small p99 alone (ms) | small p99 with 60 KiB senders (ms) | ratio | small responses/s | large responses/s |`,
       '|---|---|---|---|---|---|',
       ...mixed.map((r) => `| ${r.join(' | ')} |`),
