@@ -115,6 +115,11 @@ function url(name: string, raw: string, protocols: readonly string[]): string {
   return raw;
 }
 
+/** A table entry for an integer variable within [min, max]. */
+function intVar(def: string, doc: string, min: number, max: number) {
+  return { def, doc, parse: (n: string, v: string) => int(n, v, min, max) };
+}
+
 /** uWS aborts the whole process on an idleTimeout of 1-7 or over 960. */
 function idleTimeout(name: string, raw: string): number {
   const n = int(name, raw, 0, 960);
@@ -129,7 +134,7 @@ const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debu
  * used when the variable is unset or empty.
  */
 export const VARIABLES = {
-  PORT: { def: '9001', doc: 'listen port', parse: (n: string, v: string) => int(n, v, 0, 65535) },
+  PORT: intVar('9001', 'listen port', 0, 65535),
   HOST: {
     def: '0.0.0.0',
     doc: 'listen address',
@@ -161,70 +166,30 @@ export const VARIABLES = {
       return v;
     },
   },
-  REGISTRY_LEASE_S: {
-    def: '15',
-    doc: "a dead node's registry entries are removed within 4/3 of this",
-    parse: (n: string, v: string) => int(n, v, 1, 3600),
-  },
+  REGISTRY_LEASE_S: intVar('15', "a dead node's registry entries are removed within 4/3 of this", 1, 3600),
   AI_ENGINE_URL: {
     def: '',
     doc: 'unset: embedded echo engine',
     parse: (n: string, v: string) => (v === '' ? undefined : url(n, v, ['http:', 'https:'])),
   },
-  AI_ENGINE_TIMEOUT_MS: { def: '30000', doc: 'AI engine request time-out', parse: (n: string, v: string) => int(n, v, 1, 600_000) },
-  AI_ENGINE_MAX_INFLIGHT: {
-    def: '1024',
-    doc: 'AI requests in flight per worker; the excess is answered "Failed to process message"',
-    parse: (n: string, v: string) => int(n, v, 1, 1_000_000),
-  },
-  AI_ENGINE_CONNECTIONS: {
-    def: '512',
-    doc: 'keep-alive connections to the AI engine per worker (answers in progress at once)',
-    parse: (n: string, v: string) => int(n, v, 1, 65_536),
-  },
-  AI_ENGINE_MAX_INFLIGHT_PER_CREATOR: {
-    def: '256',
-    doc: 'AI requests in flight per creator per worker',
-    parse: (n: string, v: string) => int(n, v, 1, 1_000_000),
-  },
-  AI_BREAKER_FAILURES: {
-    def: '20',
-    doc: 'consecutive AI engine failures that open the circuit breaker',
-    parse: (n: string, v: string) => int(n, v, 1, 100_000),
-  },
-  AI_BREAKER_COOLDOWN_MS: {
-    def: '5000',
-    doc: 'how long an open circuit fails fast before one probe request',
-    parse: (n: string, v: string) => int(n, v, 100, 600_000),
-  },
-  RATE_LIMIT_MESSAGES: { def: '20', doc: 'user messages per session per window', parse: (n: string, v: string) => int(n, v, 1, 1_000_000) },
-  RATE_LIMIT_WINDOW_S: { def: '10', doc: 'rate-limit window', parse: (n: string, v: string) => int(n, v, 1, 86_400) },
+  AI_ENGINE_TIMEOUT_MS: intVar('30000', 'AI engine request time-out', 1, 600_000),
+  AI_ENGINE_MAX_INFLIGHT: intVar('1024', 'AI requests in flight per worker; the excess is answered "Failed to process message"', 1, 1_000_000),
+  AI_ENGINE_CONNECTIONS: intVar('512', 'keep-alive connections to the AI engine per worker (answers in progress at once)', 1, 65_536),
+  AI_ENGINE_MAX_INFLIGHT_PER_CREATOR: intVar('256', 'AI requests in flight per creator per worker', 1, 1_000_000),
+  AI_BREAKER_FAILURES: intVar('20', 'consecutive AI engine failures that open the circuit breaker', 1, 100_000),
+  AI_BREAKER_COOLDOWN_MS: intVar('5000', 'how long an open circuit fails fast before one probe request', 100, 600_000),
+  RATE_LIMIT_MESSAGES: intVar('20', 'user messages per session per window', 1, 1_000_000),
+  RATE_LIMIT_WINDOW_S: intVar('10', 'rate-limit window', 1, 86_400),
   IDLE_TIMEOUT_S: { def: '120', doc: 'uWS idleTimeout; the server pings automatically', parse: idleTimeout },
-  MAX_PAYLOAD_BYTES: {
-    def: '65536',
-    doc: 'larger frames close the socket with 1009',
-    parse: (n: string, v: string) => int(n, v, 256, 16 * 1024 * 1024),
-  },
-  MAX_BACKPRESSURE_BYTES: {
-    def: '1048576',
-    doc: 'bytes buffered for one slow socket before it is closed with 4009',
-    parse: (n: string, v: string) => int(n, v, 1024, 256 * 1024 * 1024),
-  },
-  MAX_QUEUED_MESSAGES: {
-    def: '16',
-    doc: 'user messages waiting for an answer per connection; the excess gets an error frame',
-    parse: (n: string, v: string) => int(n, v, 1, 10_000),
-  },
-  FRAME_RATE_LIMIT: {
-    def: '100',
-    doc: 'frames per second per socket (burst as large); over it the socket is closed with 4008; 0: off',
-    parse: (n: string, v: string) => int(n, v, 0, 1_000_000),
-  },
-  CONNECT_RATE_PER_IP: {
-    def: '50',
-    doc: 'new sockets per client IP per second per worker (burst as large); over it 4030; 0: off',
-    parse: (n: string, v: string) => int(n, v, 0, 1_000_000),
-  },
+  MAX_PAYLOAD_BYTES: intVar('65536', 'larger frames close the socket with 1009', 256, 16 * 1024 * 1024),
+  MAX_BACKPRESSURE_BYTES: intVar('1048576', 'bytes buffered for one slow socket before it is closed with 4009', 1024, 256 * 1024 * 1024),
+  MAX_QUEUED_MESSAGES: intVar('16', 'user messages waiting for an answer per connection; the excess gets an error frame', 1, 10_000),
+  FRAME_RATE_LIMIT: intVar('100', 'frames per second per socket (burst as large); over it the socket is closed with 4008; 0: off', 0, 1_000_000),
+  CONNECT_RATE_PER_IP: intVar('50', 'new sockets per client IP per second per worker (burst as large); over it 4030; 0: off', 0, 1_000_000),
+  MAX_CONNECTIONS_PER_IP: intVar('0', 'open sockets per client IP per worker (4029 beyond); 0: off', 0, 10_000_000),
+  MAX_HEADER_BYTES: intVar('8192', 'total size of an upgrade request\'s headers (431 beyond)', 512, 1_048_576),
+  JWT_JWKS_REFRESH_S: intVar('600', 'JWKS refresh period', 10, 86_400),
+  JWT_JWKS_MIN_REFRESH_S: intVar('30', 'an unknown kid refreshes the JWKS at most this often', 1, 3600),
   VALIDATION_MODE: {
     // auto, as measured (bench/RESULTS.md, "Validation"): below the threshold it
     // is inline (same throughput); 60 KiB frames go to the pool, which costs
@@ -237,22 +202,10 @@ export const VARIABLES = {
       return v;
     },
   },
-  VALIDATION_POOL_THRESHOLD_BYTES: {
-    def: '32768',
-    doc: 'auto mode: frames of at least this size are validated in the pool',
-    parse: (n: string, v: string) => int(n, v, 1, 16 * 1024 * 1024),
-  },
-  VALIDATION_THREADS: {
-    def: '1',
-    doc: 'pool threads per worker',
-    parse: (n: string, v: string) => int(n, v, 1, 64),
-  },
-  VALIDATION_MAX_QUEUE: {
-    def: '1024',
-    doc: 'frames waiting for the pool per worker; beyond, "Server busy, try again"',
-    parse: (n: string, v: string) => int(n, v, 1, 1_000_000),
-  },
-  SHUTDOWN_TIMEOUT_S: { def: '30', doc: 'graceful shutdown deadline', parse: (n: string, v: string) => int(n, v, 1, 3600) },
+  VALIDATION_POOL_THRESHOLD_BYTES: intVar('32768', 'auto mode: frames of at least this size are validated in the pool', 1, 16 * 1024 * 1024),
+  VALIDATION_THREADS: intVar('1', 'pool threads per worker', 1, 64),
+  VALIDATION_MAX_QUEUE: intVar('1024', 'frames waiting for the pool per worker; beyond, "Server busy, try again"', 1, 1_000_000),
+  SHUTDOWN_TIMEOUT_S: intVar('30', 'graceful shutdown deadline', 1, 3600),
   LOG_LEVEL: {
     def: 'info',
     doc: 'pino level',
@@ -328,16 +281,16 @@ function readLimits(env: Env): Pick<Config, 'allowedOrigins' | 'maxConnectionsPe
   }
   return {
     allowedOrigins: allowedOrigins ? Object.freeze(allowedOrigins) : undefined,
-    maxConnectionsPerIp: int('MAX_CONNECTIONS_PER_IP', env.MAX_CONNECTIONS_PER_IP || '0', 0, 10_000_000),
+    maxConnectionsPerIp: read(env, 'MAX_CONNECTIONS_PER_IP'),
     maxConnections,
-    maxHeaderBytes: int('MAX_HEADER_BYTES', env.MAX_HEADER_BYTES || '8192', 512, 1_048_576),
+    maxHeaderBytes: read(env, 'MAX_HEADER_BYTES'),
   };
 }
 
 function readJwt(env: Env): Config['jwt'] {
   const common = {
-    jwksRefreshS: int('JWT_JWKS_REFRESH_S', env.JWT_JWKS_REFRESH_S || '600', 10, 86_400),
-    jwksMinRefreshS: int('JWT_JWKS_MIN_REFRESH_S', env.JWT_JWKS_MIN_REFRESH_S || '30', 1, 3600),
+    jwksRefreshS: read(env, 'JWT_JWKS_REFRESH_S'),
+    jwksMinRefreshS: read(env, 'JWT_JWKS_MIN_REFRESH_S'),
     ...(env.JWT_ISSUER ? { issuer: env.JWT_ISSUER } : {}),
     ...(env.JWT_AUDIENCE ? { audience: env.JWT_AUDIENCE } : {}),
   };
