@@ -1,7 +1,9 @@
 /** Small pure parts: validation, rate limiting, the relay, back-off, the uWS loader. */
 import t from 'tap';
 import { decodeFrame, validateMessage } from '../src/pipeline/validate.js';
-import { TokenBucketLimiter } from '../src/pipeline/rate-limit.js';
+import { BucketTable } from '../src/limits/buckets.js';
+import { KeyedBuckets } from '../src/limits/keyed.js';
+import { MemoryRateStore } from '../src/limits/store.js';
 import { Relay, type RelayTarget } from '../src/primary/relay.js';
 import { backoffMs } from '../src/primary/supervisor.js';
 import { loadUws, UwsLoadError, CANDIDATES } from '../src/uws/loader.js';
@@ -19,19 +21,92 @@ t.test('decodeFrame', async (t) => {
   t.same(validateMessage({ type: 'x'.repeat(100) }).ok, false);
 });
 
-t.test('TokenBucketLimiter', async (t) => {
-  let now = 0;
-  const l = new TokenBucketLimiter(3, 3, () => now);
-  t.teardown(() => l.close());
-  t.same([l.take('a'), l.take('a'), l.take('a'), l.take('a')], [true, true, true, false], 'a burst of capacity, then refused');
-  t.ok(l.take('b'), 'keys are independent');
-  now += 999;
-  t.notOk(l.take('a'), 'not yet refilled');
-  now += 1;
-  t.ok(l.take('a'), 'one token per window/capacity');
-  now += 60_000;
-  t.same([l.take('a'), l.take('a'), l.take('a'), l.take('a')], [true, true, true, false], 'refills to capacity, no more');
-  t.equal(l.size, 2);
+t.test('shared token buckets (GCRA)', async (t) => {
+  t.test('a burst of the limit, then one per window/limit, never more than the limit', async (t) => {
+    const b = BucketTable.create(4, 3, 3000); // 3 per 3 s
+    let now = 1e15;
+    const takes = () => [b.take(1, now), b.take(1, now), b.take(1, now), b.take(1, now)];
+    t.same(takes(), [true, true, true, false], 'a burst of 3, then refused');
+    t.ok(b.take(2, now), 'slots are independent');
+    now += 999_000;
+    t.notOk(b.take(1, now), 'not yet refilled');
+    now += 1_000;
+    t.ok(b.take(1, now), 'one token per second');
+    now += 60e6;
+    t.same(takes(), [true, true, true, false], 'refills to the limit, no more');
+  });
+
+  t.test('counted tables count takes for the store; adopt only moves forward', async (t) => {
+    const b = BucketTable.create(2, 10, 1000, true);
+    const now = 1e15;
+    for (let i = 0; i < 4; i++) b.take(1, now);
+    t.equal(b.drainCharged(1), 4);
+    t.equal(b.drainCharged(1), 0, 'drained');
+    b.adopt(1, now + 1e6);
+    t.notOk(b.take(1, now), 'a TAT a whole window ahead (taken elsewhere) refuses');
+    b.adopt(1, now);
+    t.notOk(b.take(1, now), 'adopting an older TAT changes nothing');
+  });
+
+  t.test('threads share one table: concurrent takes never exceed the limit', async (t) => {
+    const { Worker } = await import('node:worker_threads');
+    const b = BucketTable.create(2, 5000, 3_600_000, true); // 5000 per hour: no refill during the test
+    const src = `
+      const { workerData, parentPort } = require('node:worker_threads');
+      const tat = new BigInt64Array(workerData.sab, 0, workerData.capacity);
+      const charged = new Int32Array(workerData.sab, workerData.capacity * 8, workerData.capacity);
+      let ok = 0;
+      for (let i = 0; i < 4000; i++) {
+        const now = Math.round((performance.timeOrigin + performance.now()) * 1000);
+        for (;;) {
+          const old = Atomics.load(tat, 1); const t = Number(old); const base = t > now ? t : now;
+          if (base - now > workerData.tauUs) break;
+          if (Atomics.compareExchange(tat, 1, old, BigInt(Math.ceil(base + workerData.intervalUs))) === old) { Atomics.add(charged, 1, 1); ok++; break; }
+        }
+      }
+      parentPort.postMessage(ok);`;
+    const runs = [0, 1, 2].map(
+      () => new Promise<number>((resolve, reject) => new Worker(src, { eval: true, workerData: b.shared }).once('message', resolve).once('error', reject)),
+    );
+    let here = 0;
+    for (let i = 0; i < 4000; i++) if (b.take(1, Math.round((performance.timeOrigin + performance.now()) * 1000))) here++;
+    const total = here + (await Promise.all(runs)).reduce((a, n) => a + n, 0);
+    t.equal(total, 5000, 'exactly the limit was admitted out of 16,000 tries from 4 threads');
+    t.equal(b.drainCharged(1), 5000, 'and counted once each');
+  });
+
+  t.test('keyed buckets: held keys keep their slot, full idle ones are freed, overflow shares slot 0', async (t) => {
+    const k = new KeyedBuckets('session', 2, 1, 60_000);
+    t.teardown(() => k.close());
+    const a = k.acquire('a');
+    t.ok(k.take('a'));
+    t.notOk(k.take('a'), 'limit 1');
+    k.release('a');
+    k.sweep();
+    t.equal(k.slotOf('a'), a, 'a released key in debt keeps its bucket (reconnecting does not reset it)');
+    t.notOk(k.take('a'));
+    t.ok(k.take('b'), 'second key');
+    t.ok(k.take('c'), 'the table is full of keys in debt: a new key gets the overflow bucket');
+    t.equal(k.slotOf('c'), undefined);
+    t.notOk(k.take('d'), 'and every further one shares it: limited together, never let through');
+    const idle = new KeyedBuckets('x', 1, 1, 1000);
+    t.teardown(() => idle.close());
+    idle.acquire('p');
+    idle.release('p');
+    idle.sweep();
+    t.equal(idle.size, 0, 'a released key with a full bucket is freed');
+  });
+
+  t.test('the memory store charges one shared TAT per key (the GCRA the Redis script follows)', async (t) => {
+    let now = 1e15;
+    const s = new MemoryRateStore(() => now);
+    t.teardown(() => s.close());
+    t.same(await s.charge({ kind: 'session', intervalUs: 1000, keys: ['a', 'b'], counts: [3, 0] }), [3000, 0]);
+    t.same(await s.charge({ kind: 'session', intervalUs: 1000, keys: ['a'], counts: [2] }), [5000], 'takes from two workers add up');
+    now += 4000;
+    t.same(await s.charge({ kind: 'session', intervalUs: 1000, keys: ['a'], counts: [0] }), [1000], 'a read; time pays the debt');
+    t.same(await s.charge({ kind: 'creator', intervalUs: 1000, keys: ['a'], counts: [0] }), [0], 'kinds are separate');
+  });
 });
 
 t.test('Relay forwards to interested workers, never back to the publisher', async (t) => {

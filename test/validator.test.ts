@@ -3,6 +3,12 @@ import t from 'tap';
 import { createValidator, type Ordered } from '../src/pipeline/validator.js';
 import { decodeFrame, type Decoded } from '../src/pipeline/validate.js';
 import { ERRORS } from '../src/protocol/frames.js';
+import { MessageTables } from '../src/limits/admit.js';
+import { BucketTable } from '../src/limits/buckets.js';
+
+/** Budgets that never refuse (the limits have their own test below). */
+const tables = new MessageTables(BucketTable.create(4, 1_000_000, 1000), undefined);
+const newConn = (): Ordered => ({ pending: undefined, sessionSlot: 1, creatorSlot: 0 });
 
 const ab = (s: string) => {
   const b = Buffer.from(s);
@@ -10,7 +16,7 @@ const ab = (s: string) => {
 };
 const ping = ab('{"type":"ping"}');
 const msg = (content: string) => ab(JSON.stringify({ type: 'user_message', content }));
-const describe = (d: Decoded) => (d.ok ? (d.msg.type === 'ping' ? 'ping' : d.msg.content) : `error:${d.error}`);
+const describe = (d: Decoded) => (d.ok ? (d.msg.type === 'ping' ? 'ping' : d.limited ? `limited:${d.limited}` : d.msg.content) : `error:${d.error}`);
 
 function collect(n: number) {
   const got: string[] = [];
@@ -27,10 +33,10 @@ function collect(n: number) {
 }
 
 t.test('auto: a large frame goes to the pool, the small ones after it wait for it (order per connection)', async (t) => {
-  const v = createValidator({ mode: 'auto', decode: decodeFrame, thresholdBytes: 1000, threads: 1, maxQueuedFrames: 100 });
+  const v = createValidator({ tables, mode: 'auto', decode: decodeFrame, thresholdBytes: 1000, threads: 1, maxQueuedFrames: 100 });
   t.teardown(() => v.close());
-  const conn: Ordered = { pending: undefined };
-  const other: Ordered = { pending: undefined };
+  const conn: Ordered = newConn();
+  const other: Ordered = newConn();
   const c = collect(4);
   v.submit(conn, msg('x'.repeat(5000)), false, c.done);
   v.submit(conn, ping, false, c.done);
@@ -46,20 +52,20 @@ t.test('auto: a large frame goes to the pool, the small ones after it wait for i
 });
 
 t.test('pool mode answers exactly as inline does', async (t) => {
-  const v = createValidator({ mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 2, maxQueuedFrames: 1000 });
+  const v = createValidator({ tables, mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 2, maxQueuedFrames: 1000 });
   t.teardown(() => v.close());
   const frames = ['{"type":"ping"}', '[]', '42', '{"type":"x"}', '{"type":"user_message","content":" a "}', '{', '{"type":"user_message","content":1}'];
   const c = collect(frames.length);
-  const conn: Ordered = { pending: undefined };
+  const conn: Ordered = newConn();
   for (const f of frames) v.submit(conn, ab(f), false, c.done);
   await c.all;
   t.same(c.got, frames.map((f) => describe(decodeFrame(ab(f), false))));
 });
 
 t.test('a full pool queue answers "Server busy", in order, and recovers', async (t) => {
-  const v = createValidator({ mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 1, maxQueuedFrames: 3 });
+  const v = createValidator({ tables, mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 1, maxQueuedFrames: 3 });
   t.teardown(() => v.close());
-  const conn: Ordered = { pending: undefined };
+  const conn: Ordered = newConn();
   const c = collect(5);
   for (let i = 0; i < 5; i++) v.submit(conn, msg(`m${i}`), false, c.done);
   await c.all;
@@ -72,9 +78,9 @@ t.test('a full pool queue answers "Server busy", in order, and recovers', async 
 
 t.test('the pool survives a task that throws and a thread that dies', async (t) => {
   const taskFile = new URL('./fixtures/failing-task.ts', import.meta.url).href;
-  const v = createValidator({ mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 1, maxQueuedFrames: 100, taskFile });
+  const v = createValidator({ tables, mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 1, maxQueuedFrames: 100, taskFile });
   t.teardown(() => v.close());
-  const conn: Ordered = { pending: undefined };
+  const conn: Ordered = newConn();
   const run = async (frames: string[]) => {
     const c = collect(frames.length);
     for (const f of frames) v.submit(conn, ab(f), false, c.done);
@@ -87,4 +93,26 @@ t.test('the pool survives a task that throws and a thread that dies', async (t) 
   t.same(await run(['{"type":"ping"}']), ['ping'], 'the next task runs');
   t.same(await run(['EXIT']), [`error:${ERRORS.BUSY}`], 'a dead thread: its frames are refused');
   t.same(await run(['{"type":"ping"}', '{"type":"user_message","content":"ok"}']), ['ping', 'ok'], 'piscina replaced the thread');
+});
+
+t.test('rate limits are the same whichever path a frame takes: one shared bucket for the pool and the uWS thread', async (t) => {
+  const limited = new MessageTables(BucketTable.create(4, 5, 60_000), BucketTable.create(4, 7, 60_000));
+  const v = createValidator({ tables: limited, mode: 'auto', decode: decodeFrame, thresholdBytes: 1000, threads: 2, maxQueuedFrames: 100 });
+  t.teardown(() => v.close());
+  const a: Ordered = { pending: undefined, sessionSlot: 1, creatorSlot: 1 };
+  const b: Ordered = { pending: undefined, sessionSlot: 2, creatorSlot: 1 };
+  const c = collect(10);
+  // Alternate large (pool thread) and small (inline) frames of one session.
+  for (let i = 0; i < 10; i++) v.submit(a, msg(i % 2 === 0 ? `${i}`.padEnd(2000, '.') : `${i}`), false, c.done);
+  await c.all;
+  t.equal(c.got.filter((g) => !g.startsWith('limited:')).length, 5, 'exactly the session limit (5) admitted across both paths');
+  t.equal(c.got.filter((g) => g === 'limited:session').length, 5, 'the excess is marked, to be answered "Rate limit exceeded" in its turn');
+  const d = collect(4);
+  for (let i = 0; i < 4; i++) v.submit(b, msg(i % 2 === 0 ? 'x'.repeat(2000) : 'y'), false, d.done);
+  await d.all;
+  t.same(
+    d.got.map((g) => (g.startsWith('limited:') ? g : 'ok')).sort(),
+    ['limited:creator', 'limited:creator', 'ok', 'ok'],
+    'another session of the creator gets the 2 left of the creator budget (7)',
+  );
 });

@@ -64,6 +64,10 @@ export interface Config {
   aiBreakerCooldownMs: number;
   rateLimitMessages: number;
   rateLimitWindowS: number;
+  /** AI requests per creator per minute, across the cluster; 0: off. */
+  aiBudgetPerMinute: number;
+  /** How often session and creator budgets are reconciled across workers and hosts. */
+  rateLimitSyncMs: number;
   idleTimeoutS: number;
   maxPayloadBytes: number;
   maxBackpressureBytes: number;
@@ -180,6 +184,8 @@ export const VARIABLES = {
   AI_BREAKER_COOLDOWN_MS: intVar('5000', 'how long an open circuit fails fast before one probe request', 100, 600_000),
   RATE_LIMIT_MESSAGES: intVar('20', 'user messages per session per window', 1, 1_000_000),
   RATE_LIMIT_WINDOW_S: intVar('10', 'rate-limit window', 1, 86_400),
+  AI_BUDGET_PER_MINUTE: intVar('0', 'AI requests per creator per minute across the cluster (burst as large); over it "AI request budget exceeded, try again later"; 0: off', 0, 100_000_000),
+  RATE_LIMIT_SYNC_MS: intVar('100', 'how often session and creator budgets are reconciled with the other workers and hosts (primary, or Redis); bounds the overshoot', 10, 10_000),
   IDLE_TIMEOUT_S: { def: '120', doc: 'uWS idleTimeout; the server pings automatically', parse: idleTimeout },
   MAX_PAYLOAD_BYTES: intVar('65536', 'larger frames close the socket with 1009', 256, 16 * 1024 * 1024),
   MAX_BACKPRESSURE_BYTES: intVar('1048576', 'bytes buffered for one slow socket before it is closed with 4009', 1024, 256 * 1024 * 1024),
@@ -386,6 +392,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     aiBreakerCooldownMs: read(env, 'AI_BREAKER_COOLDOWN_MS'),
     rateLimitMessages: read(env, 'RATE_LIMIT_MESSAGES'),
     rateLimitWindowS: read(env, 'RATE_LIMIT_WINDOW_S'),
+    aiBudgetPerMinute: read(env, 'AI_BUDGET_PER_MINUTE'),
+    rateLimitSyncMs: read(env, 'RATE_LIMIT_SYNC_MS'),
     idleTimeoutS: read(env, 'IDLE_TIMEOUT_S'),
     maxPayloadBytes: read(env, 'MAX_PAYLOAD_BYTES'),
     maxBackpressureBytes: read(env, 'MAX_BACKPRESSURE_BYTES'),

@@ -8,7 +8,8 @@ import type { Uws } from '../uws/loader.js';
 import type { TokenVerifier } from '../auth/verifier.js';
 import type { AiEngine } from '../ai/engine.js';
 import type { Bus, BusHandler } from '../bus/bus.js';
-import { TokenBucketLimiter, type RateLimiter } from '../pipeline/rate-limit.js';
+import { Limits } from '../limits/index.js';
+import type { RateStore } from '../limits/store.js';
 import { ChatPipeline } from '../pipeline/chat.js';
 import { ChannelRouter } from '../channels/router.js';
 import { WidgetChannel } from '../channels/widget.js';
@@ -39,7 +40,8 @@ export interface GatewayDeps {
   log: Logger;
   verifier: TokenVerifier;
   engine: AiEngine;
-  limiter: RateLimiter;
+  /** Where session and creator budgets are shared with other workers and hosts (none: this process only). */
+  rateStore?: RateStore;
   busFactory: (onMessage: BusHandler) => Bus;
   cluster: ClusterView;
   /** With Redis: the cluster-wide connection registry (closed after the sockets, before the bus). */
@@ -60,7 +62,7 @@ export class Gateway {
   readonly channels = new ChannelRouter();
   readonly metrics: Metrics;
   readonly validator: Validator;
-  readonly #connectRate: RateLimiter | undefined;
+  readonly limits: Limits;
   #listen: us_listen_socket | undefined;
   #port = 0;
   #serving = false;
@@ -77,20 +79,21 @@ export class Gateway {
     this.fanout = new Fanout(this.app, d.busFactory, d.cluster);
     const widget = new WidgetChannel(this.fanout);
     this.channels.register(widget);
-    this.#connectRate = d.cfg.connectRatePerIp > 0 ? new TokenBucketLimiter(d.cfg.connectRatePerIp, 1) : undefined;
+    this.limits = new Limits(d.cfg, d.rateStore, d.log);
     this.validator = createValidator({
+      tables: this.limits.messages,
       mode: d.cfg.validationMode,
       decode: (data, isBinary) => widget.decode(data, isBinary),
       thresholdBytes: d.cfg.validationThresholdBytes,
       threads: d.cfg.validationThreads,
       maxQueuedFrames: d.cfg.validationMaxQueue,
     });
-    const chat = new ChatPipeline(d.engine, d.limiter, { maxQueued: d.cfg.maxQueuedMessages }, d.log, this.metrics);
+    const chat = new ChatPipeline(d.engine, { maxQueued: d.cfg.maxQueuedMessages }, d.log, this.metrics);
 
     this.app.ws<UserData>(
       '/api/v1/channels/widget/:creator_id/connect',
       widgetBehavior(
-        { cfg: d.cfg, verifier: d.verifier, chat, validator: this.validator, connectRate: this.#connectRate, bus: this.fanout.bus, log: d.log, sink: d.registry, metrics: this.metrics, accepting: () => this.#serving },
+        { cfg: d.cfg, verifier: d.verifier, chat, validator: this.validator, limits: this.limits, bus: this.fanout.bus, log: d.log, sink: d.registry, metrics: this.metrics, accepting: () => this.#serving },
         this.sockets,
       ),
     );
@@ -162,8 +165,8 @@ export class Gateway {
   /**
    * Graceful close, in a fixed order: refuse new sockets and fail readiness,
    * close the listen socket, end sockets in batches with `code`, wait for
-   * them to go (until `deadlineMs`), then close the bus, the engine and the
-   * limiter. Safe to call twice (the second call returns the first's promise).
+   * them to go (until `deadlineMs`), then close the registry, the bus, the
+   * engine, the pool and the limits (their last takes reported). Safe to call twice (the second call returns the first's promise).
    */
   close(code: number = CLOSE.SHUTDOWN.code, deadlineMs = this.d.cfg.shutdownTimeoutS * 1000): Promise<void> {
     this.#closing ??= this.#close(code, deadlineMs);
@@ -204,11 +207,9 @@ export class Gateway {
       }
     } finally {
       await this.d.registry?.close().catch(() => {});
-      await Promise.allSettled([this.fanout.bus.close(), this.d.engine.close(), this.validator.close()]);
+      await Promise.allSettled([this.fanout.bus.close(), this.d.engine.close(), this.validator.close(), this.limits.close()]);
       this.d.verifier.close();
       this.metrics.close();
-      this.d.limiter.close();
-      this.#connectRate?.close();
     }
   }
 }

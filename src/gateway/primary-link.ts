@@ -14,6 +14,7 @@ import {
   type WorkerToPrimary,
 } from '../primary/ipc.js';
 import type { ClusterView } from './gateway.js';
+import type { ChargeBatch, RateStore } from '../limits/store.js';
 
 export interface LinkHandlers {
   localStats(): LocalStats;
@@ -57,7 +58,13 @@ export class PrimaryLink implements ClusterView {
     return (await this.#request('metrics')) as string;
   }
 
-  #request(op: keyof PrimaryOps, arg?: string, payload?: Uint8Array): Promise<unknown> {
+  /** The primary's rate-limit store, shared by the workers of this host (embedded mode). */
+  readonly rateStore: RateStore = {
+    charge: (batch: ChargeBatch) => this.#request('rate', undefined, undefined, batch) as Promise<number[]>,
+    close: async () => {},
+  };
+
+  #request(op: keyof PrimaryOps, arg?: string, payload?: Uint8Array, batch?: ChargeBatch): Promise<unknown> {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -65,7 +72,7 @@ export class PrimaryLink implements ClusterView {
         reject(new GatewayError('GW_ERR_IPC_TIMEOUT', `primary did not answer "${op}" in ${this.timeoutMs} ms`));
       }, this.timeoutMs);
       this.#pending.set(id, { resolve, reject, timer });
-      this.send({ t: 'req', id, op, arg, payload });
+      this.send({ t: 'req', id, op, arg, payload, batch });
     });
   }
 

@@ -23,7 +23,7 @@ import type { ChatPeer, ChatPipeline, ChatState, OutKind } from '../pipeline/cha
 import type { Metrics } from '../observability/metrics.js';
 import type { Ordered, Validator } from '../pipeline/validator.js';
 import type { Decoded } from '../pipeline/validate.js';
-import type { RateLimiter } from '../pipeline/rate-limit.js';
+import type { Limits } from '../limits/index.js';
 import type { Bus } from '../bus/bus.js';
 import type { Logger } from '../observability/log.js';
 import type { Res } from './http.js';
@@ -46,8 +46,6 @@ export interface UserData {
 /** What every Conn of a worker shares. */
 export interface ConnEnv {
   maxBackpressure: number;
-  /** FRAME_RATE_LIMIT (frames per second per socket; 0: off). */
-  frameRate: number;
   metrics: Metrics;
 }
 
@@ -57,9 +55,10 @@ const ERROR_LABELS = new Map<string, string>(Object.entries(frames.ERRORS).map((
 /** Per-connection state of an authenticated socket. */
 export class Conn implements ChatPeer, Ordered {
   closed = false;
-  /** The frame-rate bucket (FRAME_RATE_LIMIT): tokens left, and when last refilled. */
-  frameTokens: number;
-  frameAt: number;
+  /** Rate-limit slots (limits/), held from open to close. */
+  frameSlot = 0;
+  sessionSlot = 0;
+  creatorSlot = 0;
   pending: Ordered['pending'] = undefined;
   chat: ChatState | undefined = undefined;
   ws: WebSocket<UserData> | undefined = undefined;
@@ -73,20 +72,11 @@ export class Conn implements ChatPeer, Ordered {
     /** Client IP, as text. */
     readonly ip: string,
     readonly connectedAt = Date.now(),
-  ) {
-    this.frameTokens = env.frameRate;
-    this.frameAt = connectedAt;
-  }
+  ) {}
 
-  /** Takes a token from the socket's frame-rate bucket; false when over FRAME_RATE_LIMIT. */
-  takeFrame(now: number): boolean {
-    const rate = this.env.frameRate;
-    if (rate === 0) return true;
-    this.frameTokens = Math.min(rate, this.frameTokens + ((now - this.frameAt) * rate) / 1000);
-    this.frameAt = now;
-    if (this.frameTokens < 1) return false;
-    this.frameTokens -= 1;
-    return true;
+  /** The session's rate-limit key: creator + session id. */
+  get sessionKey(): string {
+    return `${this.creatorId}\u0000${this.sessionId}`;
   }
 
   /**
@@ -133,14 +123,12 @@ export interface SocketDeps {
     | 'maxConnectionsPerIp'
     | 'maxHeaderBytes'
     | 'allowedOrigins'
-    | 'frameRateLimit'
-    | 'connectRatePerIp'
   >;
   verifier: TokenVerifier;
   chat: ChatPipeline;
   validator: Validator;
-  /** New sockets per client IP per second (CONNECT_RATE_PER_IP), if limited. */
-  connectRate: RateLimiter | undefined;
+  /** Frame, connect, session and creator limits. */
+  limits: Limits;
   bus: Bus;
   log: Logger;
   metrics: Metrics;
@@ -222,8 +210,8 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     res.upgrade(data, hs.key, hs.protocol, hs.extensions, ctx);
   }
 
-  const env: ConnEnv = { maxBackpressure: cfg.maxBackpressureBytes, frameRate: cfg.frameRateLimit, metrics: deps.metrics };
-  const connectRate = deps.connectRate;
+  const env: ConnEnv = { maxBackpressure: cfg.maxBackpressureBytes, metrics: deps.metrics };
+  const limits = deps.limits;
 
   /** Acts on a decoded frame. Called corked (in the uWS handler, or wrapped after the pool). */
   function handle(conn: Conn, d: Decoded): void {
@@ -237,7 +225,8 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       conn.send(frames.PONG, 'pong');
     } else {
       m.user_message++;
-      chat.submit(conn, d.msg.content);
+      if (d.limited !== undefined) deps.metrics.rateLimited.labels(d.limited).inc();
+      chat.submit(conn, d.msg.content, d.limited);
     }
   }
   let inHandler = false;
@@ -283,7 +272,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       if (cfg.maxConnectionsPerIp > 0 && sockets.ipCount(ip) >= cfg.maxConnectionsPerIp) {
         return reject(r, hs, ctx, CLOSE.TOO_MANY_CONNECTIONS);
       }
-      if (connectRate && !connectRate.take(ip)) {
+      if (!limits.takeConnect(ip)) {
         deps.metrics.rateLimited.labels('connect').inc();
         return reject(r, hs, ctx, CLOSE.CONNECT_RATE);
       }
@@ -333,6 +322,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         return;
       }
       conn.ws = ws;
+      ({ frameSlot: conn.frameSlot, sessionSlot: conn.sessionSlot, creatorSlot: conn.creatorSlot } = limits.acquire(conn.connectionId, conn.creatorId, conn.sessionKey));
       sockets.add(ws, conn);
       deps.sink?.add(conn);
       ws.subscribe(creatorTopic(conn.creatorId));
@@ -348,7 +338,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         ws.end(CLOSE.TOO_BIG.code, CLOSE.TOO_BIG.reason);
         return;
       }
-      if (!conn.takeFrame(Date.now())) {
+      if (!limits.takeFrame(conn.frameSlot)) {
         deps.metrics.rateLimited.labels('frames').inc();
         ws.end(CLOSE.FRAME_RATE.code, CLOSE.FRAME_RATE.reason);
         return;
@@ -373,6 +363,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       if (conn === undefined) return;
       conn.closed = true;
       conn.ws = undefined;
+      limits.release(conn.connectionId, conn.creatorId, conn.sessionKey);
       sockets.delete(ws, conn);
       deps.sink?.remove(conn);
       log.debug({ conn: conn.connectionId, code }, 'socket closed');

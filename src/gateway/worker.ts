@@ -12,7 +12,8 @@ import { loadUws } from '../uws/loader.js';
 import { createLogger, type Logger } from '../observability/log.js';
 import { createTokenVerifier } from '../auth/verifier.js';
 import { createEngine } from '../ai/index.js';
-import { TokenBucketLimiter } from '../pipeline/rate-limit.js';
+import { RedisRateStore } from '../limits/redis-store.js';
+import { createRedis } from '../redis/client.js';
 import { IpcBus } from '../bus/ipc.js';
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -70,7 +71,9 @@ export async function runWorker(): Promise<void> {
     log,
     verifier,
     engine: createEngine(cfg),
-    limiter: new TokenBucketLimiter(cfg.rateLimitMessages, cfg.rateLimitWindowS),
+    // Session and creator budgets: shared through Redis by every host, or
+    // through the primary by this host's workers.
+    rateStore: cfg.redisUrl ? new RedisRateStore(createRedis(cfg.redisUrl, 'rate-limits', log), cfg.redisPrefix) : link.rateStore,
     ...clusterParts(cfg, log, link),
   });
   try {

@@ -1,6 +1,7 @@
 /**
- * The user_message pipeline of one connection: rate limit, typing indicator,
- * AI engine, answer - in order.
+ * The user_message pipeline of one connection: typing indicator, AI engine,
+ * answer - in order. (Rate limits are applied before, in the validation
+ * stage; a refused message is answered here, in its turn.)
  *
  * Ordering: the answers to one connection's user_messages (an ai_response, or
  * an error frame) go out in the order the messages arrived; a message waits
@@ -11,7 +12,7 @@
  * sent it after every error).
  */
 import type { AiEngine } from '../ai/engine.js';
-import type { RateLimiter } from './rate-limit.js';
+import type { MessageLimit } from '../limits/admit.js';
 import * as frames from '../protocol/frames.js';
 import type { Logger } from '../observability/log.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -57,22 +58,23 @@ export interface ChatOptions {
 export class ChatPipeline {
   constructor(
     private readonly engine: AiEngine,
-    private readonly limiter: RateLimiter,
     private readonly opts: ChatOptions,
     private readonly log: Logger,
     private readonly metrics: Metrics,
   ) {}
 
-  /** Accepts a validated, trimmed user message. Called inside a uWS handler (corked). */
-  submit(peer: ChatPeer, content: string): void {
+  /**
+   * Accepts a validated, trimmed user message; `limited`: the budget that
+   * refused it, answered with its error in turn. Called inside a uWS handler
+   * (corked).
+   */
+  submit(peer: ChatPeer, content: string, limited?: MessageLimit): void {
     const state = (peer.chat ??= { items: [], busy: false });
     if (state.items.length >= this.opts.maxQueued) {
       peer.error(frames.ERRORS.QUEUE_FULL);
       return;
     }
-    const allowed = this.limiter.take(`${peer.creatorId}\u0000${peer.sessionId}`);
-    if (!allowed) this.metrics.rateLimited.labels('session').inc();
-    state.items.push(allowed ? content : { error: frames.ERRORS.RATE_LIMITED });
+    state.items.push(limited === undefined ? content : { error: limited === 'session' ? frames.ERRORS.RATE_LIMITED : frames.ERRORS.AI_BUDGET });
     if (!state.busy) void this.#run(peer, state, false);
   }
 

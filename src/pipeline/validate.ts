@@ -5,10 +5,12 @@
  * frame; nothing a client sends can make it throw.
  */
 import { ERRORS, unknownTypeError } from '../protocol/frames.js';
+import type { MessageLimit, MessageTables } from '../limits/admit.js';
 
 export type ClientMessage = { type: 'ping' } | { type: 'user_message'; content: string };
 
-export type Decoded = { ok: true; msg: ClientMessage } | { ok: false; error: string };
+/** A valid message, or an error frame's text. `limited`: the budget that refused a user_message (answered in order by the chat pipeline). */
+export type Decoded = { ok: true; msg: ClientMessage; limited?: MessageLimit } | { ok: false; error: string };
 
 const INVALID_JSON: Decoded = Object.freeze({ ok: false, error: ERRORS.INVALID_JSON });
 const INVALID_MESSAGE: Decoded = Object.freeze({ ok: false, error: ERRORS.INVALID_MESSAGE });
@@ -54,4 +56,21 @@ export function validateMessage(value: unknown): Decoded {
     return { ok: true, msg: { type: 'user_message', content: trimmed } };
   }
   return { ok: false, error: unknownTypeError(type) };
+}
+
+/** Which buckets a connection's messages are charged to (slots of the shared tables). */
+export interface MessageSlots {
+  sessionSlot: number;
+  creatorSlot: number;
+}
+
+/**
+ * Charges a decoded user_message to its session's and creator's budgets,
+ * marking it `limited` if one refused it. Runs in whichever thread decoded
+ * the frame; the buckets are shared, so both paths limit alike.
+ */
+export function admitDecoded(d: Decoded, tables: MessageTables, slots: MessageSlots, now: number): Decoded {
+  if (!d.ok || d.msg.type !== 'user_message') return d;
+  const limited = tables.admit(slots.sessionSlot, slots.creatorSlot, now);
+  return limited === undefined ? d : { ok: true, msg: d.msg, limited };
 }

@@ -9,6 +9,9 @@
  *   stay inline (handing a 50-byte frame to a thread costs more than
  *   parsing it).
  *
+ * Either path then charges a valid user_message to the connection's session
+ * and creator budgets, in shared memory (limits/), so both limit alike.
+ *
  * Frames for the pool are gathered per event-loop turn into one task per
  * batch, their bytes transferred to the thread, not copied again. The pool's
  * queue is bounded: when it is full, a frame is answered "Server busy"
@@ -18,19 +21,21 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
-import type { Decoded } from './validate.js';
+import { admitDecoded, type Decoded, type MessageSlots } from './validate.js';
+import type { MessageTables } from '../limits/admit.js';
+import { nowUs } from '../limits/buckets.js';
 import { ERRORS } from '../protocol/frames.js';
-import type { ValidateBatch } from '../pool/validate-task.js';
+import type { ValidateBatch, ValidateWorkerData } from '../pool/validate-task.js';
 
 export type ValidationMode = 'inline' | 'pool' | 'auto';
 
-/** Per-connection ordering state, owned by the validator. */
-export interface Ordered {
+/** Per-connection ordering state, owned by the validator, and the connection's rate-limit slots. */
+export interface Ordered extends MessageSlots {
   pending: Array<{ d: Decoded | undefined; done: (d: Decoded) => void }> | undefined;
 }
 
 export interface Validator {
-  /** Decodes `data` and calls `done` with the result, in arrival order per `conn`. */
+  /** Decodes and admits `data`; calls `done` with the result, in arrival order per `conn`. */
   submit(conn: Ordered, data: ArrayBuffer, isBinary: boolean, done: (d: Decoded) => void): void;
   /** Frames waiting for or inside the pool (a metric). */
   readonly queued: number;
@@ -41,6 +46,8 @@ export interface ValidatorOptions {
   mode: ValidationMode;
   /** The inline decoder: the channel's (the pool task runs the same decodeFrame). */
   decode: (data: ArrayBuffer, isBinary: boolean) => Decoded;
+  /** The session and creator budgets (shared with the pool threads). */
+  tables: MessageTables;
   thresholdBytes: number;
   threads: number;
   /** Frames allowed to wait for the pool before "Server busy". */
@@ -54,7 +61,7 @@ const BUSY: Decoded = Object.freeze({ ok: false, error: ERRORS.BUSY });
 export function createValidator(o: ValidatorOptions): Validator {
   if (o.mode === 'inline') {
     return {
-      submit: (_c, data, bin, done) => done(o.decode(data, bin)),
+      submit: (c, data, bin, done) => done(admitDecoded(o.decode(data, bin), o.tables, c, nowUs())),
       queued: 0,
       close: async () => {},
     };
@@ -69,10 +76,11 @@ function taskFile(): string {
 }
 
 type Slot = { d: Decoded | undefined; done: (d: Decoded) => void };
+type Batch = ValidateBatch & { waiting: Array<{ conn: Ordered; slot: Slot }> };
 
 class PoolValidator implements Validator {
   readonly #pool: Piscina<ValidateBatch, Decoded[]>;
-  #batch: { frames: ArrayBuffer[]; binary: boolean[]; slots: Array<{ conn: Ordered; slot: Slot }> } | undefined;
+  #batch: Batch | undefined;
   #queued = 0;
   #closed = false;
 
@@ -82,6 +90,7 @@ class PoolValidator implements Validator {
       minThreads: 1,
       maxThreads: o.threads,
       idleTimeout: 60_000,
+      workerData: { tables: o.tables.shared } satisfies ValidateWorkerData,
     });
   }
 
@@ -92,13 +101,13 @@ class PoolValidator implements Validator {
   submit(conn: Ordered, data: ArrayBuffer, isBinary: boolean, done: (d: Decoded) => void): void {
     const toPool = this.o.mode === 'pool' || data.byteLength >= this.o.thresholdBytes;
     if (!toPool && conn.pending === undefined) {
-      done(this.o.decode(data, isBinary)); // fast path: nothing of this connection is in the pool
+      done(admitDecoded(this.o.decode(data, isBinary), this.o.tables, conn, nowUs())); // fast path: nothing of this connection is in the pool
       return;
     }
     const slot: Slot = { d: undefined, done };
     (conn.pending ??= []).push(slot);
     if (!toPool) {
-      slot.d = this.o.decode(data, isBinary);
+      slot.d = admitDecoded(this.o.decode(data, isBinary), this.o.tables, conn, nowUs());
       return this.#drain(conn);
     }
     if (this.#closed || this.#queued >= this.o.maxQueuedFrames) {
@@ -109,12 +118,13 @@ class PoolValidator implements Validator {
     // uWS reuses `data` after the handler returns: copy once, then transfer the copy.
     const copy = data.slice(0);
     if (!this.#batch) {
-      this.#batch = { frames: [], binary: [], slots: [] };
+      this.#batch = { frames: [], binary: [], slots: [], waiting: [] };
       setImmediate(() => this.#flush());
     }
     this.#batch.frames.push(copy);
     this.#batch.binary.push(isBinary);
-    this.#batch.slots.push({ conn, slot });
+    this.#batch.slots.push(conn.sessionSlot, conn.creatorSlot);
+    this.#batch.waiting.push({ conn, slot });
   }
 
   #flush(): void {
@@ -122,13 +132,13 @@ class PoolValidator implements Validator {
     this.#batch = undefined;
     if (!b) return;
     const settle = (results: Decoded[] | undefined) => {
-      this.#queued -= b.slots.length;
-      b.slots.forEach(({ conn, slot }, i) => {
+      this.#queued -= b.waiting.length;
+      b.waiting.forEach(({ conn, slot }, i) => {
         slot.d = results?.[i] ?? BUSY; // a task that threw or a thread that died: the frame is refused, not lost silently
         this.#drain(conn);
       });
     };
-    this.#pool.run({ frames: b.frames, binary: b.binary }, { transferList: b.frames }).then(settle, () => settle(undefined));
+    this.#pool.run({ frames: b.frames, binary: b.binary, slots: b.slots }, { transferList: b.frames }).then(settle, () => settle(undefined));
   }
 
   /** Delivers the connection's results that are ready, in order. */

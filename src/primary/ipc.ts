@@ -1,3 +1,5 @@
+import type { ChargeBatch } from '../limits/store.js';
+
 /**
  * Messages between the primary and its workers over cluster IPC (advanced
  * serialization, so Uint8Array payloads cross without base64).
@@ -25,6 +27,8 @@ export interface PrimaryOps {
   deliver: boolean;
   /** Prometheus text: every worker's metrics, summed. */
   metrics: string;
+  /** Charges `batch` to the primary's rate-limit store (embedded mode); microseconds ahead per key. */
+  rate: number[];
 }
 
 /** Requests the primary may make of a worker. */
@@ -40,7 +44,7 @@ export type WorkerToPrimary =
   | { t: 'ready' }
   | { t: 'pub'; topic: string; payload: Uint8Array }
   | { t: 'sub'; add: string[]; del: string[] }
-  | { t: 'req'; id: number; op: keyof PrimaryOps; arg?: string; payload?: Uint8Array }
+  | { t: 'req'; id: number; op: keyof PrimaryOps; arg?: string; payload?: Uint8Array; batch?: ChargeBatch }
   | { t: 'res'; id: number; result?: unknown; error?: string };
 
 export type PrimaryToWorker =

@@ -22,6 +22,7 @@ import { readEnvFile } from '../config/env-file.js';
 import { loadUws } from '../uws/loader.js';
 import { createLogger, type Logger } from '../observability/log.js';
 import { Relay, type RelayTarget } from './relay.js';
+import { MemoryRateStore } from '../limits/store.js';
 import { isTagged, type ClusterStats, type PrimaryToWorker, type WorkerOps, type WorkerToPrimary } from './ipc.js';
 
 interface Slot {
@@ -80,6 +81,8 @@ function warnDevSecret(cfg: Readonly<Config>, log: Logger): void {
 class Supervisor {
   readonly #slots = new Map<number, Slot>();
   readonly #relay = new Relay();
+  /** Session and creator budgets shared by the workers (embedded mode; with Redis they use Redis). */
+  readonly #rates = new MemoryRateStore();
   #failures = 0;
   #stopping = false;
   #wasReady = false;
@@ -214,6 +217,10 @@ class Supervisor {
       case 'req':
         if (msg.op === 'stats') {
           void this.#stats().then((result) => this.#send(slot.worker, { t: 'res', id: msg.id, result }));
+        } else if (msg.op === 'rate') {
+          void this.#rates.charge(msg.batch ?? { kind: '', intervalUs: 0, keys: [], counts: [] }).then((result) =>
+            this.#send(slot.worker, { t: 'res', id: msg.id, result }),
+          );
         } else if (msg.op === 'metrics') {
           void this.#metrics().then(
             (result) => this.#send(slot.worker, { t: 'res', id: msg.id, result }),

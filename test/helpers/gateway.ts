@@ -4,7 +4,7 @@ import { loadUws } from '../../src/uws/loader.js';
 import { createLogger } from '../../src/observability/log.js';
 import { createTokenVerifier } from '../../src/auth/verifier.js';
 import { createEngine } from '../../src/ai/index.js';
-import { TokenBucketLimiter } from '../../src/pipeline/rate-limit.js';
+import type { RateStore } from '../../src/limits/store.js';
 import { MemoryBus, MemoryHub } from '../../src/bus/memory.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { StandaloneCluster } from '../../src/gateway/standalone.js';
@@ -17,7 +17,8 @@ export interface TestGateway {
   close(): Promise<void>;
 }
 
-export async function startGateway(env: Record<string, string> = {}, hub = new MemoryHub()): Promise<TestGateway> {
+/** `rateStore`: shared session and creator budgets between gateways of one test (as the primary or Redis would). */
+export async function startGateway(env: Record<string, string> = {}, hub = new MemoryHub(), rateStore?: RateStore): Promise<TestGateway> {
   // TEST_VALIDATION_MODE runs a whole suite with frames validated in the pool (see *-pool.test.ts).
   const mode = process.env.TEST_VALIDATION_MODE ? { VALIDATION_MODE: process.env.TEST_VALIDATION_MODE } : {};
   // Tests open sockets and send frames much faster than people do: the abuse caps are off unless a test sets them.
@@ -31,7 +32,7 @@ export async function startGateway(env: Record<string, string> = {}, hub = new M
     log: createLogger(cfg.logLevel),
     verifier,
     engine: createEngine(cfg),
-    limiter: new TokenBucketLimiter(cfg.rateLimitMessages, cfg.rateLimitWindowS),
+    rateStore,
     busFactory: (onMessage) => new MemoryBus(hub, onMessage),
     cluster: new StandaloneCluster(),
   });

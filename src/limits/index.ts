@@ -1,0 +1,116 @@
+/**
+ * Every rate limit of a worker, as token buckets in shared memory
+ * (limits/buckets.ts):
+ *
+ * | limit                      | key                 | checked                        | over it                      |
+ * |----------------------------|---------------------|--------------------------------|------------------------------|
+ * | FRAME_RATE_LIMIT           | connection          | every frame, uWS thread        | close 4008                   |
+ * | CONNECT_RATE_PER_IP        | client IP           | upgrade, uWS thread            | close 4030                   |
+ * | RATE_LIMIT_MESSAGES/WINDOW | creator + session   | valid user_message, any thread | "Rate limit exceeded"        |
+ * | AI_BUDGET_PER_MINUTE       | creator             | valid user_message, any thread | "AI request budget exceeded" |
+ *
+ * The session and creator budgets are reconciled with the other workers and
+ * hosts through a RateStore (limits/sync.ts states the overshoot bound);
+ * the frame and connect caps are per worker, like the sockets they guard.
+ */
+import type { Logger } from '../observability/log.js';
+import { MessageTables } from './admit.js';
+import { nowUs } from './buckets.js';
+import { KeyedBuckets } from './keyed.js';
+import type { RateStore } from './store.js';
+import { RateSync } from './sync.js';
+
+export interface LimitsConfig {
+  /** Frames per second per socket; 0: off. */
+  frameRateLimit: number;
+  /** New sockets per client IP per second; 0: off. */
+  connectRatePerIp: number;
+  rateLimitMessages: number;
+  rateLimitWindowS: number;
+  /** AI requests per creator per minute; 0: off. */
+  aiBudgetPerMinute: number;
+  /** How often the budgets are reconciled with the store. */
+  rateLimitSyncMs: number;
+  /** Sockets per worker: sizes the tables. */
+  maxConnections: number;
+}
+
+/** Slots a socket holds while open. */
+export interface ConnSlots {
+  frameSlot: number;
+  sessionSlot: number;
+  creatorSlot: number;
+}
+
+/** Table sizes are fixed (shared memory): at most this many slots of a kind (12 bytes each). */
+const MAX_SLOTS = 1 << 20;
+
+export class Limits {
+  readonly frames: KeyedBuckets | undefined;
+  readonly connects: KeyedBuckets | undefined;
+  readonly sessions: KeyedBuckets;
+  readonly creators: KeyedBuckets | undefined;
+  /** The message tables, for the validation stage (inline and pool). */
+  readonly messages: MessageTables;
+  readonly #sync: RateSync | undefined;
+  #closed = false;
+
+  /** `store`: where budgets are reconciled with other workers and hosts (none: this process only); closed by close(). */
+  constructor(
+    cfg: LimitsConfig,
+    private readonly store: RateStore | undefined,
+    log: Logger,
+  ) {
+    // A connection holds one slot of each; sessions and creators also keep
+    // theirs while in debt after their sockets left, hence the headroom.
+    const perConn = Math.min(MAX_SLOTS, cfg.maxConnections + 1024);
+    const withHeadroom = Math.min(MAX_SLOTS, 2 * cfg.maxConnections + 1024);
+    const synced = store !== undefined;
+    this.frames = cfg.frameRateLimit > 0 ? new KeyedBuckets('frame', perConn, cfg.frameRateLimit, 1000) : undefined;
+    this.connects = cfg.connectRatePerIp > 0 ? new KeyedBuckets('connect', 65_536, cfg.connectRatePerIp, 1000) : undefined;
+    this.sessions = new KeyedBuckets('session', withHeadroom, cfg.rateLimitMessages, cfg.rateLimitWindowS * 1000, synced);
+    this.creators = cfg.aiBudgetPerMinute > 0 ? new KeyedBuckets('creator', withHeadroom, cfg.aiBudgetPerMinute, 60_000, synced) : undefined;
+    this.messages = new MessageTables(this.sessions.table, this.creators?.table);
+    const tables = [this.sessions, this.creators].filter((t): t is KeyedBuckets => t !== undefined);
+    this.#sync = store ? new RateSync(store, tables, cfg.rateLimitSyncMs, log) : undefined;
+  }
+
+  /** Takes a connection attempt for `ip`; false when over CONNECT_RATE_PER_IP. */
+  takeConnect(ip: string): boolean {
+    return this.connects === undefined || this.connects.take(ip);
+  }
+
+  /** The slots of a socket that opens; give them back with `release`. */
+  acquire(connectionId: string, creatorId: string, sessionKey: string): ConnSlots {
+    return {
+      frameSlot: this.frames?.acquire(connectionId) ?? 0,
+      sessionSlot: this.sessions.acquire(sessionKey),
+      creatorSlot: this.creators?.acquire(creatorId) ?? 0,
+    };
+  }
+
+  release(connectionId: string, creatorId: string, sessionKey: string): void {
+    this.frames?.release(connectionId);
+    this.sessions.release(sessionKey);
+    this.creators?.release(creatorId);
+  }
+
+  /** Takes a frame on the socket's bucket; false when over FRAME_RATE_LIMIT. */
+  takeFrame(frameSlot: number): boolean {
+    return this.frames === undefined || this.frames.table.take(frameSlot, nowUs());
+  }
+
+  /** Reconciles the budgets with the store now (tests; otherwise periodic). */
+  sync(): Promise<void> {
+    return this.#sync?.sync() ?? Promise.resolve();
+  }
+
+  /** Reports pending takes, stops the timers and closes the store. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#sync?.close();
+    for (const t of [this.frames, this.connects, this.sessions, this.creators]) t?.close();
+    await this.store?.close();
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * Buckets by key (a session, a creator, a client IP) over one BucketTable.
+ * The key -> slot map lives on the uWS thread only; pool threads are given
+ * slot numbers. A key is held while a connection uses it (`acquire` /
+ * `release`); a sweep frees slots that are neither held nor in debt, since a
+ * full bucket is the same as no bucket. So a session that reconnects within
+ * its window finds its bucket as it left it.
+ *
+ * Slot 0 is the overflow bucket: if every slot is held or in debt (a flood of
+ * keys beyond the table's capacity), new keys share it, so the table's memory
+ * stays fixed and such keys are limited together, never let through.
+ */
+import { BucketTable, nowUs } from './buckets.js';
+
+interface Entry {
+  slot: number;
+  refs: number;
+  /** Not yet reconciled with the other workers (synchronised tables). */
+  fresh: boolean;
+}
+
+export class KeyedBuckets {
+  readonly table: BucketTable;
+  readonly #slots = new Map<string, Entry>();
+  readonly #free: number[] = [];
+  readonly #timer: NodeJS.Timeout;
+  /** Called when a key gets a slot (the synchroniser fetches its state from the other workers). */
+  onNewKey: (() => void) | undefined;
+
+  constructor(
+    readonly name: string,
+    capacity: number,
+    limit: number,
+    windowMs: number,
+    counted = false,
+  ) {
+    this.table = BucketTable.create(capacity + 1, limit, windowMs, counted);
+    for (let s = capacity; s >= 1; s--) this.#free.push(s);
+    this.#timer = setInterval(() => this.sweep(), Math.max(250, Math.min(windowMs, 10_000)));
+    this.#timer.unref();
+  }
+
+  /** The slot of `key`, held until `release`. */
+  acquire(key: string): number {
+    const e = this.#entry(key);
+    e.refs++;
+    return e.slot;
+  }
+
+  release(key: string): void {
+    const e = this.#slots.get(key);
+    if (e !== undefined && e.refs > 0) e.refs--;
+  }
+
+  /** Takes one token for `key` (keys that no connection holds: client IPs). */
+  take(key: string, now = nowUs()): boolean {
+    return this.table.take(this.#entry(key).slot, now);
+  }
+
+  /** The slot `key` has now, if any. */
+  slotOf(key: string): number | undefined {
+    return this.#slots.get(key)?.slot;
+  }
+
+  /** Marks `key` to be reconciled again (its last report failed). */
+  refresh(key: string): void {
+    const e = this.#slots.get(key);
+    if (e !== undefined) e.fresh = true;
+  }
+
+  /** Keys with a slot (for tests and metrics). */
+  get size(): number {
+    return this.#slots.size;
+  }
+
+  /** Every key with its slot and whether it is still to be reconciled; clears `fresh`. */
+  *entries(): IterableIterator<[key: string, slot: number, fresh: boolean]> {
+    for (const [key, e] of this.#slots) {
+      const fresh = e.fresh;
+      e.fresh = false;
+      yield [key, e.slot, fresh];
+    }
+  }
+
+  /** Frees the slots of keys that are not held and whose buckets are full. */
+  sweep(now = nowUs()): void {
+    for (const [key, e] of this.#slots) {
+      if (e.refs === 0 && this.table.idle(e.slot, now)) this.#drop(key, e);
+    }
+  }
+
+  #entry(key: string): Entry {
+    let e = this.#slots.get(key);
+    if (e !== undefined) return e;
+    let slot = this.#free.pop();
+    if (slot === undefined) {
+      this.sweep();
+      slot = this.#free.pop() ?? 0;
+    }
+    if (slot !== 0) this.table.reset(slot);
+    e = { slot, refs: 0, fresh: true };
+    if (slot !== 0) this.#slots.set(key, e);
+    this.onNewKey?.();
+    return e;
+  }
+
+  #drop(key: string, e: Entry): void {
+    this.#slots.delete(key);
+    this.#free.push(e.slot);
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+  }
+}

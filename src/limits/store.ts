@@ -1,0 +1,69 @@
+/**
+ * Where the workers of a cluster (and the hosts sharing a Redis) reconcile
+ * their rate-limit buckets. Each worker decides locally, on its own buckets,
+ * and reports in batches what it took; the store adds every worker's takes
+ * to one shared TAT per key and answers how far ahead of now each key's TAT
+ * is, which the worker then adopts. See limits/sync.ts for the resulting
+ * overshoot bound.
+ */
+
+/** One batch: keys of one kind, with the takes made on each since the last report. */
+export interface ChargeBatch {
+  /** The kind's name: part of the stored key ("session", "creator"). */
+  kind: string;
+  intervalUs: number;
+  keys: string[];
+  counts: number[];
+}
+
+export interface RateStore {
+  /**
+   * Adds `counts[i] * intervalUs` to key i's shared TAT (from now, if it is
+   * in the past) and resolves, per key, how many microseconds ahead of the
+   * store's clock the TAT now is (0 for a full bucket). A count of 0 only
+   * reads. Rejects if the store cannot be reached; the caller reports the
+   * takes again later.
+   */
+  charge(batch: ChargeBatch): Promise<number[]>;
+  close(): Promise<void>;
+}
+
+/**
+ * The GCRA charge on a map: the primary's store in embedded mode (one host,
+ * no Redis) and the reference the Redis script follows.
+ */
+export class MemoryRateStore implements RateStore {
+  readonly #tat = new Map<string, number>();
+  readonly #timer: NodeJS.Timeout;
+
+  constructor(private readonly now: () => number = () => Date.now() * 1000) {
+    // Full buckets are the same as none: forget them.
+    this.#timer = setInterval(() => {
+      const t = this.now();
+      for (const [k, v] of this.#tat) if (v <= t) this.#tat.delete(k);
+    }, 10_000);
+    this.#timer.unref();
+  }
+
+  async charge(b: ChargeBatch): Promise<number[]> {
+    const now = this.now();
+    return b.keys.map((key, i) => {
+      const k = `${b.kind}\u0000${key}`;
+      let tat = Math.max(this.#tat.get(k) ?? 0, now);
+      const n = b.counts[i] ?? 0;
+      if (n > 0) {
+        tat += n * b.intervalUs;
+        this.#tat.set(k, tat);
+      }
+      return tat - now;
+    });
+  }
+
+  get size(): number {
+    return this.#tat.size;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+  }
+}
