@@ -14,7 +14,7 @@ import {
   type WorkerToPrimary,
 } from '../primary/ipc.js';
 import type { ClusterView } from './gateway.js';
-import type { ChargeBatch, RateStore } from '../limits/store.js';
+import type { ChargeBatch, RateStore, RateUpdate } from '../limits/store.js';
 
 export interface LinkHandlers {
   localStats(): LocalStats;
@@ -28,6 +28,7 @@ export class PrimaryLink implements ClusterView {
   #ready = false;
   readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   readonly #onMessage = (m: unknown): void => this.#receive(m);
+  #onRate: ((u: RateUpdate) => void) | undefined;
 
   constructor(
     private readonly handlers: LinkHandlers,
@@ -61,6 +62,7 @@ export class PrimaryLink implements ClusterView {
   /** The primary's rate-limit store, shared by the workers of this host (embedded mode). */
   readonly rateStore: RateStore = {
     charge: (batch: ChargeBatch) => this.#request('rate', undefined, undefined, batch) as Promise<number[]>,
+    onUpdate: (listener) => (this.#onRate = listener),
     close: async () => {},
   };
 
@@ -85,6 +87,9 @@ export class PrimaryLink implements ClusterView {
         break;
       case 'shutdown':
         this.handlers.shutdown(msg.code);
+        break;
+      case 'rate':
+        this.#onRate?.(msg.update);
         break;
       case 'res': {
         const p = this.#pending.get(msg.id);

@@ -71,6 +71,8 @@ export class Conn implements ChatPeer, Ordered {
     private readonly env: ConnEnv,
     /** Client IP, as text. */
     readonly ip: string,
+    /** The gateway made the session id up: nothing can have been spent on it elsewhere. */
+    readonly newSession = false,
     readonly connectedAt = Date.now(),
   ) {}
 
@@ -287,32 +289,40 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       }
       const given = req.getQuery('session_id') ?? '';
 
-      const finish = (auth: WidgetAuth): void => {
-        if (!auth.ok) {
-          log.info({ creator: creatorId, reason: auth.reason }, 'widget token refused');
+      // Waiting (a JWKS key to fetch, a session's budget to fetch from the
+      // other workers) follows the uWS async-upgrade rules: everything from
+      // `req` is copied above, abort is watched, the upgrade is corked, and
+      // the socket counts against MAX_CONNECTIONS meanwhile.
+      let waiting = false;
+      const later = <T>(p: Promise<T>, then: (v: T | undefined) => void): void => {
+        if (!waiting) {
+          waiting = true;
+          r.onAborted(() => (r.done = true));
+        }
+        sockets.pending++;
+        const settle = (v: T | undefined) => {
+          sockets.pending--;
+          if (!r.done) r.cork(() => then(v));
+        };
+        p.then(settle, () => settle(undefined));
+      };
+
+      const finish = (auth: WidgetAuth | undefined): void => {
+        if (!auth?.ok) {
+          log.info({ creator: creatorId, reason: auth?.reason ?? 'verification failed' }, 'widget token refused');
           return reject(r, hs, ctx, CLOSE.AUTH_INVALID);
         }
         if (given !== '' && !isValidId(given)) return reject(r, hs, ctx, CLOSE.BAD_REQUEST);
-        const conn = new Conn(creatorId, given || randomUUID(), randomUUID(), env, ip);
-        upgradeWith(r, hs, ctx, { c: conn, reject: undefined });
+        const conn = new Conn(creatorId, given || randomUUID(), randomUUID(), env, ip, given === '');
+        const open = () => upgradeWith(r, hs, ctx, { c: conn, reject: undefined });
+        const budget = limits.prepare(creatorId, conn.newSession ? undefined : conn.sessionKey);
+        if (budget === undefined) open();
+        else later(budget, open);
       };
 
       const auth = verifier.verifyWidget(token, creatorId, origin);
-      if (!(auth instanceof Promise)) return finish(auth);
-      // A JWKS key to fetch: the uWS async-upgrade rules - everything from
-      // `req` is copied above, abort is watched, the upgrade is corked.
-      r.onAborted(() => (r.done = true));
-      sockets.pending++;
-      auth.then(
-        (a) => {
-          sockets.pending--;
-          if (!r.done) r.cork(() => finish(a));
-        },
-        () => {
-          sockets.pending--;
-          if (!r.done) r.cork(() => finish({ ok: false, reason: 'verification failed' }));
-        },
-      );
+      if (auth instanceof Promise) later(auth, finish);
+      else finish(auth);
     },
 
     open(ws) {
@@ -322,7 +332,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         return;
       }
       conn.ws = ws;
-      ({ frameSlot: conn.frameSlot, sessionSlot: conn.sessionSlot, creatorSlot: conn.creatorSlot } = limits.acquire(conn.connectionId, conn.creatorId, conn.sessionKey));
+      ({ frameSlot: conn.frameSlot, sessionSlot: conn.sessionSlot, creatorSlot: conn.creatorSlot } = limits.acquire(conn.connectionId, conn.creatorId, conn.sessionKey, conn.newSession));
       sockets.add(ws, conn);
       deps.sink?.add(conn);
       ws.subscribe(creatorTopic(conn.creatorId));

@@ -71,9 +71,6 @@ export async function runWorker(): Promise<void> {
     log,
     verifier,
     engine: createEngine(cfg),
-    // Session and creator budgets: shared through Redis by every host, or
-    // through the primary by this host's workers.
-    rateStore: cfg.redisUrl ? new RedisRateStore(createRedis(cfg.redisUrl, 'rate-limits', log), cfg.redisPrefix) : link.rateStore,
     ...clusterParts(cfg, log, link),
   });
   try {
@@ -89,15 +86,16 @@ export async function runWorker(): Promise<void> {
 
 /**
  * Embedded mode: the bus relays through the primary, which also answers
- * stats. Redis mode: every worker is a node of the Redis bus and registry.
+ * stats and keeps the session and creator budgets. Redis mode: every worker
+ * is a node of the Redis bus, registry and budgets.
  */
-function clusterParts(cfg: Readonly<Config>, log: Logger, link: PrimaryLink): Pick<GatewayDeps, 'busFactory' | 'cluster' | 'registry'> {
+function clusterParts(cfg: Readonly<Config>, log: Logger, link: PrimaryLink): Pick<GatewayDeps, 'busFactory' | 'cluster' | 'registry' | 'rateStore'> {
   let bus: Bus | undefined;
   if (!cfg.redisUrl) {
     // Connection topics stay off the relay: a connection lives on one worker,
     // and targeted sends find it with a 'deliver' request instead. That keeps
     // the primary free of per-connection state.
-    return { busFactory: (onMessage) => new IpcBus(process, onMessage, (topic) => !topic.startsWith('k/')), cluster: link };
+    return { busFactory: (onMessage) => new IpcBus(process, onMessage, (topic) => !topic.startsWith('k/')), cluster: link, rateStore: link.rateStore };
   }
   const url = cfg.redisUrl;
   const nodeId = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
@@ -107,6 +105,12 @@ function clusterParts(cfg: Readonly<Config>, log: Logger, link: PrimaryLink): Pi
     busFactory: (onMessage) => (bus = new RedisBus({ url, prefix: cfg.redisPrefix, nodeId, log }, onMessage)),
     cluster: new RedisClusterView(link, registry, (topic, payload) => bus?.publish(topic, payload)),
     registry,
+    rateStore: new RedisRateStore(
+      createRedis(url, 'rate-limits', log),
+      createRedis(url, 'rate-limits-sub', log, { subscriber: true }),
+      cfg.redisPrefix,
+      nodeId,
+    ),
   };
 }
 

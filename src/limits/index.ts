@@ -75,16 +75,39 @@ export class Limits {
     this.#sync = store ? new RateSync(store, tables, cfg.rateLimitSyncMs, log) : undefined;
   }
 
+  /**
+   * Before a socket of this session opens: if the session or its creator is
+   * new to this worker and budgets are shared, resolves once their state
+   * has been fetched from the store (at most `waitMs`; a store that cannot
+   * be reached does not hold the socket). Undefined when there is nothing
+   * to wait for. `sessionKey` undefined: a session id the gateway just
+   * made up, which cannot have spent anything yet.
+   */
+  prepare(creatorId: string, sessionKey: string | undefined, waitMs = 250): Promise<void> | undefined {
+    const sync = this.#sync;
+    if (sync === undefined) return undefined;
+    const freshSession = sessionKey !== undefined && this.sessions.touch(sessionKey);
+    const freshCreator = this.creators?.touch(creatorId) ?? false;
+    if (!freshSession && !freshCreator) return undefined;
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, waitMs);
+      void sync.whenSynced().then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
   /** Takes a connection attempt for `ip`; false when over CONNECT_RATE_PER_IP. */
   takeConnect(ip: string): boolean {
     return this.connects === undefined || this.connects.take(ip);
   }
 
-  /** The slots of a socket that opens; give them back with `release`. */
-  acquire(connectionId: string, creatorId: string, sessionKey: string): ConnSlots {
+  /** The slots of a socket that opens; give them back with `release`. `newSession`: an id the gateway made up (nothing to fetch). */
+  acquire(connectionId: string, creatorId: string, sessionKey: string, newSession = false): ConnSlots {
     return {
       frameSlot: this.frames?.acquire(connectionId) ?? 0,
-      sessionSlot: this.sessions.acquire(sessionKey),
+      sessionSlot: this.sessions.acquire(sessionKey, !newSession),
       creatorSlot: this.creators?.acquire(creatorId) ?? 0,
     };
   }

@@ -24,8 +24,6 @@ export class KeyedBuckets {
   readonly #slots = new Map<string, Entry>();
   readonly #free: number[] = [];
   readonly #timer: NodeJS.Timeout;
-  /** Called when a key gets a slot (the synchroniser fetches its state from the other workers). */
-  onNewKey: (() => void) | undefined;
 
   constructor(
     readonly name: string,
@@ -40,9 +38,9 @@ export class KeyedBuckets {
     this.#timer.unref();
   }
 
-  /** The slot of `key`, held until `release`. */
-  acquire(key: string): number {
-    const e = this.#entry(key);
+  /** The slot of `key`, held until `release`. `known: false`: a key no other worker can have (nothing to fetch for it). */
+  acquire(key: string, known = true): number {
+    const e = this.#entry(key, known);
     e.refs++;
     return e.slot;
   }
@@ -55,6 +53,11 @@ export class KeyedBuckets {
   /** Takes one token for `key` (keys that no connection holds: client IPs). */
   take(key: string, now = nowUs()): boolean {
     return this.table.take(this.#entry(key).slot, now);
+  }
+
+  /** Gives `key` a slot if it has none; whether it is yet to be reconciled with the other workers. */
+  touch(key: string): boolean {
+    return this.#entry(key).fresh;
   }
 
   /** The slot `key` has now, if any. */
@@ -89,7 +92,7 @@ export class KeyedBuckets {
     }
   }
 
-  #entry(key: string): Entry {
+  #entry(key: string, known = true): Entry {
     let e = this.#slots.get(key);
     if (e !== undefined) return e;
     let slot = this.#free.pop();
@@ -98,9 +101,8 @@ export class KeyedBuckets {
       slot = this.#free.pop() ?? 0;
     }
     if (slot !== 0) this.table.reset(slot);
-    e = { slot, refs: 0, fresh: true };
+    e = { slot, refs: 0, fresh: known };
     if (slot !== 0) this.#slots.set(key, e);
-    this.onNewKey?.();
     return e;
   }
 

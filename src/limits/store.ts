@@ -3,7 +3,9 @@
  * their rate-limit buckets. Each worker decides locally, on its own buckets,
  * and reports in batches what it took; the store adds every worker's takes
  * to one shared TAT per key and answers how far ahead of now each key's TAT
- * is, which the worker then adopts. See limits/sync.ts for the resulting
+ * is, which the worker then adopts; the other workers are told too
+ * (`onUpdate`), so a tab on another worker learns within one sync period
+ * that its session's budget was spent. See limits/sync.ts for the resulting
  * overshoot bound.
  */
 
@@ -16,6 +18,13 @@ export interface ChargeBatch {
   counts: number[];
 }
 
+/** Keys charged by another worker, with how far ahead of now their TATs are. */
+export interface RateUpdate {
+  kind: string;
+  keys: string[];
+  aheadUs: number[];
+}
+
 export interface RateStore {
   /**
    * Adds `counts[i] * intervalUs` to key i's shared TAT (from now, if it is
@@ -25,14 +34,30 @@ export interface RateStore {
    * takes again later.
    */
   charge(batch: ChargeBatch): Promise<number[]>;
+  /** Calls `listener` with the keys other workers charged (at most once per their batch; at most once delivery). */
+  onUpdate(listener: (u: RateUpdate) => void): void;
   close(): Promise<void>;
+}
+
+/** The keys of a batch that were charged (not only read), with their results: what other workers are told. */
+export function chargedUpdate(b: ChargeBatch, aheadUs: number[]): RateUpdate | undefined {
+  const u: RateUpdate = { kind: b.kind, keys: [], aheadUs: [] };
+  b.counts.forEach((n, i) => {
+    if (n > 0) {
+      u.keys.push(b.keys[i]!);
+      u.aheadUs.push(aheadUs[i]!);
+    }
+  });
+  return u.keys.length > 0 ? u : undefined;
 }
 
 /**
  * The GCRA charge on a map: the primary's store in embedded mode (one host,
- * no Redis) and the reference the Redis script follows.
+ * no Redis; the primary tells the other workers of each charge itself) and
+ * the reference the Redis script follows.
  */
 export class MemoryRateStore implements RateStore {
+  readonly #listeners: Array<(u: RateUpdate) => void> = [];
   readonly #tat = new Map<string, number>();
   readonly #timer: NodeJS.Timeout;
 
@@ -47,7 +72,7 @@ export class MemoryRateStore implements RateStore {
 
   async charge(b: ChargeBatch): Promise<number[]> {
     const now = this.now();
-    return b.keys.map((key, i) => {
+    const ahead = b.keys.map((key, i) => {
       const k = `${b.kind}\u0000${key}`;
       let tat = Math.max(this.#tat.get(k) ?? 0, now);
       const n = b.counts[i] ?? 0;
@@ -57,6 +82,14 @@ export class MemoryRateStore implements RateStore {
       }
       return tat - now;
     });
+    const u = this.#listeners.length > 0 ? chargedUpdate(b, ahead) : undefined;
+    if (u) for (const l of this.#listeners) l(u);
+    return ahead;
+  }
+
+  /** Listeners hear of every charge (callers in one process have no origin to skip; adopting one's own is harmless). */
+  onUpdate(listener: (u: RateUpdate) => void): void {
+    this.#listeners.push(listener);
   }
 
   get size(): number {

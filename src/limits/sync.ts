@@ -1,24 +1,28 @@
 /**
  * Reconciles this worker's synchronised buckets (sessions, creators) with
  * the other workers' through a RateStore (the primary in embedded mode,
- * Redis otherwise), in batches: every `periodMs`, and soon after a key is
- * first seen here (a session that reconnects to another worker learns its
- * debt within one round trip).
+ * Redis otherwise), in batches: every `periodMs`, and at once when a key is
+ * first seen here. The upgrade of a socket whose session is new to this
+ * worker waits for that (see Limits.prepare), so a session that reconnects
+ * to another worker or host arrives with its debt.
  *
  * Overshoot bound. A worker admits on its own bucket, which knows the other
- * workers' takes as of the last reconciliation. So for a key used on N
- * workers (on any hosts) at once, at most (N - 1) x limit takes beyond the
- * budget can be admitted (each other worker spending the whole burst it
- * believed it had), and once the bucket is empty at most
- * (N - 1) x rate x (periodMs + round trip). Every admitted take is charged
- * in the store, so an excess is paid back: the key then waits longer. With
- * the store unreachable, workers go on limiting on their own buckets and
- * report the takes when it returns.
+ * workers' takes as of their last report (each report is charged in the
+ * store and pushed to every worker: RateStore.onUpdate). The takes a worker
+ * does not know of are what the other workers admitted in the last
+ * periodMs plus a round trip. So for a key used on N workers (on any hosts)
+ * at once, at most (N - 1) x limit takes beyond the budget are admitted:
+ * every other worker spending, in the same period, the whole burst it
+ * believed it had. Bursts further apart than periodMs + a round trip are
+ * limited exactly. Every admitted take is charged in the store, so an excess
+ * is paid back: the key then waits longer. With the store unreachable,
+ * workers go on limiting on their own buckets and report the takes when it
+ * returns.
  */
 import type { Logger } from '../observability/log.js';
 import { nowUs } from './buckets.js';
 import type { KeyedBuckets } from './keyed.js';
-import type { RateStore } from './store.js';
+import type { RateStore, RateUpdate } from './store.js';
 
 /** Keys per store call. */
 const MAX_BATCH = 1000;
@@ -30,6 +34,8 @@ export class RateSync {
   #soon: NodeJS.Timeout | undefined;
   #closed = false;
   #lastWarn = 0;
+  /** Resolved when the next run (one that starts after they were added) ends. */
+  #waiters: Array<() => void> = [];
 
   constructor(
     private readonly store: RateStore,
@@ -39,7 +45,7 @@ export class RateSync {
   ) {
     this.#timer = setInterval(() => void this.sync(), periodMs);
     this.#timer.unref();
-    for (const t of tables) t.onNewKey = () => this.#syncSoon();
+    store.onUpdate((u) => this.#adopt(u));
   }
 
   /** Reports every pending take and adopts the shared state (one run at a time). */
@@ -58,6 +64,25 @@ export class RateSync {
     return this.#running;
   }
 
+  /** What other workers charged: adopted for the keys this worker has. */
+  #adopt(u: RateUpdate): void {
+    const t = this.tables.find((x) => x.name === u.kind);
+    if (t === undefined) return;
+    const now = nowUs();
+    u.keys.forEach((key, i) => {
+      const slot = t.slotOf(key);
+      if (slot !== undefined && u.aheadUs[i]! > 0) t.table.adopt(slot, now + u.aheadUs[i]!);
+    });
+  }
+
+  /** Resolves once a run that starts from now has ended (reached the store or failed). */
+  whenSynced(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#waiters.push(resolve);
+      this.#syncSoon();
+    });
+  }
+
   #syncSoon(): void {
     if (this.#soon || this.#closed) return;
     this.#soon = setTimeout(() => {
@@ -67,6 +92,15 @@ export class RateSync {
   }
 
   async #run(): Promise<void> {
+    const waiters = this.#waiters.splice(0);
+    try {
+      await this.#runTables();
+    } finally {
+      for (const w of waiters) w();
+    }
+  }
+
+  async #runTables(): Promise<void> {
     for (const t of this.tables) {
       let keys: string[] = [];
       let slots: number[] = [];
@@ -116,5 +150,6 @@ export class RateSync {
     clearInterval(this.#timer);
     clearTimeout(this.#soon);
     await this.sync().catch(() => {});
+    for (const w of this.#waiters.splice(0)) w();
   }
 }

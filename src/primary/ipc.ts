@@ -1,4 +1,4 @@
-import type { ChargeBatch } from '../limits/store.js';
+import type { ChargeBatch, RateUpdate } from '../limits/store.js';
 
 /**
  * Messages between the primary and its workers over cluster IPC (advanced
@@ -51,6 +51,8 @@ export type PrimaryToWorker =
   | { t: 'msg'; topic: string; payload: Uint8Array }
   | { t: 'shutdown'; code: 1001 | 1012 }
   | { t: 'cluster'; ready: boolean }
+  /** Budget keys another worker charged (embedded mode). */
+  | { t: 'rate'; update: RateUpdate }
   | { t: 'req'; id: number; op: keyof WorkerOps; arg?: string; payload?: Uint8Array }
   | { t: 'res'; id: number; result?: unknown; error?: string };
 

@@ -22,7 +22,7 @@ import { readEnvFile } from '../config/env-file.js';
 import { loadUws } from '../uws/loader.js';
 import { createLogger, type Logger } from '../observability/log.js';
 import { Relay, type RelayTarget } from './relay.js';
-import { MemoryRateStore } from '../limits/store.js';
+import { chargedUpdate, MemoryRateStore } from '../limits/store.js';
 import { isTagged, type ClusterStats, type PrimaryToWorker, type WorkerOps, type WorkerToPrimary } from './ipc.js';
 
 interface Slot {
@@ -218,9 +218,12 @@ class Supervisor {
         if (msg.op === 'stats') {
           void this.#stats().then((result) => this.#send(slot.worker, { t: 'res', id: msg.id, result }));
         } else if (msg.op === 'rate') {
-          void this.#rates.charge(msg.batch ?? { kind: '', intervalUs: 0, keys: [], counts: [] }).then((result) =>
-            this.#send(slot.worker, { t: 'res', id: msg.id, result }),
-          );
+          const batch = msg.batch ?? { kind: '', intervalUs: 0, keys: [], counts: [] };
+          void this.#rates.charge(batch).then((result) => {
+            this.#send(slot.worker, { t: 'res', id: msg.id, result });
+            const update = chargedUpdate(batch, result);
+            if (update) for (const s of this.#slots.values()) if (s !== slot) this.#send(s.worker, { t: 'rate', update });
+          });
         } else if (msg.op === 'metrics') {
           void this.#metrics().then(
             (result) => this.#send(slot.worker, { t: 'res', id: msg.id, result }),

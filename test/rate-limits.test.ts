@@ -1,0 +1,165 @@
+/**
+ * Session and creator budgets: their answers, recovery after the window,
+ * and one budget per session (and per creator) across the workers of a
+ * host (embedded mode: the primary's store) and across hosts (Redis), with
+ * the overshoot bound of limits/sync.ts.
+ */
+import t, { type Test } from 'tap';
+import { randomBytes } from 'node:crypto';
+import { startGateway } from './helpers/gateway.js';
+import { startCluster, type RunningCluster } from './helpers/cluster.js';
+import { Client, connectWidget } from './helpers/client.js';
+import { widgetToken } from './helpers/tokens.js';
+import { startRedis } from './helpers/redis.js';
+import { sleep } from './helpers/net.js';
+import { ERRORS } from '../src/protocol/frames.js';
+
+/** What a burst of user messages got. */
+interface Tally {
+  ok: number;
+  session: number;
+  creator: number;
+}
+
+/** Sends `n` user messages at once and reads their `n` answers (an ai_response or an error frame each). */
+async function burst(c: Client, n: number): Promise<Tally> {
+  for (let i = 0; i < n; i++) c.send({ type: 'user_message', content: `m${i}` });
+  const tally: Tally = { ok: 0, session: 0, creator: 0 };
+  for (let got = 0; got < n; ) {
+    const f = await c.next((x) => x.type === 'ai_response' || x.type === 'error');
+    got++;
+    if (f.type === 'ai_response') tally.ok++;
+    else if (f.error === ERRORS.RATE_LIMITED) tally.session++;
+    else if (f.error === ERRORS.AI_BUDGET) tally.creator++;
+    else throw new Error(`unexpected error frame: ${String(f.error)}`);
+  }
+  return tally;
+}
+
+const tab = (host: { port: number }, creator: string, session: string) => connectWidget(host.port, creator, widgetToken(creator), session);
+
+t.test('one process: each limit answers with its documented error, and recovers after its window', async (t) => {
+  const g = await startGateway({ RATE_LIMIT_MESSAGES: '2', RATE_LIMIT_WINDOW_S: '1', AI_BUDGET_PER_MINUTE: '3' });
+  t.teardown(() => g.close());
+
+  t.test('session: "Rate limit exceeded" over the limit, one message back every window/limit', async (t) => {
+    const c = await tab(g, 'alice', 'recover');
+    t.same(await burst(c, 3), { ok: 2, session: 1, creator: 0 });
+    await sleep(600); // one token per 500 ms
+    t.same(await burst(c, 2), { ok: 1, session: 1, creator: 0 }, 'one token back after half the window');
+    c.close();
+  });
+
+  t.test('creator: "AI request budget exceeded" once the creator has used its budget, whatever the session', async (t) => {
+    const a = await tab(g, 'shop', 's1');
+    const b = await tab(g, 'shop', 's2');
+    t.same(await burst(a, 2), { ok: 2, session: 0, creator: 0 });
+    t.same(await burst(b, 2), { ok: 1, session: 0, creator: 1 }, 'the third AI request of the minute is refused');
+    const other = await tab(g, 'other-shop', 's1');
+    t.same(await burst(other, 1), { ok: 1, session: 0, creator: 0 }, 'other creators are not affected');
+    const m = await fetch(`http://127.0.0.1:${g.port}/metrics`).then((r) => r.text());
+    t.match(m, /gateway_rate_limited_total\{limit="creator"\} 1/);
+    t.match(m, /gateway_rate_limited_total\{limit="session"\} 2/);
+    for (const c of [a, b, other]) c.close();
+  });
+});
+
+/** Opens tabs of one session until the host's workers all hold one (SO_REUSEPORT picks the worker). */
+async function tabsOnEveryWorker(t: Test, host: RunningCluster, creator: string, session: string): Promise<Client[]> {
+  const tabs: Client[] = [];
+  for (let i = 0; i < 32; i++) {
+    tabs.push(await tab(host, creator, session));
+    const byWorker = (await host.get('/api/v1/stats')).body.connections_by_worker as Record<string, number>;
+    if (tabs.length >= 4 && Object.keys(byWorker).length === 2 && Object.values(byWorker).every((n) => n > 0)) return tabs;
+  }
+  t.fail('32 sockets all landed on one worker');
+  return tabs;
+}
+
+t.test('embedded cluster (2 workers, no Redis): a session has one budget on every worker of the host', async (t) => {
+  const host = await startCluster({ RATE_LIMIT_MESSAGES: '4', RATE_LIMIT_WINDOW_S: '60' });
+  t.teardown(() => host.stop('SIGKILL'));
+  const tabs = await tabsOnEveryWorker(t, host, 'alice', 'two-workers');
+  t.same(await burst(tabs[0]!, 4), { ok: 4, session: 0, creator: 0 }, 'the first tab spends the budget');
+  await sleep(400); // a few RATE_LIMIT_SYNC_MS periods
+  let refused = 0;
+  for (const c of tabs.slice(1)) refused += (await burst(c, 1)).session;
+  t.equal(refused, tabs.length - 1, `every other tab, on both workers, is refused (${tabs.length - 1} tabs)`);
+  for (const c of tabs) c.close();
+  await Promise.all(tabs.map((c) => c.closed));
+  const again = await tabsOnEveryWorker(t, host, 'alice', 'two-workers');
+  refused = 0;
+  for (const c of again) refused += (await burst(c, 1)).session;
+  t.equal(refused, again.length, 'reconnecting, to either worker, does not reset the budget');
+  for (const c of again) c.close();
+});
+
+t.test('Redis, two hosts: one budget per session and per creator across hosts', async (t) => {
+  const redis = await startRedis();
+  const prefix = `t${randomBytes(3).toString('hex')}:`;
+  const env = { REDIS_URL: redis.url, REDIS_PREFIX: prefix, WORKERS: '1', RATE_LIMIT_MESSAGES: '5', RATE_LIMIT_WINDOW_S: '6', AI_BUDGET_PER_MINUTE: '12' };
+  const [A, B] = await Promise.all([startCluster(env), startCluster(env)]);
+  t.teardown(async () => {
+    await Promise.all([A.stop('SIGKILL'), B.stop('SIGKILL')]);
+    await redis.stop();
+  });
+
+  t.test('a second tab on the other host shares the budget; reconnecting does not reset it', async (t) => {
+    const a = await tab(A, 'c1', 'shared');
+    const b = await tab(B, 'c1', 'shared');
+    t.same(await burst(a, 5), { ok: 5, session: 0, creator: 0 });
+    await sleep(300);
+    t.same(await burst(b, 2), { ok: 0, session: 2, creator: 0 }, 'the tab on host B has nothing left');
+    a.close();
+    b.close();
+    await Promise.all([a.closed, b.closed]);
+    for (const host of [A, B]) {
+      const c = await tab(host, 'c1', 'shared');
+      t.same(await burst(c, 1), { ok: 0, session: 1, creator: 0 }, `a new socket on host ${host === A ? 'A' : 'B'} still has nothing`);
+      c.close();
+    }
+  });
+
+  t.test('limits recover after the window', async (t) => {
+    const a = await tab(A, 'c2', 'recover');
+    t.same(await burst(a, 5), { ok: 5, session: 0, creator: 0 });
+    await sleep(1400); // 6 s / 5 = one token per 1.2 s
+    const b = await tab(B, 'c2', 'recover');
+    t.same(await burst(b, 2), { ok: 1, session: 1, creator: 0 }, 'one token back, on the other host');
+    a.close();
+    b.close();
+  });
+
+  t.test('overshoot: tabs on 2 hosts bursting at the same moment get at most limit + (2 - 1) x limit, and the excess is paid back', async (t) => {
+    const a = await tab(A, 'c3', 'race');
+    const b = await tab(B, 'c3', 'race');
+    const [ta, tb] = await Promise.all([burst(a, 10), burst(b, 10)]);
+    const ok = ta.ok + tb.ok;
+    t.ok(ok >= 5 && ok <= 10, `admitted ${ok} of 20 (budget 5, bound 10)`);
+    await sleep(300);
+    t.same(await burst(a, 1), { ok: 0, session: 1, creator: 0 });
+    // A single bucket is full again 6 s after it emptied; this one was
+    // charged every admitted message, so it still owes (ok - 5) x 1.2 s.
+    await sleep(6200);
+    const after = await burst(b, 1);
+    if (ok > 5) t.same(after, { ok: 0, session: 1, creator: 0 }, `still refused after the window: the ${ok - 5} extra are being paid back`);
+    else t.same(after, { ok: 1, session: 0, creator: 0 }, 'no overshoot happened: the bucket is full again');
+    a.close();
+    b.close();
+  });
+
+  t.test('the creator budget is shared by every session on every host', async (t) => {
+    const x = await tab(A, 'shop', 'x');
+    const y = await tab(B, 'shop', 'y');
+    t.same(await burst(x, 5), { ok: 5, session: 0, creator: 0 });
+    await sleep(300);
+    t.same(await burst(y, 5), { ok: 5, session: 0, creator: 0 });
+    await sleep(300);
+    const z = await tab(A, 'shop', 'z');
+    t.same(await burst(z, 3), { ok: 2, session: 0, creator: 1 }, '12 AI requests per minute for the creator, across both hosts');
+    const w = await tab(B, 'shop', 'w');
+    await sleep(300);
+    t.same(await burst(w, 1), { ok: 0, session: 0, creator: 1 });
+    for (const c of [x, y, z, w]) c.close();
+  });
+});
