@@ -13,8 +13,11 @@ export interface ChannelHandler<Raw = unknown> {
    * Resolves true when some node holds the recipient, false when none does.
    */
   send(recipient: string, frame: Record<string, unknown>): Promise<boolean>;
-  /** Decodes an incoming message into a client message or the text of an error frame. Never throws. */
-  decode(raw: Raw, isBinary: boolean): Decoded;
+  /**
+   * Decodes an incoming message into a client message or the text of an
+   * error frame; `msgpack`: the sender chose MessagePack framing. Never throws.
+   */
+  decode(raw: Raw, isBinary: boolean, msgpack?: boolean): Decoded;
   /** Whether `recipient` is a well-formed recipient id for this channel. */
   validateRecipient(recipient: string): boolean;
 }

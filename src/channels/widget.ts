@@ -1,6 +1,6 @@
 /**
  * The web widget channel: recipients are connection ids, frames are JSON text
- * over the widget WebSocket, delivered through the fan-out (local uWS topic
+ * (or MessagePack, for sockets that chose it) over the widget WebSocket, delivered through the fan-out (local uWS topic
  * plus the bus to other nodes).
  */
 import type { ChannelHandler } from './channel.js';
@@ -18,8 +18,8 @@ export class WidgetChannel implements ChannelHandler<ArrayBuffer> {
     return this.fanout.publishIfPresent(connectionTopic(connectionId), JSON.stringify(frame));
   }
 
-  decode(raw: ArrayBuffer, isBinary: boolean): Decoded {
-    return decodeFrame(raw, isBinary);
+  decode(raw: ArrayBuffer, isBinary: boolean, msgpack = false): Decoded {
+    return decodeFrame(raw, isBinary, msgpack);
   }
 
   validateRecipient(connectionId: string): boolean {

@@ -2,9 +2,14 @@
  * Fan-out: a frame for a topic goes to this worker's subscribers through
  * native uWS pub/sub, and to every other node through the bus. Frames that
  * arrive from the bus are delivered locally only (the bus never echoes).
+ *
+ * Frames are JSON on the bus and on each topic; sockets that chose the
+ * msgpack subprotocol listen on the topic's msgpack twin, and a frame is
+ * transcoded for it once per worker, only if such a socket is there.
  */
 import type { TemplatedApp } from '@trufflesuite/uws-js-unofficial';
 import type { Bus, BusHandler } from '../bus/bus.js';
+import { msgpackTopic, toMsgpack } from '../protocol/msgpack.js';
 
 /** Reaches the subscribers of a topic that live on other nodes. */
 export interface RemoteTopics {
@@ -24,13 +29,34 @@ export class Fanout {
     busFactory: (onMessage: BusHandler) => Bus,
     private readonly remote: RemoteTopics,
   ) {
-    this.bus = busFactory((topic, payload) => this.app.publish(topic, payload, false));
+    this.bus = busFactory((topic, payload) => void this.#local(topic, payload));
+  }
+
+  /** Publishes to this worker's subscribers of `topic`, in both framings; whether it had any. */
+  #local(topic: string, bytes: Uint8Array): boolean {
+    let had = false;
+    if (this.app.numSubscribers(topic) > 0) {
+      this.app.publish(topic, bytes, false);
+      had = true;
+    }
+    const twin = msgpackTopic(topic);
+    if (this.app.numSubscribers(twin) > 0) {
+      let packed: Uint8Array | undefined;
+      try {
+        packed = toMsgpack(bytes);
+      } catch {
+        packed = undefined; // not JSON (cannot happen for our frames): JSON sockets got it, msgpack ones cannot
+      }
+      if (packed) this.app.publish(twin, packed, true);
+      had = true;
+    }
+    return had;
   }
 
   /** Publishes a text frame to `topic` on every node. */
   publish(topic: string, frame: string): void {
     const bytes = Buffer.from(frame);
-    this.app.publish(topic, bytes, false);
+    this.#local(topic, bytes);
     this.bus.publish(topic, bytes);
   }
 
@@ -40,17 +66,12 @@ export class Fanout {
    */
   async publishIfPresent(topic: string, frame: string): Promise<boolean> {
     const bytes = Buffer.from(frame);
-    if (this.app.numSubscribers(topic) > 0) {
-      this.app.publish(topic, bytes, false);
-      return true;
-    }
+    if (this.#local(topic, bytes)) return true;
     return this.remote.deliver(topic, bytes);
   }
 
   /** Publishes to this worker's subscribers of `topic` if it has any; whether it had. */
   deliverLocal(topic: string, payload: Uint8Array): boolean {
-    if (this.app.numSubscribers(topic) === 0) return false;
-    this.app.publish(topic, payload, false);
-    return true;
+    return this.#local(topic, payload);
   }
 }

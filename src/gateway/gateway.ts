@@ -83,7 +83,7 @@ export class Gateway {
     this.validator = createValidator({
       tables: this.limits.messages,
       mode: d.cfg.validationMode,
-      decode: (data, isBinary) => widget.decode(data, isBinary),
+      decode: (data, isBinary, msgpack) => widget.decode(data, isBinary, msgpack),
       thresholdBytes: d.cfg.validationThresholdBytes,
       threads: d.cfg.validationThreads,
       maxQueuedFrames: d.cfg.validationMaxQueue,

@@ -19,6 +19,7 @@ import { isValidId } from '../auth/ids.js';
 import { CLOSE, type CloseCode } from '../protocol/close-codes.js';
 import * as frames from '../protocol/frames.js';
 import { connectionTopic, creatorTopic } from '../protocol/topics.js';
+import { busTopic, MSGPACK_PROTOCOL, msgpackTopic, toMsgpack } from '../protocol/msgpack.js';
 import type { ChatPeer, ChatPipeline, ChatState, OutKind } from '../pipeline/chat.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Ordered, Validator } from '../pipeline/validator.js';
@@ -59,6 +60,8 @@ export class Conn implements ChatPeer, Ordered {
   frameSlot = 0;
   sessionSlot = 0;
   creatorSlot = 0;
+  /** The socket chose the msgpack subprotocol: every frame it gets is transcoded to MessagePack. */
+  msgpack = false;
   pending: Ordered['pending'] = undefined;
   chat: ChatState | undefined = undefined;
   ws: WebSocket<UserData> | undefined = undefined;
@@ -102,7 +105,8 @@ export class Conn implements ChatPeer, Ordered {
       return;
     }
     metrics.out[kind]++;
-    ws.send(frame, false);
+    if (this.msgpack) ws.send(toMsgpack(frame), true);
+    else ws.send(frame, false);
   }
 
   error(text: string): void {
@@ -165,28 +169,33 @@ export class SocketSet {
   }
 }
 
-function bump(m: Map<string, number>, key: string, by: number): void {
+/** Adds `by` to a count (removed at 0); the new count. */
+function bump(m: Map<string, number>, key: string, by: number): number {
   const n = (m.get(key) ?? 0) + by;
   if (n <= 0) m.delete(key);
   else m.set(key, n);
+  return Math.max(0, n);
 }
 
 /**
- * The token and the protocol to answer from a Sec-WebSocket-Protocol header
- * such as "widget.v1, bearer.<jwt>" (browsers cannot set headers on a
- * WebSocket, but can offer protocols; unlike the query string, they do not
- * land in proxy and access logs).
+ * What a Sec-WebSocket-Protocol header such as "widget.v1, bearer.<jwt>"
+ * offers: the token (browsers cannot set headers on a WebSocket, but can
+ * offer protocols; unlike the query string, they do not land in proxy and
+ * access logs), the protocol to answer (`msgpack` if offered, else the
+ * first other one; never the bearer entry), and whether that is msgpack.
  */
-export function bearerFromProtocols(header: string): { token: string; reply: string } {
-  if (header === '') return { token: '', reply: '' };
+export function parseProtocols(header: string): { token: string; reply: string; msgpack: boolean } {
+  if (header === '') return { token: '', reply: '', msgpack: false };
   let token = '';
   let reply = '';
+  let msgpack = false;
   for (const p of header.split(',')) {
     const v = p.trim();
     if (v.startsWith('bearer.')) token ||= v.slice(7);
+    else if (v === MSGPACK_PROTOCOL) msgpack = true;
     else if (reply === '' && v !== '') reply = v;
   }
-  return { token, reply };
+  return { token, reply: msgpack ? MSGPACK_PROTOCOL : reply, msgpack };
 }
 
 /**
@@ -213,6 +222,8 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
   }
 
   const env: ConnEnv = { maxBackpressure: cfg.maxBackpressureBytes, metrics: deps.metrics };
+  /** Bus topics by how many of their uWS topics (JSON, msgpack) have local subscribers. */
+  const busTopics = new Map<string, number>();
   const limits = deps.limits;
 
   /** Acts on a decoded frame. Called corked (in the uWS handler, or wrapped after the pool). */
@@ -254,7 +265,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     upgrade(res, req, ctx) {
       const r = res as Res;
       const offered = req.getHeader('sec-websocket-protocol');
-      const fromProtocol = bearerFromProtocols(offered);
+      const fromProtocol = parseProtocols(offered);
       // Never echo the bearer entry back: answer with the first other protocol offered.
       const hs: Handshake = {
         key: req.getHeader('sec-websocket-key'),
@@ -314,6 +325,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         }
         if (given !== '' && !isValidId(given)) return reject(r, hs, ctx, CLOSE.BAD_REQUEST);
         const conn = new Conn(creatorId, given || randomUUID(), randomUUID(), env, ip, given === '');
+        conn.msgpack = fromProtocol.msgpack;
         const open = () => upgradeWith(r, hs, ctx, { c: conn, reject: undefined });
         const budget = limits.prepare(creatorId, conn.newSession ? undefined : conn.sessionKey);
         if (budget === undefined) open();
@@ -335,8 +347,10 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       ({ frameSlot: conn.frameSlot, sessionSlot: conn.sessionSlot, creatorSlot: conn.creatorSlot } = limits.acquire(conn.connectionId, conn.creatorId, conn.sessionKey, conn.newSession));
       sockets.add(ws, conn);
       deps.sink?.add(conn);
-      ws.subscribe(creatorTopic(conn.creatorId));
-      ws.subscribe(connectionTopic(conn.connectionId));
+      // A msgpack socket listens on the msgpack twins of its topics (fanout.ts).
+      const topic = conn.msgpack ? msgpackTopic : (x: string) => x;
+      ws.subscribe(topic(creatorTopic(conn.creatorId)));
+      ws.subscribe(topic(connectionTopic(conn.connectionId)));
       conn.send(frames.connectionStatus(conn.sessionId, conn.connectionId), 'connection_status');
       log.debug({ conn: conn.connectionId, creator: conn.creatorId, session: conn.sessionId }, 'socket open');
     },
@@ -362,9 +376,15 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     },
 
     subscription(_ws, topic, newCount, oldCount) {
-      // The bus listens to a topic while at least one local socket does.
-      if (oldCount === 0 && newCount > 0) bus.subscribe(Buffer.from(topic).toString());
-      else if (newCount === 0 && oldCount > 0) bus.unsubscribe(Buffer.from(topic).toString());
+      // The bus listens to a topic while at least one local socket does, in
+      // either framing (a topic and its msgpack twin share one bus topic).
+      if (oldCount === 0 && newCount > 0) {
+        const t = busTopic(Buffer.from(topic).toString());
+        if (bump(busTopics, t, 1) === 1) bus.subscribe(t);
+      } else if (newCount === 0 && oldCount > 0) {
+        const t = busTopic(Buffer.from(topic).toString());
+        if (bump(busTopics, t, -1) === 0) bus.unsubscribe(t);
+      }
     },
 
     close(ws, code) {

@@ -5,6 +5,7 @@
  * frame; nothing a client sends can make it throw.
  */
 import { ERRORS, unknownTypeError } from '../protocol/frames.js';
+import { fromMsgpack } from '../protocol/msgpack.js';
 import type { MessageLimit, MessageTables } from '../limits/admit.js';
 
 export type ClientMessage = { type: 'ping' } | { type: 'user_message'; content: string };
@@ -14,12 +15,26 @@ export type Decoded = { ok: true; msg: ClientMessage; limited?: MessageLimit } |
 
 const INVALID_JSON: Decoded = Object.freeze({ ok: false, error: ERRORS.INVALID_JSON });
 const INVALID_MESSAGE: Decoded = Object.freeze({ ok: false, error: ERRORS.INVALID_MESSAGE });
+const INVALID_MSGPACK: Decoded = Object.freeze({ ok: false, error: ERRORS.INVALID_MSGPACK });
 const PING: Decoded = Object.freeze({ ok: true, msg: Object.freeze({ type: 'ping' as const }) });
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** Decodes one client frame (text or binary) of the JSON protocol. */
-export function decodeFrame(data: ArrayBuffer | Uint8Array, isBinary: boolean): Decoded {
+/**
+ * Decodes one client frame: JSON text, or a binary frame holding UTF-8 JSON
+ * or, for a socket that chose the msgpack subprotocol, MessagePack. Either
+ * way the value then goes through the same message schema.
+ */
+export function decodeFrame(data: ArrayBuffer | Uint8Array, isBinary: boolean, msgpack = false): Decoded {
+  if (isBinary && msgpack) {
+    let value: unknown;
+    try {
+      value = fromMsgpack(data instanceof Uint8Array ? data : new Uint8Array(data));
+    } catch {
+      return INVALID_MSGPACK;
+    }
+    return validateMessage(value);
+  }
   let text: string;
   if (isBinary) {
     // Binary frames are accepted when they hold UTF-8 JSON; anything else is

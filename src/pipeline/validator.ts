@@ -31,6 +31,8 @@ export type ValidationMode = 'inline' | 'pool' | 'auto';
 
 /** Per-connection ordering state, owned by the validator, and the connection's rate-limit slots. */
 export interface Ordered extends MessageSlots {
+  /** The socket speaks the msgpack subprotocol (its binary frames are MessagePack). */
+  readonly msgpack: boolean;
   pending: Array<{ d: Decoded | undefined; done: (d: Decoded) => void }> | undefined;
 }
 
@@ -45,7 +47,7 @@ export interface Validator {
 export interface ValidatorOptions {
   mode: ValidationMode;
   /** The inline decoder: the channel's (the pool task runs the same decodeFrame). */
-  decode: (data: ArrayBuffer, isBinary: boolean) => Decoded;
+  decode: (data: ArrayBuffer, isBinary: boolean, msgpack: boolean) => Decoded;
   /** The session and creator budgets (shared with the pool threads). */
   tables: MessageTables;
   thresholdBytes: number;
@@ -61,7 +63,7 @@ const BUSY: Decoded = Object.freeze({ ok: false, error: ERRORS.BUSY });
 export function createValidator(o: ValidatorOptions): Validator {
   if (o.mode === 'inline') {
     return {
-      submit: (c, data, bin, done) => done(admitDecoded(o.decode(data, bin), o.tables, c, nowUs())),
+      submit: (c, data, bin, done) => done(admitDecoded(o.decode(data, bin, c.msgpack), o.tables, c, nowUs())),
       queued: 0,
       close: async () => {},
     };
@@ -101,13 +103,13 @@ class PoolValidator implements Validator {
   submit(conn: Ordered, data: ArrayBuffer, isBinary: boolean, done: (d: Decoded) => void): void {
     const toPool = this.o.mode === 'pool' || data.byteLength >= this.o.thresholdBytes;
     if (!toPool && conn.pending === undefined) {
-      done(admitDecoded(this.o.decode(data, isBinary), this.o.tables, conn, nowUs())); // fast path: nothing of this connection is in the pool
+      done(admitDecoded(this.o.decode(data, isBinary, conn.msgpack), this.o.tables, conn, nowUs())); // fast path: nothing of this connection is in the pool
       return;
     }
     const slot: Slot = { d: undefined, done };
     (conn.pending ??= []).push(slot);
     if (!toPool) {
-      slot.d = admitDecoded(this.o.decode(data, isBinary), this.o.tables, conn, nowUs());
+      slot.d = admitDecoded(this.o.decode(data, isBinary, conn.msgpack), this.o.tables, conn, nowUs());
       return this.#drain(conn);
     }
     if (this.#closed || this.#queued >= this.o.maxQueuedFrames) {
@@ -118,11 +120,12 @@ class PoolValidator implements Validator {
     // uWS reuses `data` after the handler returns: copy once, then transfer the copy.
     const copy = data.slice(0);
     if (!this.#batch) {
-      this.#batch = { frames: [], binary: [], slots: [], waiting: [] };
+      this.#batch = { frames: [], binary: [], msgpack: [], slots: [], waiting: [] };
       setImmediate(() => this.#flush());
     }
     this.#batch.frames.push(copy);
     this.#batch.binary.push(isBinary);
+    this.#batch.msgpack.push(conn.msgpack);
     this.#batch.slots.push(conn.sessionSlot, conn.creatorSlot);
     this.#batch.waiting.push({ conn, slot });
   }
@@ -138,7 +141,7 @@ class PoolValidator implements Validator {
         this.#drain(conn);
       });
     };
-    this.#pool.run({ frames: b.frames, binary: b.binary, slots: b.slots }, { transferList: b.frames }).then(settle, () => settle(undefined));
+    this.#pool.run({ frames: b.frames, binary: b.binary, msgpack: b.msgpack, slots: b.slots }, { transferList: b.frames }).then(settle, () => settle(undefined));
   }
 
   /** Delivers the connection's results that are ready, in order. */

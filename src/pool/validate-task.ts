@@ -13,6 +13,8 @@ import { nowUs } from '../limits/buckets.js';
 export interface ValidateBatch {
   frames: ArrayBuffer[];
   binary: boolean[];
+  /** Per frame: the socket speaks the msgpack subprotocol. */
+  msgpack: boolean[];
   /** Per frame: the connection's session slot, then its creator slot. */
   slots: number[];
 }
@@ -30,6 +32,6 @@ export default function validateBatch(batch: ValidateBatch): Decoded[] {
   return batch.frames.map((f, i) => {
     slots.sessionSlot = batch.slots[2 * i]!;
     slots.creatorSlot = batch.slots[2 * i + 1]!;
-    return admitDecoded(decodeFrame(f, batch.binary[i]!), tables, slots, now);
+    return admitDecoded(decodeFrame(f, batch.binary[i]!, batch.msgpack[i]!), tables, slots, now);
   });
 }

@@ -16,6 +16,7 @@ export const ERRORS = Object.freeze({
   CONTENT_NOT_STRING: 'Message content must be a string',
   BUSY: 'Server busy, try again',
   AI_BUDGET: 'AI request budget exceeded, try again later',
+  INVALID_MSGPACK: 'Invalid MessagePack format',
 });
 
 /** `Unknown message type: X` (X is the JSON text of the type, cut to 64 chars). */
