@@ -24,8 +24,9 @@ const SCENARIOS: Record<string, () => Promise<Scenario>> = {
   'slow-engine': async () => (await import('./scenarios/slow-engine.js')).run,
   crosshost: async () => (await import('./scenarios/crosshost.js')).run,
   validation: async () => (await import('./scenarios/validation.js')).run,
+  limits: async () => (await import('./scenarios/limits.js')).run,
 };
-const STANDARD = ['chat', 'fanout', 'storm', 'http', 'slow-engine', 'crosshost', 'validation'];
+const STANDARD = ['chat', 'fanout', 'storm', 'http', 'slow-engine', 'crosshost', 'validation', 'limits'];
 
 function usage(msg?: string): never {
   if (msg) process.stderr.write(`bench: ${msg}\n\n`);

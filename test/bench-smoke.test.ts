@@ -23,12 +23,13 @@ t.test('bench/run.ts runs every scenario and writes the results file', async (t)
     BENCH_SLOW_SESSIONS: '20',
     BENCH_SLOW_THINK_MS: '100',
     BENCH_VALIDATION_CONNS: '5',
+    BENCH_LIMITS_CONNS: '5',
     BENCH_OUT: out,
   };
   // env -u: tap's coverage loaders must not ride along into the benchmark's processes.
   execFileSync('env', ['-u', 'NODE_OPTIONS', process.execPath, '--import', 'tsx', 'bench/run.ts'], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'], timeout: 170_000 });
   const md = readFileSync(out, 'utf8');
-  for (const title of ['Chat', 'Fan-out', 'Connect storm', 'HTTP endpoints', 'Slow AI engine', 'Cross-host fan-out', 'Validation']) {
+  for (const title of ['Chat', 'Fan-out', 'Connect storm', 'HTTP endpoints', 'Slow AI engine', 'Cross-host fan-out', 'Validation', 'Rate limits and msgpack']) {
     t.match(md, `### ${title}`, title);
   }
   t.notMatch(md, /FAILED/, 'no scenario failed');

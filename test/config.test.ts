@@ -38,7 +38,7 @@ t.test('each bad value throws a ConfigError naming the variable', async (t) => {
     ['REDIS_URL', 'http://x'], ['REDIS_URL', 'not a url'],
     ['AI_ENGINE_URL', 'ftp://x'],
     ['AI_ENGINE_TIMEOUT_MS', '0'],
-    ['RATE_LIMIT_MESSAGES', '0'], ['RATE_LIMIT_WINDOW_S', 'ten'],
+    ['RATE_LIMIT_MESSAGES', '-1'], ['RATE_LIMIT_WINDOW_S', 'ten'], ['AI_BUDGET_PER_MINUTE', 'x'], ['RATE_LIMIT_SYNC_MS', '5'],
     ['IDLE_TIMEOUT_S', '5'], ['IDLE_TIMEOUT_S', '1'], ['IDLE_TIMEOUT_S', '961'],
     ['MAX_PAYLOAD_BYTES', '10'], ['MAX_BACKPRESSURE_BYTES', 'x'],
     ['SHUTDOWN_TIMEOUT_S', '0'],

@@ -79,7 +79,7 @@ export class Fleet {
   }
 
   /** Opens `total` connections spread evenly over the processes. */
-  async open(port: number, path: string, total: number, concurrency = 256) {
+  async open(port: number, path: string, total: number, concurrency = 256, protocols?: string) {
     const n = this.procs.length;
     const answers = await this.all<{ opened: number; failed: number; ms: number; codes: Record<string, number> }>((i) => ({
       op: 'open',
@@ -89,6 +89,7 @@ export class Fleet {
       n: Math.floor(total / n) + (i < total % n ? 1 : 0),
       localAddresses: Array.from({ length: ADDRS_PER_PROC }, (_, k) => `127.0.0.${i * ADDRS_PER_PROC + k + 1}`),
       concurrency,
+      protocols,
     }));
     return {
       opened: answers.reduce((a, b) => a + b.opened, 0),

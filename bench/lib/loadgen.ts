@@ -6,11 +6,12 @@
  * reporting counts, latency samples and its own CPU time.
  */
 import { performance } from 'node:perf_hooks';
+import { pack } from 'msgpackr';
 import { WireConn, encodeFrame } from './wire.js';
 
 type Cmd =
-  | { op: 'open'; id: number; host: string; port: number; path: string; n: number; localAddresses: string[]; concurrency: number }
-  | { op: 'chat'; id: number; durationMs: number; warmupMs: number; content: string; thinkMs: number }
+  | { op: 'open'; id: number; host: string; port: number; path: string; n: number; localAddresses: string[]; concurrency: number; protocols?: string }
+  | { op: 'chat'; id: number; durationMs: number; warmupMs: number; content: string; thinkMs: number; msgpack?: boolean }
   | { op: 'fanout-start'; id: number; total: number }
   | { op: 'fanout-stop'; id: number; total: number }
   | { op: 'close'; id: number }
@@ -58,13 +59,18 @@ let fanDelivered = 0;
 let fanDup = 0;
 let fanSamples = new Samples();
 
-const AI = Buffer.from('{"type":"ai_response"');
+const AI_JSON = Buffer.from('{"type":"ai_response"');
+const ERR_JSON = Buffer.from('{"type":"error"');
+// MessagePack maps start with their size byte, then "type" and its value.
+const AI_MSGPACK = Buffer.concat([Buffer.from([0x00]), pack('type'), pack('ai_response')]);
+const ERR_MSGPACK = Buffer.concat([Buffer.from([0x00]), pack('type'), pack('error')]);
+let AI = AI_JSON;
+let ERR = ERR_JSON;
 const BENCH = Buffer.from('{"type":"bench","seq":');
-const ERR = Buffer.from('{"type":"error"');
 
 function onMessage(c: WireConn, p: Buffer): void {
   if (phase === 'chat') {
-    if (p.length > AI.length && p.compare(AI, 0, AI.length, 0, AI.length) === 0) {
+    if (p.length > AI.length && p.compare(AI, 1, AI.length, 1, AI.length) === 0) {
       const now = performance.now();
       if (measuring) {
         responses++;
@@ -75,7 +81,7 @@ function onMessage(c: WireConn, p: Buffer): void {
         c.state = now;
         c.send(chatFrame);
       }
-    } else if (p.compare(ERR, 0, ERR.length, 0, Math.min(ERR.length, p.length)) === 0) {
+    } else if (p.length >= ERR.length && p.compare(ERR, 1, ERR.length, 1, ERR.length) === 0) {
       errors++;
     }
   } else if (phase === 'fanout') {
@@ -136,6 +142,7 @@ async function open(cmd: Extract<Cmd, { op: 'open' }>): Promise<void> {
           // Round-robin over source addresses: each has ~28k ephemeral ports,
           // and closed connections hold theirs in TIME_WAIT for a minute.
           localAddress: cmd.localAddresses[next % cmd.localAddresses.length],
+          protocols: cmd.protocols,
           onMessage: (conn, p) => {
             if (!settled) {
               settle(true); // the first frame (connection_status) means the socket is up
@@ -161,7 +168,10 @@ async function open(cmd: Extract<Cmd, { op: 'open' }>): Promise<void> {
 }
 
 async function chat(cmd: Extract<Cmd, { op: 'chat' }>): Promise<void> {
-  chatFrame = encodeFrame(JSON.stringify({ type: 'user_message', content: cmd.content }));
+  const msg = { type: 'user_message', content: cmd.content };
+  chatFrame = cmd.msgpack ? encodeFrame(pack(msg), 0x2) : encodeFrame(JSON.stringify(msg));
+  AI = cmd.msgpack ? AI_MSGPACK : AI_JSON;
+  ERR = cmd.msgpack ? ERR_MSGPACK : ERR_JSON;
   responses = 0;
   errors = 0;
   thinkMs = cmd.thinkMs;

@@ -22,9 +22,9 @@ export async function measureChat(
   fleet: Fleet,
   target: Target,
   conns: number,
-  opts: { durationMs: number; warmupMs?: number; thinkMs?: number; content?: string },
+  opts: { durationMs: number; warmupMs?: number; thinkMs?: number; content?: string; msgpack?: boolean },
 ): Promise<ChatResult> {
-  const open = await fleet.open(target.port, widgetPath('bench'), conns);
+  const open = await fleet.open(target.port, widgetPath('bench'), conns, 256, opts.msgpack ? 'msgpack' : undefined);
   const u0 = usage(target.proc.pid!);
   const t0 = Date.now();
   const answers = await fleet.all<{ responses: number; errors: number; ms: number; cpuMs: number; samples: number[] }>(() => ({
@@ -33,6 +33,7 @@ export async function measureChat(
     warmupMs: opts.warmupMs ?? 1000,
     thinkMs: opts.thinkMs ?? 0,
     content: opts.content ?? 'hello, how are you today?',
+    msgpack: opts.msgpack,
   }));
   const u1 = usage(target.proc.pid!);
   const wall = Date.now() - t0;

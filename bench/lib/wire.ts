@@ -37,6 +37,8 @@ export interface WireOptions {
   port: number;
   path: string;
   localAddress?: string;
+  /** Sec-WebSocket-Protocol to offer (e.g. "msgpack"). */
+  protocols?: string;
   /** Called with each text/binary frame's payload (valid during the call only). */
   onMessage(conn: WireConn, payload: Buffer): void;
   onOpen?(conn: WireConn): void;
@@ -60,7 +62,9 @@ export class WireConn {
     this.socket.on('connect', () => {
       this.socket.write(
         `GET ${o.path} HTTP/1.1\r\nHost: ${o.host}:${o.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-          `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+          `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n` +
+          (o.protocols ? `Sec-WebSocket-Protocol: ${o.protocols}\r\n` : '') +
+          '\r\n',
       );
     });
     this.socket.on('data', (d) => this.#data(d));

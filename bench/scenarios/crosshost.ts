@@ -4,31 +4,13 @@
  * here), broadcasts POSTed alternately to each; beside it, the same run's
  * single-host figures (embedded mode, and Redis mode with one host).
  */
-import { spawn } from 'node:child_process';
-import net from 'node:net';
 import type { Ctx } from '../lib/context.js';
 import type { Fleet } from '../lib/fleet.js';
 import { measureFanout, type FanoutResult } from '../lib/measure.js';
 import { fmt, ratio } from '../lib/stats.js';
 import { freePort, startTarget, type Target } from '../lib/targets.js';
 import type { Table } from '../lib/report.js';
-
-async function startRedis(): Promise<{ url: string; stop(): void }> {
-  const port = await freePort();
-  const p = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  for (let i = 0; i < 100; i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.end();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) break;
-  }
-  return { url: `redis://127.0.0.1:${port}`, stop: () => p.kill('SIGKILL') };
-}
+import { startRedis } from '../lib/redis.js';
 
 export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   const rows: string[][] = [];

@@ -182,7 +182,7 @@ export const VARIABLES = {
   AI_ENGINE_MAX_INFLIGHT_PER_CREATOR: intVar('256', 'AI requests in flight per creator per worker', 1, 1_000_000),
   AI_BREAKER_FAILURES: intVar('20', 'consecutive AI engine failures that open the circuit breaker', 1, 100_000),
   AI_BREAKER_COOLDOWN_MS: intVar('5000', 'how long an open circuit fails fast before one probe request', 100, 600_000),
-  RATE_LIMIT_MESSAGES: intVar('20', 'user messages per session per window', 1, 1_000_000),
+  RATE_LIMIT_MESSAGES: intVar('20', 'user messages per session per window, across the cluster; 0: off', 0, 1_000_000),
   RATE_LIMIT_WINDOW_S: intVar('10', 'rate-limit window', 1, 86_400),
   AI_BUDGET_PER_MINUTE: intVar('0', 'AI requests per creator per minute across the cluster (burst as large); over it "AI request budget exceeded, try again later"; 0: off', 0, 100_000_000),
   RATE_LIMIT_SYNC_MS: intVar('100', 'how often session and creator budgets are reconciled with the other workers and hosts (primary, or Redis); bounds the overshoot', 10, 10_000),

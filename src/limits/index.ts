@@ -7,6 +7,9 @@
  * | FRAME_RATE_LIMIT           | connection          | every frame, uWS thread        | close 4008                   |
  * | CONNECT_RATE_PER_IP        | client IP           | upgrade, uWS thread            | close 4030                   |
  * | RATE_LIMIT_MESSAGES/WINDOW | creator + session   | valid user_message, any thread | "Rate limit exceeded"        |
+ *
+ * Each limit is off at 0 (FRAME_RATE_LIMIT, CONNECT_RATE_PER_IP,
+ * RATE_LIMIT_MESSAGES, AI_BUDGET_PER_MINUTE): then nothing is charged.
  * | AI_BUDGET_PER_MINUTE       | creator             | valid user_message, any thread | "AI request budget exceeded" |
  *
  * The session and creator budgets are reconciled with the other workers and
@@ -48,7 +51,7 @@ const MAX_SLOTS = 1 << 20;
 export class Limits {
   readonly frames: KeyedBuckets | undefined;
   readonly connects: KeyedBuckets | undefined;
-  readonly sessions: KeyedBuckets;
+  readonly sessions: KeyedBuckets | undefined;
   readonly creators: KeyedBuckets | undefined;
   /** The message tables, for the validation stage (inline and pool). */
   readonly messages: MessageTables;
@@ -68,11 +71,11 @@ export class Limits {
     const synced = store !== undefined;
     this.frames = cfg.frameRateLimit > 0 ? new KeyedBuckets('frame', perConn, cfg.frameRateLimit, 1000) : undefined;
     this.connects = cfg.connectRatePerIp > 0 ? new KeyedBuckets('connect', 65_536, cfg.connectRatePerIp, 1000) : undefined;
-    this.sessions = new KeyedBuckets('session', withHeadroom, cfg.rateLimitMessages, cfg.rateLimitWindowS * 1000, synced);
+    this.sessions = cfg.rateLimitMessages > 0 ? new KeyedBuckets('session', withHeadroom, cfg.rateLimitMessages, cfg.rateLimitWindowS * 1000, synced) : undefined;
     this.creators = cfg.aiBudgetPerMinute > 0 ? new KeyedBuckets('creator', withHeadroom, cfg.aiBudgetPerMinute, 60_000, synced) : undefined;
-    this.messages = new MessageTables(this.sessions.table, this.creators?.table);
+    this.messages = new MessageTables(this.sessions?.table, this.creators?.table);
     const tables = [this.sessions, this.creators].filter((t): t is KeyedBuckets => t !== undefined);
-    this.#sync = store ? new RateSync(store, tables, cfg.rateLimitSyncMs, log) : undefined;
+    this.#sync = store && tables.length > 0 ? new RateSync(store, tables, cfg.rateLimitSyncMs, log) : undefined;
   }
 
   /**
@@ -86,7 +89,7 @@ export class Limits {
   prepare(creatorId: string, sessionKey: string | undefined, waitMs = 250): Promise<void> | undefined {
     const sync = this.#sync;
     if (sync === undefined) return undefined;
-    const freshSession = sessionKey !== undefined && this.sessions.touch(sessionKey);
+    const freshSession = sessionKey !== undefined && (this.sessions?.touch(sessionKey) ?? false);
     const freshCreator = this.creators?.touch(creatorId) ?? false;
     if (!freshSession && !freshCreator) return undefined;
     return new Promise((resolve) => {
@@ -107,14 +110,14 @@ export class Limits {
   acquire(connectionId: string, creatorId: string, sessionKey: string, newSession = false): ConnSlots {
     return {
       frameSlot: this.frames?.acquire(connectionId) ?? 0,
-      sessionSlot: this.sessions.acquire(sessionKey, !newSession),
+      sessionSlot: this.sessions?.acquire(sessionKey, !newSession) ?? 0,
       creatorSlot: this.creators?.acquire(creatorId) ?? 0,
     };
   }
 
   release(connectionId: string, creatorId: string, sessionKey: string): void {
     this.frames?.release(connectionId);
-    this.sessions.release(sessionKey);
+    this.sessions?.release(sessionKey);
     this.creators?.release(creatorId);
   }
 
