@@ -61,16 +61,32 @@ let fanSamples = new Samples();
 
 const AI_JSON = Buffer.from('{"type":"ai_response"');
 const ERR_JSON = Buffer.from('{"type":"error"');
-// MessagePack maps start with their size byte, then "type" and its value.
-const AI_MSGPACK = Buffer.concat([Buffer.from([0x00]), pack('type'), pack('ai_response')]);
-const ERR_MSGPACK = Buffer.concat([Buffer.from([0x00]), pack('type'), pack('error')]);
+// A MessagePack map: its header (1, 3 or 5 bytes), then "type" and its value.
+const AI_MSGPACK = Buffer.concat([pack('type'), pack('ai_response')]);
+const ERR_MSGPACK = Buffer.concat([pack('type'), pack('error')]);
 let AI = AI_JSON;
 let ERR = ERR_JSON;
+let msgpackFrames = false;
+
+/** Where a frame's first key starts: after '{' (JSON) or the map header (MessagePack). */
+function bodyAt(p: Buffer): number {
+  if (!msgpackFrames) return 1;
+  const h = p[0]!;
+  return h === 0xde ? 3 : h === 0xdf ? 5 : 1;
+}
+
+/** Whether `p` starts (after its opening) with `prefix`, which begins the same way. */
+function startsWith(p: Buffer, prefix: Buffer): boolean {
+  const at = bodyAt(p);
+  const skip = msgpackFrames ? 0 : 1; // a JSON prefix includes the '{'
+  const len = prefix.length - skip;
+  return p.length >= at + len && p.compare(prefix, skip, prefix.length, at, at + len) === 0;
+}
 const BENCH = Buffer.from('{"type":"bench","seq":');
 
 function onMessage(c: WireConn, p: Buffer): void {
   if (phase === 'chat') {
-    if (p.length > AI.length && p.compare(AI, 1, AI.length, 1, AI.length) === 0) {
+    if (startsWith(p, AI)) {
       const now = performance.now();
       if (measuring) {
         responses++;
@@ -81,7 +97,7 @@ function onMessage(c: WireConn, p: Buffer): void {
         c.state = now;
         c.send(chatFrame);
       }
-    } else if (p.length >= ERR.length && p.compare(ERR, 1, ERR.length, 1, ERR.length) === 0) {
+    } else if (startsWith(p, ERR)) {
       errors++;
     }
   } else if (phase === 'fanout') {
@@ -172,6 +188,7 @@ async function chat(cmd: Extract<Cmd, { op: 'chat' }>): Promise<void> {
   chatFrame = cmd.msgpack ? encodeFrame(pack(msg), 0x2) : encodeFrame(JSON.stringify(msg));
   AI = cmd.msgpack ? AI_MSGPACK : AI_JSON;
   ERR = cmd.msgpack ? ERR_MSGPACK : ERR_JSON;
+  msgpackFrames = cmd.msgpack === true;
   responses = 0;
   errors = 0;
   thinkMs = cmd.thinkMs;

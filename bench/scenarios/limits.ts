@@ -15,7 +15,7 @@ import type { Table } from '../lib/report.js';
 
 const OFF = { RATE_LIMIT_MESSAGES: '0', FRAME_RATE_LIMIT: '0', AI_BUDGET_PER_MINUTE: '0', CONNECT_RATE_PER_IP: '0' };
 /** Every limit on, far above what the load reaches: each frame and message is charged, none refused. */
-const ON = { RATE_LIMIT_MESSAGES: '100000000', RATE_LIMIT_WINDOW_S: '1', FRAME_RATE_LIMIT: '1000000', AI_BUDGET_PER_MINUTE: '100000000', CONNECT_RATE_PER_IP: '100000' };
+const ON = { RATE_LIMIT_MESSAGES: '1000000', RATE_LIMIT_WINDOW_S: '1', FRAME_RATE_LIMIT: '1000000', AI_BUDGET_PER_MINUTE: '100000000', CONNECT_RATE_PER_IP: '100000' };
 
 export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   const conns = Number(process.env.BENCH_LIMITS_CONNS ?? 100);

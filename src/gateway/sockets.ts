@@ -19,7 +19,7 @@ import { isValidId } from '../auth/ids.js';
 import { CLOSE, type CloseCode } from '../protocol/close-codes.js';
 import * as frames from '../protocol/frames.js';
 import { connectionTopic, creatorTopic } from '../protocol/topics.js';
-import { busTopic, MSGPACK_PROTOCOL, msgpackTopic, toMsgpack } from '../protocol/msgpack.js';
+import { busTopic, MSGPACK_PROTOCOL, msgpackTopic, packFrame } from '../protocol/msgpack.js';
 import type { ChatPeer, ChatPipeline, ChatState, OutKind } from '../pipeline/chat.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Ordered, Validator } from '../pipeline/validator.js';
@@ -53,6 +53,8 @@ export interface ConnEnv {
 /** Error texts -> bounded metric labels ("Unknown message type: X" is unbounded: unknown_type). */
 const ERROR_LABELS = new Map<string, string>(Object.entries(frames.ERRORS).map(([k, v]) => [v, k.toLowerCase()]));
 
+const PONG_MSGPACK = packFrame({ type: 'pong' });
+
 /** Per-connection state of an authenticated socket. */
 export class Conn implements ChatPeer, Ordered {
   closed = false;
@@ -84,13 +86,40 @@ export class Conn implements ChatPeer, Ordered {
     return `${this.creatorId}\u0000${this.sessionId}`;
   }
 
+  typing(isTyping: boolean): void {
+    if (this.closed) return;
+    this.send(this.msgpack ? packFrame(frames.typingObject(isTyping)) : frames.typing(isTyping), 'typing_indicator');
+  }
+
+  answer(a: frames.Answer): void {
+    if (this.closed) return;
+    this.send(this.msgpack ? packFrame(frames.aiResponseObject(a)) : frames.aiResponse(a), 'ai_response');
+  }
+
+  error(text: string): void {
+    if (this.closed) return;
+    this.env.metrics.errors.labels(ERROR_LABELS.get(text) ?? 'unknown_type').inc();
+    this.send(this.msgpack ? packFrame(frames.errorObject(text)) : frames.error(text), 'error');
+  }
+
+  pong(): void {
+    this.send(this.msgpack ? PONG_MSGPACK : frames.PONG, 'pong');
+  }
+
+  status(): void {
+    const s = frames.connectionStatusObject(this.sessionId, this.connectionId);
+    this.send(this.msgpack ? packFrame(s) : JSON.stringify(s), 'connection_status');
+  }
+
   /**
-   * The slow-consumer policy for direct sends: droppable frames (typing
-   * indicators) are skipped once half of MAX_BACKPRESSURE_BYTES is buffered;
-   * any other frame that would pass the limit closes the socket with 4009
-   * so that no answer is ever lost without the client knowing.
+   * Sends a frame in the socket's framing (text for JSON, binary for
+   * msgpack), under the slow-consumer policy for direct sends: droppable
+   * frames (typing indicators) are skipped once half of
+   * MAX_BACKPRESSURE_BYTES is buffered; any other frame that would pass the
+   * limit closes the socket with 4009 so that no answer is ever lost
+   * without the client knowing.
    */
-  send(frame: string, kind: OutKind): void {
+  send(frame: string | Uint8Array, kind: OutKind): void {
     const ws = this.ws;
     if (this.closed || ws === undefined) return;
     const { maxBackpressure, metrics } = this.env;
@@ -105,13 +134,7 @@ export class Conn implements ChatPeer, Ordered {
       return;
     }
     metrics.out[kind]++;
-    if (this.msgpack) ws.send(toMsgpack(frame), true);
-    else ws.send(frame, false);
-  }
-
-  error(text: string): void {
-    this.env.metrics.errors.labels(ERROR_LABELS.get(text) ?? 'unknown_type').inc();
-    this.send(frames.error(text), 'error');
+    ws.send(frame, typeof frame !== 'string');
   }
 
   cork(fn: () => void): void {
@@ -235,7 +258,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       conn.error(d.error);
     } else if (d.msg.type === 'ping') {
       m.ping++;
-      conn.send(frames.PONG, 'pong');
+      conn.pong();
     } else {
       m.user_message++;
       if (d.limited !== undefined) deps.metrics.rateLimited.labels(d.limited).inc();
@@ -351,7 +374,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       const topic = conn.msgpack ? msgpackTopic : (x: string) => x;
       ws.subscribe(topic(creatorTopic(conn.creatorId)));
       ws.subscribe(topic(connectionTopic(conn.connectionId)));
-      conn.send(frames.connectionStatus(conn.sessionId, conn.connectionId), 'connection_status');
+      conn.status();
       log.debug({ conn: conn.connectionId, creator: conn.creatorId, session: conn.sessionId }, 'socket open');
     },
 

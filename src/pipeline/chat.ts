@@ -36,8 +36,10 @@ export interface ChatPeer {
   readonly closed: boolean;
   /** Pending messages of this connection (owned by the pipeline). */
   chat: ChatState | undefined;
-  /** Sends a frame; typing indicators may be skipped under backpressure. */
-  send(frame: string, kind: OutKind): void;
+  /** Sends a typing indicator (may be skipped under backpressure). */
+  typing(isTyping: boolean): void;
+  /** Sends an ai_response frame. */
+  answer(a: frames.Answer): void;
   /** Sends an error frame with this text. */
   error(text: string): void;
   /** Runs `fn` with the socket corked (needed for sends after an await). */
@@ -87,12 +89,12 @@ export class ChatPipeline {
           this.#emit(peer, afterAwait, () => peer.error(item.error));
           continue;
         }
-        this.#emit(peer, afterAwait, () => peer.send(frames.typing(true), 'typing_indicator'));
-        let out: string | undefined;
+        this.#emit(peer, afterAwait, () => peer.typing(true));
+        let out: frames.Answer | undefined;
         const started = performance.now();
         try {
           const answer = await this.engine.ask({ query: item, creator_id: peer.creatorId, session_id: peer.sessionId });
-          out = frames.aiResponse(answer);
+          out = answer;
           this.metrics.aiLatency.observe((performance.now() - started) / 1000);
         } catch (err) {
           const msg = (err as Error).message;
@@ -102,9 +104,9 @@ export class ChatPipeline {
         afterAwait = true;
         if (peer.closed) break;
         peer.cork(() => {
-          if (out !== undefined) peer.send(out, 'ai_response');
+          if (out !== undefined) peer.answer(out);
           else peer.error(frames.ERRORS.FAILED);
-          peer.send(frames.typing(false), 'typing_indicator');
+          peer.typing(false);
         });
       }
     } finally {

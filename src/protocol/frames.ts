@@ -38,21 +38,32 @@ export function isoNow(): string {
 
 export const PONG = '{"type":"pong"}';
 
-export function connectionStatus(sessionId: string, connectionId: string): string {
-  return JSON.stringify({
+// Each frame as an object (encoded by the socket's framing: JSON, or
+// MessagePack for msgpack sockets) and as JSON text (the default path).
+
+export function connectionStatusObject(sessionId: string, connectionId: string) {
+  return {
     type: 'connection_status',
     status: 'connected',
     details: { session_id: sessionId, connection_id: connectionId },
     timestamp: isoNow(),
-  });
+  };
+}
+
+export function typingObject(isTyping: boolean) {
+  return { type: 'typing_indicator', is_typing: isTyping, timestamp: isoNow() };
 }
 
 export function typing(isTyping: boolean): string {
   return `{"type":"typing_indicator","is_typing":${isTyping},"timestamp":"${isoNow()}"}`;
 }
 
+export function errorObject(message: string) {
+  return { type: 'error', error: message, timestamp: isoNow() };
+}
+
 export function error(message: string): string {
-  return JSON.stringify({ type: 'error', error: message, timestamp: isoNow() });
+  return JSON.stringify(errorObject(message));
 }
 
 export interface Answer {
@@ -61,13 +72,17 @@ export interface Answer {
   sources: unknown[];
 }
 
-export function aiResponse(a: Answer): string {
-  return JSON.stringify({
+export function aiResponseObject(a: Answer) {
+  return {
     type: 'ai_response',
     content: a.response,
     confidence: a.confidence,
     sources: a.sources,
     timestamp: isoNow(),
     message_id: randomUUID(),
-  });
+  };
+}
+
+export function aiResponse(a: Answer): string {
+  return JSON.stringify(aiResponseObject(a));
 }

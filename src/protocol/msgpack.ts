@@ -6,9 +6,10 @@
  * targeted sends) as a binary MessagePack frame. JSON text stays the
  * default, and a msgpack client's text frames are still read as JSON.
  *
- * Frames are built once as JSON text (the hot path) and transcoded for
- * msgpack sockets; a broadcast is transcoded once per worker, only when a
- * msgpack socket listens (see gateway/fanout.ts).
+ * A socket's own frames (answers, errors, typing, pong) are packed from
+ * their objects directly. Broadcasts and targeted sends arrive as JSON (the
+ * bus carries JSON) and are transcoded once per worker, only when a msgpack
+ * socket listens (see gateway/fanout.ts).
  */
 import { Packr, Unpackr } from 'msgpackr';
 
@@ -16,8 +17,14 @@ export const MSGPACK_PROTOCOL = 'msgpack';
 
 // Plain maps and arrays only: no records or structured-clone extensions
 // either way, so any MessagePack library can talk to the gateway.
-const packr = new Packr({ useRecords: false, moreTypes: false });
+// variableMapSize: the smallest map header (fixmap for our frames), not map16.
+const packr = new Packr({ useRecords: false, moreTypes: false, variableMapSize: true });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+/** A frame object as MessagePack. */
+export function packFrame(frame: object): Uint8Array {
+  return packr.pack(frame);
+}
 
 /** A JSON frame as MessagePack. */
 export function toMsgpack(json: string | Uint8Array): Uint8Array {
