@@ -11,7 +11,7 @@ import { ERRORS } from '../src/protocol/frames.js';
 let g: TestGateway;
 let bystander: Client;
 t.before(async () => {
-  g = await startGateway({ RATE_LIMIT_MESSAGES: '100000', MAX_PAYLOAD_BYTES: '65536' });
+  g = await startGateway({ RATE_LIMIT_MESSAGES: '100000', MAX_PAYLOAD_BYTES: '65536', MAX_MESSAGE_CHARS: '65536' });
   bystander = await connectWidget(g.port, 'calm', widgetToken('calm'));
 });
 t.teardown(async () => {

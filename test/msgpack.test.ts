@@ -72,7 +72,7 @@ async function msgpackClient(g: TestGateway, creator: string): Promise<MsgpackCl
 
 for (const mode of ['inline', 'pool'] as const) {
   t.test(`msgpack framing (${mode} validation)`, async (t) => {
-    const g = await startGateway({ VALIDATION_MODE: mode, RATE_LIMIT_MESSAGES: '1000' });
+    const g = await startGateway({ VALIDATION_MODE: mode, RATE_LIMIT_MESSAGES: '1000', MAX_MESSAGE_CHARS: '65536' });
     t.teardown(() => g.close());
 
     t.test('offering msgpack selects it; every server frame is binary MessagePack of the JSON shape', async (t) => {

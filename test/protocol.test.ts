@@ -167,6 +167,7 @@ t.test('error frames', async (t) => {
     ['missing content', { type: 'user_message' }, ERRORS.EMPTY],
     ['non-string content', { type: 'user_message', content: { a: 1 } }, ERRORS.CONTENT_NOT_STRING],
     ['numeric content', { type: 'user_message', content: 42 }, ERRORS.CONTENT_NOT_STRING],
+    ['content over MAX_MESSAGE_CHARS (16000)', { type: 'user_message', content: ` ${'x'.repeat(16_001)} ` }, ERRORS.TOO_LONG],
     ['invalid JSON', '{"type": "ping"', ERRORS.INVALID_JSON],
     ['unknown type', { type: 'dance' }, 'Unknown message type: dance'],
     ['missing type', { content: 'x' }, ERRORS.INVALID_MESSAGE],

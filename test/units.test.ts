@@ -19,6 +19,8 @@ t.test('decodeFrame', async (t) => {
   t.same(decodeFrame(enc('{'), false), { ok: false, error: ERRORS.INVALID_JSON });
   t.same(validateMessage({ type: 'user_message', content: null }), { ok: false, error: ERRORS.EMPTY });
   t.same(validateMessage({ type: 'x'.repeat(100) }).ok, false);
+  t.same(validateMessage({ type: 'user_message', content: ' abc ', extra: { ignored: true } }, { maxContentChars: 3 }), { ok: true, msg: { type: 'user_message', content: 'abc' } }, 'trimmed length counts; unknown fields are dropped');
+  t.same(validateMessage({ type: 'user_message', content: 'abcd' }, { maxContentChars: 3 }), { ok: false, error: ERRORS.TOO_LONG });
 });
 
 t.test('shared token buckets (GCRA)', async (t) => {

@@ -58,6 +58,8 @@ export async function startTarget(name: TargetName, workers: number, env: Record
       RATE_LIMIT_WINDOW_S: '1',
       FRAME_RATE_LIMIT: '0',
       CONNECT_RATE_PER_IP: '0',
+      // The validation scenario sends 60 KiB messages.
+      MAX_MESSAGE_CHARS: '1000000',
       ...env,
     },
     stdio: ['ignore', 'ignore', 'inherit'],

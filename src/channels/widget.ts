@@ -4,7 +4,7 @@
  * plus the bus to other nodes).
  */
 import type { ChannelHandler } from './channel.js';
-import { decodeFrame, type Decoded } from '../pipeline/validate.js';
+import { decodeFrame, type Decoded, type MessageSchema } from '../pipeline/validate.js';
 import { isValidId } from '../auth/ids.js';
 import { connectionTopic } from '../protocol/topics.js';
 import type { Fanout } from '../gateway/fanout.js';
@@ -12,14 +12,17 @@ import type { Fanout } from '../gateway/fanout.js';
 export class WidgetChannel implements ChannelHandler<ArrayBuffer> {
   readonly type = 'widget';
 
-  constructor(private readonly fanout: Fanout) {}
+  constructor(
+    private readonly fanout: Fanout,
+    private readonly schema: MessageSchema,
+  ) {}
 
   async send(connectionId: string, frame: Record<string, unknown>): Promise<boolean> {
     return this.fanout.publishIfPresent(connectionTopic(connectionId), JSON.stringify(frame));
   }
 
   decode(raw: ArrayBuffer, isBinary: boolean, msgpack = false): Decoded {
-    return decodeFrame(raw, isBinary, msgpack);
+    return decodeFrame(raw, isBinary, msgpack, this.schema);
   }
 
   validateRecipient(connectionId: string): boolean {

@@ -72,6 +72,8 @@ export interface Config {
   maxPayloadBytes: number;
   maxBackpressureBytes: number;
   maxQueuedMessages: number;
+  /** Longest user_message content, in characters after trimming. */
+  maxMessageChars: number;
   frameRateLimit: number;
   connectRatePerIp: number;
   validationMode: 'inline' | 'pool' | 'auto';
@@ -189,6 +191,7 @@ export const VARIABLES = {
   IDLE_TIMEOUT_S: { def: '120', doc: 'uWS idleTimeout; the server pings automatically', parse: idleTimeout },
   MAX_PAYLOAD_BYTES: intVar('65536', 'larger frames close the socket with 1009', 256, 16 * 1024 * 1024),
   MAX_BACKPRESSURE_BYTES: intVar('1048576', 'bytes buffered for one slow socket before it is closed with 4009', 1024, 256 * 1024 * 1024),
+  MAX_MESSAGE_CHARS: intVar('16000', 'longest user_message content (characters, after trimming); longer ones are answered "Message too long"', 1, 16 * 1024 * 1024),
   MAX_QUEUED_MESSAGES: intVar('16', 'user messages waiting for an answer per connection; the excess gets an error frame', 1, 10_000),
   FRAME_RATE_LIMIT: intVar('100', 'frames per second per socket (burst as large); over it the socket is closed with 4008; 0: off', 0, 1_000_000),
   CONNECT_RATE_PER_IP: intVar('50', 'new sockets per client IP per second per worker (burst as large); over it 4030; 0: off', 0, 1_000_000),
@@ -398,6 +401,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     maxPayloadBytes: read(env, 'MAX_PAYLOAD_BYTES'),
     maxBackpressureBytes: read(env, 'MAX_BACKPRESSURE_BYTES'),
     maxQueuedMessages: read(env, 'MAX_QUEUED_MESSAGES'),
+    maxMessageChars: read(env, 'MAX_MESSAGE_CHARS'),
     frameRateLimit: read(env, 'FRAME_RATE_LIMIT'),
     connectRatePerIp: read(env, 'CONNECT_RATE_PER_IP'),
     validationMode: read(env, 'VALIDATION_MODE'),

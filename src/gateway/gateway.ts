@@ -75,13 +75,15 @@ export class Gateway {
     this.app = d.cfg.tls
       ? d.uws.SSLApp({ cert_file_name: d.cfg.tls.certFile, key_file_name: d.cfg.tls.keyFile })
       : d.uws.App();
-    this.metrics = new Metrics({ connections: () => this.sockets.all.size, bus: () => this.fanout?.bus, poolQueued: () => this.validator?.queued ?? 0 });
+    this.metrics = new Metrics({ connections: () => this.sockets.all.size, bus: () => this.fanout?.bus, poolQueued: () => this.validator?.queued ?? 0, limits: () => this.limits?.stats() });
     this.fanout = new Fanout(this.app, d.busFactory, d.cluster);
-    const widget = new WidgetChannel(this.fanout);
+    const schema = { maxContentChars: d.cfg.maxMessageChars };
+    const widget = new WidgetChannel(this.fanout, schema);
     this.channels.register(widget);
     this.limits = new Limits(d.cfg, d.rateStore, d.log);
     this.validator = createValidator({
       tables: this.limits.messages,
+      schema,
       mode: d.cfg.validationMode,
       decode: (data, isBinary, msgpack) => widget.decode(data, isBinary, msgpack),
       thresholdBytes: d.cfg.validationThresholdBytes,

@@ -58,7 +58,11 @@ const PONG_MSGPACK = packFrame({ type: 'pong' });
 /** Per-connection state of an authenticated socket. */
 export class Conn implements ChatPeer, Ordered {
   closed = false;
-  /** Rate-limit slots (limits/), held from open to close. */
+  /**
+   * Rate-limit slots (limits/), taken at the socket's first frame and held
+   * until it closes: an idle socket holds none (memory per idle connection).
+   */
+  slotted = false;
   frameSlot = 0;
   sessionSlot = 0;
   creatorSlot = 0;
@@ -367,7 +371,6 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         return;
       }
       conn.ws = ws;
-      ({ frameSlot: conn.frameSlot, sessionSlot: conn.sessionSlot, creatorSlot: conn.creatorSlot } = limits.acquire(conn.connectionId, conn.creatorId, conn.sessionKey, conn.newSession));
       sockets.add(ws, conn);
       deps.sink?.add(conn);
       // A msgpack socket listens on the msgpack twins of its topics (fanout.ts).
@@ -384,6 +387,10 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       if (data.byteLength > cfg.maxPayloadBytes) {
         ws.end(CLOSE.TOO_BIG.code, CLOSE.TOO_BIG.reason);
         return;
+      }
+      if (!conn.slotted) {
+        conn.slotted = true;
+        ({ frameSlot: conn.frameSlot, sessionSlot: conn.sessionSlot, creatorSlot: conn.creatorSlot } = limits.acquire(conn.connectionId, conn.creatorId, conn.sessionKey, conn.newSession));
       }
       if (!limits.takeFrame(conn.frameSlot)) {
         deps.metrics.rateLimited.labels('frames').inc();
@@ -416,7 +423,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       if (conn === undefined) return;
       conn.closed = true;
       conn.ws = undefined;
-      limits.release(conn.connectionId, conn.creatorId, conn.sessionKey);
+      if (conn.slotted) limits.release(conn.connectionId, conn.creatorId, conn.sessionKey);
       sockets.delete(ws, conn);
       deps.sink?.remove(conn);
       log.debug({ conn: conn.connectionId, code }, 'socket closed');

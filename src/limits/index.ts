@@ -45,6 +45,16 @@ export interface ConnSlots {
   creatorSlot: number;
 }
 
+/** What the metrics show of the limits. */
+export interface LimitStats {
+  /** Keys with a bucket, by kind (frame, connect, session, creator). */
+  keys: Record<string, number>;
+  /** Keys that had to share the overflow bucket (a table was full). */
+  overflows: number;
+  /** Batches the store (primary or Redis) could not take. */
+  syncFailures: number;
+}
+
 /** Table sizes are fixed (shared memory): at most this many slots of a kind (12 bytes each). */
 const MAX_SLOTS = 1 << 20;
 
@@ -124,6 +134,15 @@ export class Limits {
   /** Takes a frame on the socket's bucket; false when over FRAME_RATE_LIMIT. */
   takeFrame(frameSlot: number): boolean {
     return this.frames === undefined || this.frames.table.take(frameSlot, nowUs());
+  }
+
+  stats(): LimitStats {
+    const all = [this.frames, this.connects, this.sessions, this.creators].filter((t): t is KeyedBuckets => t !== undefined);
+    return {
+      keys: Object.fromEntries(all.map((t) => [t.name, t.size])),
+      overflows: all.reduce((n, t) => n + t.overflows, 0),
+      syncFailures: this.#sync?.failures ?? 0,
+    };
   }
 
   /** Reconciles the budgets with the store now (tests; otherwise periodic). */

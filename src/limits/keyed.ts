@@ -24,6 +24,8 @@ export class KeyedBuckets {
   readonly #slots = new Map<string, Entry>();
   readonly #free: number[] = [];
   readonly #timer: NodeJS.Timeout;
+  /** Keys that got the shared overflow bucket because the table was full (a metric). */
+  overflows = 0;
 
   constructor(
     readonly name: string,
@@ -101,6 +103,7 @@ export class KeyedBuckets {
       slot = this.#free.pop() ?? 0;
     }
     if (slot !== 0) this.table.reset(slot);
+    else this.overflows++;
     e = { slot, refs: 0, fresh: known };
     if (slot !== 0) this.#slots.set(key, e);
     return e;

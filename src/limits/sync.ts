@@ -34,6 +34,8 @@ export class RateSync {
   #soon: NodeJS.Timeout | undefined;
   #closed = false;
   #lastWarn = 0;
+  /** Batches the store could not take (a metric). */
+  failures = 0;
   /** Resolved when the next run (one that starts after they were added) ends. */
   #waiters: Array<() => void> = [];
 
@@ -130,6 +132,7 @@ export class RateSync {
         if (t.slotOf(key) === slots[i] && ahead[i]! > 0) t.table.adopt(slots[i]!, now + ahead[i]!);
       });
     } catch (err) {
+      this.failures++;
       keys.forEach((key, i) => {
         if (t.slotOf(key) !== slots[i]) return;
         t.table.restoreCharged(slots[i]!, counts[i]!);

@@ -8,6 +8,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Bus } from '../bus/bus.js';
+import type { LimitStats } from '../limits/index.js';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -28,7 +29,7 @@ export class Metrics {
   readonly in = { user_message: 0, ping: 0, invalid: 0 };
   readonly out = { ai_response: 0, typing_indicator: 0, error: 0, pong: 0, connection_status: 0 };
 
-  constructor(sources: { connections: () => number; bus: () => Bus | undefined; poolQueued: () => number }) {
+  constructor(sources: { connections: () => number; bus: () => Bus | undefined; poolQueued: () => number; limits: () => LimitStats | undefined }) {
     const r = this.registry;
     const worker = String(process.pid);
     this.connections = new Gauge({
@@ -78,22 +79,34 @@ export class Metrics {
     });
     this.aiFailures = new Counter({ name: 'gateway_ai_failures_total', help: 'AI engine failures, by reason', labelNames: ['reason'], registers: [r] });
 
-    const busCounter = (name: string, help: string, key: 'published' | 'delivered' | 'dropped') => {
+    /** A counter copied from a running total kept elsewhere. */
+    const totalCounter = (name: string, help: string, read: () => number | undefined) => {
       let last = 0;
       new Counter({
         name,
         help,
         registers: [r],
         collect() {
-          const now = sources.bus()?.stats()[key] ?? last;
+          const now = read() ?? last;
           if (now > last) this.inc(now - last);
           last = now;
         },
       });
     };
-    busCounter('gateway_bus_published_total', 'Messages published to other nodes', 'published');
-    busCounter('gateway_bus_delivered_total', 'Messages received from other nodes', 'delivered');
-    busCounter('gateway_bus_dropped_total', 'Messages lost on the bus (at-most-once; e.g. Redis down)', 'dropped');
+    totalCounter('gateway_bus_published_total', 'Messages published to other nodes', () => sources.bus()?.stats().published);
+    totalCounter('gateway_bus_delivered_total', 'Messages received from other nodes', () => sources.bus()?.stats().delivered);
+    totalCounter('gateway_bus_dropped_total', 'Messages lost on the bus (at-most-once; e.g. Redis down)', () => sources.bus()?.stats().dropped);
+    totalCounter('gateway_rate_limit_overflow_total', 'Keys that shared the overflow bucket because a rate-limit table was full', () => sources.limits()?.overflows);
+    totalCounter('gateway_rate_limit_sync_failures_total', 'Budget batches the store (primary or Redis) could not take; limits were per worker meanwhile', () => sources.limits()?.syncFailures);
+    new Gauge({
+      name: 'gateway_rate_limit_keys',
+      help: 'Keys with a rate-limit bucket, by kind',
+      labelNames: ['kind'],
+      registers: [r],
+      collect() {
+        for (const [kind, n] of Object.entries(sources.limits()?.keys ?? {})) this.set({ kind }, n);
+      },
+    });
     new Gauge({
       name: 'gateway_bus_up',
       help: '1 when the bus (IPC relay or Redis) is connected',

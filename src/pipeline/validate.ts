@@ -1,12 +1,29 @@
 /**
  * Client frame decoding and validation: one pure function, no I/O, so it can
- * run inline on the uWS thread or (later) in a worker pool and give the same
+ * run inline on the uWS thread or in the worker pool and give the same
  * answer. Every outcome is either a valid message or the text of an error
  * frame; nothing a client sends can make it throw.
+ *
+ * The schema, one per client message type, is written out as code (nothing
+ * is interpreted per frame):
+ * - `{"type":"ping"}`;
+ * - `{"type":"user_message","content":S}`: S a string, trimmed, not empty,
+ *   at most `maxContentChars` characters after trimming.
+ * Unknown fields are ignored on purpose, so that a newer widget can send a
+ * field an older gateway does not know (forward compatibility); they never
+ * reach the engine. An unknown type is an error.
  */
 import { ERRORS, unknownTypeError } from '../protocol/frames.js';
 import { fromMsgpack } from '../protocol/msgpack.js';
 import type { MessageLimit, MessageTables } from '../limits/admit.js';
+
+/** The bounds of the schema (from the config). */
+export interface MessageSchema {
+  /** MAX_MESSAGE_CHARS. */
+  maxContentChars: number;
+}
+
+export const DEFAULT_SCHEMA: MessageSchema = Object.freeze({ maxContentChars: 16_000 });
 
 export type ClientMessage = { type: 'ping' } | { type: 'user_message'; content: string };
 
@@ -25,7 +42,7 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * or, for a socket that chose the msgpack subprotocol, MessagePack. Either
  * way the value then goes through the same message schema.
  */
-export function decodeFrame(data: ArrayBuffer | Uint8Array, isBinary: boolean, msgpack = false): Decoded {
+export function decodeFrame(data: ArrayBuffer | Uint8Array, isBinary: boolean, msgpack = false, schema: MessageSchema = DEFAULT_SCHEMA): Decoded {
   if (isBinary && msgpack) {
     let value: unknown;
     try {
@@ -33,7 +50,7 @@ export function decodeFrame(data: ArrayBuffer | Uint8Array, isBinary: boolean, m
     } catch {
       return INVALID_MSGPACK;
     }
-    return validateMessage(value);
+    return validateMessage(value, schema);
   }
   let text: string;
   if (isBinary) {
@@ -53,11 +70,11 @@ export function decodeFrame(data: ArrayBuffer | Uint8Array, isBinary: boolean, m
   } catch {
     return INVALID_JSON;
   }
-  return validateMessage(value);
+  return validateMessage(value, schema);
 }
 
 /** Validates a parsed JSON value as a client message. */
-export function validateMessage(value: unknown): Decoded {
+export function validateMessage(value: unknown, schema: MessageSchema = DEFAULT_SCHEMA): Decoded {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return INVALID_MESSAGE;
   const type = (value as { type?: unknown }).type;
   if (typeof type !== 'string') return INVALID_MESSAGE;
@@ -68,6 +85,7 @@ export function validateMessage(value: unknown): Decoded {
     if (typeof content !== 'string') return { ok: false, error: ERRORS.CONTENT_NOT_STRING };
     const trimmed = content.trim();
     if (trimmed === '') return { ok: false, error: ERRORS.EMPTY };
+    if (trimmed.length > schema.maxContentChars) return { ok: false, error: ERRORS.TOO_LONG };
     return { ok: true, msg: { type: 'user_message', content: trimmed } };
   }
   return { ok: false, error: unknownTypeError(type) };

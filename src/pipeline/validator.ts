@@ -21,7 +21,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
-import { admitDecoded, type Decoded, type MessageSlots } from './validate.js';
+import { admitDecoded, DEFAULT_SCHEMA, type Decoded, type MessageSchema, type MessageSlots } from './validate.js';
 import type { MessageTables } from '../limits/admit.js';
 import { nowUs } from '../limits/buckets.js';
 import { ERRORS } from '../protocol/frames.js';
@@ -46,6 +46,8 @@ export interface Validator {
 
 export interface ValidatorOptions {
   mode: ValidationMode;
+  /** The schema's bounds, for the pool's threads (default: DEFAULT_SCHEMA); the inline decoder must use the same. */
+  schema?: MessageSchema;
   /** The inline decoder: the channel's (the pool task runs the same decodeFrame). */
   decode: (data: ArrayBuffer, isBinary: boolean, msgpack: boolean) => Decoded;
   /** The session and creator budgets (shared with the pool threads). */
@@ -92,7 +94,7 @@ class PoolValidator implements Validator {
       minThreads: 1,
       maxThreads: o.threads,
       idleTimeout: 60_000,
-      workerData: { tables: o.tables.shared } satisfies ValidateWorkerData,
+      workerData: { tables: o.tables.shared, schema: { ...(o.schema ?? DEFAULT_SCHEMA) } } satisfies ValidateWorkerData,
     });
   }
 

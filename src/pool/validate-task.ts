@@ -6,7 +6,7 @@
  * as transferred ArrayBuffers (not copied).
  */
 import { workerData } from 'node:worker_threads';
-import { admitDecoded, decodeFrame, type Decoded } from '../pipeline/validate.js';
+import { admitDecoded, decodeFrame, type Decoded, type MessageSchema } from '../pipeline/validate.js';
 import { MessageTables, type SharedMessageTables } from '../limits/admit.js';
 import { nowUs } from '../limits/buckets.js';
 
@@ -22,9 +22,12 @@ export interface ValidateBatch {
 /** What the pool is started with. */
 export interface ValidateWorkerData {
   tables: SharedMessageTables;
+  schema: MessageSchema;
 }
 
-const tables = MessageTables.attach((workerData as ValidateWorkerData).tables);
+const data = workerData as ValidateWorkerData;
+const tables = MessageTables.attach(data.tables);
+const schema = data.schema;
 
 export default function validateBatch(batch: ValidateBatch): Decoded[] {
   const now = nowUs();
@@ -32,6 +35,6 @@ export default function validateBatch(batch: ValidateBatch): Decoded[] {
   return batch.frames.map((f, i) => {
     slots.sessionSlot = batch.slots[2 * i]!;
     slots.creatorSlot = batch.slots[2 * i + 1]!;
-    return admitDecoded(decodeFrame(f, batch.binary[i]!, batch.msgpack[i]!), tables, slots, now);
+    return admitDecoded(decodeFrame(f, batch.binary[i]!, batch.msgpack[i]!, schema), tables, slots, now);
   });
 }

@@ -17,6 +17,7 @@ export const ERRORS = Object.freeze({
   BUSY: 'Server busy, try again',
   AI_BUDGET: 'AI request budget exceeded, try again later',
   INVALID_MSGPACK: 'Invalid MessagePack format',
+  TOO_LONG: 'Message too long',
 });
 
 /** `Unknown message type: X` (X is the JSON text of the type, cut to 64 chars). */
