@@ -27,7 +27,7 @@ t.test('bench/run.ts runs every scenario and writes the results file', async (t)
     BENCH_OUT: out,
   };
   // env -u: tap's coverage loaders must not ride along into the benchmark's processes.
-  execFileSync('env', ['-u', 'NODE_OPTIONS', process.execPath, '--import', 'tsx', 'bench/run.ts'], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'], timeout: 170_000 });
+  execFileSync('env', ['-u', 'NODE_OPTIONS', process.execPath, '--import', 'tsx', 'bench/run.ts'], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'], timeout: 280_000 });
   const md = readFileSync(out, 'utf8');
   for (const title of ['Chat', 'Fan-out', 'Connect storm', 'HTTP endpoints', 'Slow AI engine', 'Cross-host fan-out', 'Validation', 'Rate limits and msgpack']) {
     t.match(md, `### ${title}`, title);

@@ -148,6 +148,25 @@ t.test('Redis, two hosts: one budget per session and per creator across hosts', 
     b.close();
   });
 
+  t.test('Redis down: each worker limits on its own, and reports the takes when Redis returns', async (t) => {
+    await redis.kill();
+    const a = await tab(A, 'c4', 'offline'); // the upgrade does not wait for an unreachable store
+    t.same(await burst(a, 7), { ok: 5, session: 2, creator: 0 }, "still limited, on host A's own bucket");
+    const spent = Date.now();
+    await sleep(300);
+    const m = await fetch(`http://127.0.0.1:${A.port}/metrics`).then((r) => r.text());
+    t.match(m, /gateway_rate_limit_sync_failures_total [1-9]/, 'the failed reports are counted');
+    await redis.restart(); // empty: no persistence
+    await sleep(2500); // ioredis reconnects with back-off (at most 2 s), then the next report
+    const b = await tab(B, 'c4', 'offline');
+    // A's 5 takes emptied the bucket; since then one token per 1.2 s came back.
+    const back = Math.floor((Date.now() - spent) / 1200) + 1;
+    const got = await burst(b, 5);
+    t.ok(got.ok <= back && got.session >= 5 - back, `host B gets ${got.ok} of 5: only what came back since (at most ${back}), not a fresh budget`);
+    a.close();
+    b.close();
+  });
+
   t.test('the creator budget is shared by every session on every host', async (t) => {
     const x = await tab(A, 'shop', 'x');
     const y = await tab(B, 'shop', 'y');

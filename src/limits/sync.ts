@@ -17,7 +17,8 @@
  * limited exactly. Every admitted take is charged in the store, so an excess
  * is paid back: the key then waits longer. With the store unreachable,
  * workers go on limiting on their own buckets and report the takes when it
- * returns.
+ * returns (they then count from the time of the report: late, so stricter,
+ * never looser).
  */
 import type { Logger } from '../observability/log.js';
 import { nowUs } from './buckets.js';

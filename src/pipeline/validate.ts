@@ -16,6 +16,7 @@
 import { ERRORS, unknownTypeError } from '../protocol/frames.js';
 import { fromMsgpack } from '../protocol/msgpack.js';
 import type { MessageLimit, MessageTables } from '../limits/admit.js';
+import { nowUs } from '../limits/buckets.js';
 
 /** The bounds of the schema (from the config). */
 export interface MessageSchema {
@@ -100,10 +101,11 @@ export interface MessageSlots {
 /**
  * Charges a decoded user_message to its session's and creator's budgets,
  * marking it `limited` if one refused it. Runs in whichever thread decoded
- * the frame; the buckets are shared, so both paths limit alike.
+ * the frame; the buckets are shared, so both paths limit alike. `now`
+ * (microseconds, limits/buckets.ts nowUs): one reading for a whole batch.
  */
-export function admitDecoded(d: Decoded, tables: MessageTables, slots: MessageSlots, now: number): Decoded {
+export function admitDecoded(d: Decoded, tables: MessageTables, slots: MessageSlots, now?: number): Decoded {
   if (!d.ok || d.msg.type !== 'user_message') return d;
-  const limited = tables.admit(slots.sessionSlot, slots.creatorSlot, now);
+  const limited = tables.admit(slots.sessionSlot, slots.creatorSlot, now ?? nowUs());
   return limited === undefined ? d : { ok: true, msg: d.msg, limited };
 }

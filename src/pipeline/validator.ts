@@ -23,7 +23,6 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { admitDecoded, DEFAULT_SCHEMA, type Decoded, type MessageSchema, type MessageSlots } from './validate.js';
 import type { MessageTables } from '../limits/admit.js';
-import { nowUs } from '../limits/buckets.js';
 import { ERRORS } from '../protocol/frames.js';
 import type { ValidateBatch, ValidateWorkerData } from '../pool/validate-task.js';
 
@@ -65,7 +64,7 @@ const BUSY: Decoded = Object.freeze({ ok: false, error: ERRORS.BUSY });
 export function createValidator(o: ValidatorOptions): Validator {
   if (o.mode === 'inline') {
     return {
-      submit: (c, data, bin, done) => done(admitDecoded(o.decode(data, bin, c.msgpack), o.tables, c, nowUs())),
+      submit: (c, data, bin, done) => done(admitDecoded(o.decode(data, bin, c.msgpack), o.tables, c)),
       queued: 0,
       close: async () => {},
     };
@@ -105,13 +104,13 @@ class PoolValidator implements Validator {
   submit(conn: Ordered, data: ArrayBuffer, isBinary: boolean, done: (d: Decoded) => void): void {
     const toPool = this.o.mode === 'pool' || data.byteLength >= this.o.thresholdBytes;
     if (!toPool && conn.pending === undefined) {
-      done(admitDecoded(this.o.decode(data, isBinary, conn.msgpack), this.o.tables, conn, nowUs())); // fast path: nothing of this connection is in the pool
+      done(admitDecoded(this.o.decode(data, isBinary, conn.msgpack), this.o.tables, conn)); // fast path: nothing of this connection is in the pool
       return;
     }
     const slot: Slot = { d: undefined, done };
     (conn.pending ??= []).push(slot);
     if (!toPool) {
-      slot.d = admitDecoded(this.o.decode(data, isBinary, conn.msgpack), this.o.tables, conn, nowUs());
+      slot.d = admitDecoded(this.o.decode(data, isBinary, conn.msgpack), this.o.tables, conn);
       return this.#drain(conn);
     }
     if (this.#closed || this.#queued >= this.o.maxQueuedFrames) {
