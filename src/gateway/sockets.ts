@@ -19,7 +19,7 @@ import { isValidId } from '../auth/ids.js';
 import { CLOSE, type CloseCode } from '../protocol/close-codes.js';
 import * as frames from '../protocol/frames.js';
 import { connectionTopic, creatorTopic } from '../protocol/topics.js';
-import { busTopic, MSGPACK_PROTOCOL, msgpackTopic, packFrame } from '../protocol/msgpack.js';
+import { busTopic, MSGPACK_PROTOCOL, msgpackTopic, packFrame, packTyping } from '../protocol/msgpack.js';
 import type { ChatPeer, ChatPipeline, ChatState, OutKind } from '../pipeline/chat.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Ordered, Validator } from '../pipeline/validator.js';
@@ -92,7 +92,7 @@ export class Conn implements ChatPeer, Ordered {
 
   typing(isTyping: boolean): void {
     if (this.closed) return;
-    this.send(this.msgpack ? packFrame(frames.typingObject(isTyping)) : frames.typing(isTyping), 'typing_indicator');
+    this.send(this.msgpack ? packTyping(isTyping) : frames.typing(isTyping), 'typing_indicator');
   }
 
   answer(a: frames.Answer): void {

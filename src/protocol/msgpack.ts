@@ -12,6 +12,7 @@
  * socket listens (see gateway/fanout.ts).
  */
 import { Packr, Unpackr } from 'msgpackr';
+import { isoNow, typingObject } from './frames.js';
 
 export const MSGPACK_PROTOCOL = 'msgpack';
 
@@ -24,6 +25,23 @@ const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 /** A frame object as MessagePack. */
 export function packFrame(frame: object): Uint8Array {
   return packr.pack(frame);
+}
+
+/** Typing indicators packed once per millisecond (their only variable part is the timestamp), as pino's lib/time.js. */
+const typingCache = [
+  { at: '', bytes: new Uint8Array(0) as Uint8Array<ArrayBufferLike> },
+  { at: '', bytes: new Uint8Array(0) as Uint8Array<ArrayBufferLike> },
+];
+
+/** A typing indicator as MessagePack (uWS copies what it sends, so the cached bytes can be sent again). */
+export function packTyping(isTyping: boolean): Uint8Array {
+  const c = typingCache[isTyping ? 1 : 0]!;
+  const at = isoNow();
+  if (c.at !== at) {
+    c.at = at;
+    c.bytes = packr.pack(typingObject(isTyping));
+  }
+  return c.bytes;
 }
 
 /** A JSON frame as MessagePack. */
