@@ -26,6 +26,8 @@ export class KeyedBuckets {
   readonly #timer: NodeJS.Timeout;
   /** Keys that got the shared overflow bucket because the table was full (a metric). */
   overflows = 0;
+  /** When a full table was last swept for a new key (at most every 100 ms: a flood must not cost a sweep per key). */
+  #sweptFull = 0;
 
   constructor(
     readonly name: string,
@@ -99,7 +101,11 @@ export class KeyedBuckets {
     if (e !== undefined) return e;
     let slot = this.#free.pop();
     if (slot === undefined) {
-      this.sweep();
+      const now = Date.now();
+      if (now - this.#sweptFull >= 100) {
+        this.#sweptFull = now;
+        this.sweep();
+      }
       slot = this.#free.pop() ?? 0;
     }
     if (slot !== 0) this.table.reset(slot);
