@@ -153,7 +153,9 @@ export class RateSync {
     this.#closed = true;
     clearInterval(this.#timer);
     clearTimeout(this.#soon);
-    await this.sync().catch(() => {});
+    // A run in progress may have missed the last takes: wait for it, then one more.
+    await this.#running?.catch(() => {});
+    await this.#run().catch(() => {});
     for (const w of this.#waiters.splice(0)) w();
   }
 }
