@@ -96,6 +96,22 @@ t.test('a killed worker is replaced and the port keeps serving', async (t) => {
   [...socks, ...fresh].forEach((s) => s.close());
 });
 
+t.test('every worker killed at once: the primary stays and replaces them all (it used to exit 0)', async (t) => {
+  const c = await startCluster();
+  t.teardown(() => c.stop('SIGKILL'));
+  await openMany(c, 'alice', 8).then((socks) => socks.forEach((s) => s.close()));
+  const pids = Object.keys((await c.get('/api/v1/stats')).body.connections_by_worker as Record<string, number>).map(Number);
+  t.equal(pids.length, 2);
+  for (const pid of pids) process.kill(pid, 'SIGKILL');
+  await until(async () => (await c.get('/readyz')).status === 200, 15_000, 'ready again with two new workers');
+  const now = Object.keys((await c.get('/api/v1/stats')).body.connections_by_worker).map(Number);
+  t.equal(now.filter((p) => pids.includes(p)).length, 0, 'both are new processes');
+  t.equal(c.proc.exitCode, null, 'the primary is still running');
+  const s = await connectWidget(c.port, 'alice', widgetToken('alice'));
+  t.equal((await s.ask('back')).content, 'back');
+  s.close();
+});
+
 t.test('SIGTERM: every client sees 1001 "Server shutdown" and the process exits 0 in time', async (t) => {
   const c = await startCluster({ SHUTDOWN_TIMEOUT_S: '5' });
   const socks = await openMany(c, 'alice', 20);

@@ -325,9 +325,11 @@ class Supervisor {
     this.#failures = lived >= STABLE_MS ? 0 : this.#failures + 1;
     const delay = backoffMs(this.#failures);
     this.log.error({ worker: slot.worker.id, code, signal, lived_ms: lived, respawn_in_ms: delay }, 'worker died; replacing it');
+    // Not unref'd: when every worker is dead, this timer is all that keeps
+    // the primary alive (it used to exit 0 quietly, with nothing serving).
     setTimeout(() => {
       if (!this.#stopping) this.#fork();
-    }, delay).unref();
+    }, delay);
   }
 
   shutdown(signal: string): void {
