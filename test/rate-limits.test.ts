@@ -11,7 +11,7 @@ import { startCluster, type RunningCluster } from './helpers/cluster.js';
 import { Client, connectWidget } from './helpers/client.js';
 import { widgetToken } from './helpers/tokens.js';
 import { startRedis } from './helpers/redis.js';
-import { sleep } from './helpers/net.js';
+import { sleep, until } from './helpers/net.js';
 import { ERRORS } from '../src/protocol/frames.js';
 
 /** What a burst of user messages got. */
@@ -92,6 +92,23 @@ t.test('embedded cluster (2 workers, no Redis): a session has one budget on ever
   for (const c of again) refused += (await burst(c, 1)).session;
   t.equal(refused, again.length, 'reconnecting, to either worker, does not reset the budget');
   for (const c of again) c.close();
+  await Promise.all(again.map((c) => c.closed));
+
+  // The budgets live in the primary: workers that crash take nothing with them.
+  const pids = Object.keys((await host.get('/api/v1/stats')).body.connections_by_worker as Record<string, number>).map(Number);
+  for (const pid of pids) process.kill(pid, 'SIGKILL');
+  await until(async () => {
+    const s = (await host.get('/api/v1/stats')).body;
+    return (await host.get('/readyz')).status === 200 && Object.keys(s.connections_by_worker).every((p) => !pids.includes(Number(p)));
+  }, 20_000, 'both workers replaced').catch((err) => {
+    t.comment(host.output().split('\n').slice(-15).join('\n'));
+    throw err;
+  });
+  const after = await tabsOnEveryWorker(t, host, 'alice', 'two-workers');
+  refused = 0;
+  for (const c of after) refused += (await burst(c, 1)).session;
+  t.equal(refused, after.length, 'after kill -9 of both workers, the replacements still refuse the session');
+  for (const c of after) c.close();
 });
 
 t.test('Redis, two hosts: one budget per session and per creator across hosts', async (t) => {
