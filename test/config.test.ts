@@ -78,7 +78,7 @@ t.test('JWT keys', async (t) => {
   t.test('a public key picks its algorithm from the key type', async (t) => {
     for (const [type, alg] of [['rsa', 'RS256'], ['ec', 'ES256'], ['ed25519', 'EdDSA']] as const) {
       const opts = type === 'rsa' ? { modulusLength: 2048 } : type === 'ec' ? { namedCurve: 'P-256' } : {};
-      const { publicKey } = generateKeyPairSync(type as 'rsa', opts as never);
+      const { publicKey } = generateKeyPairSync(type as 'rsa', opts as never) as unknown as { publicKey: import('node:crypto').KeyObject };
       const c = loadConfig({ JWT_PUBLIC_KEY: publicKey.export({ type: 'spki', format: 'pem' }).toString() });
       t.same(c.jwt.algorithms, [alg], type);
     }

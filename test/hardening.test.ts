@@ -8,7 +8,7 @@ import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { startCluster, type RunningCluster } from './helpers/cluster.js';
-import { Client, connectWidget, widgetUrl } from './helpers/client.js';
+import { connectWidget } from './helpers/client.js';
 import { serviceToken, widgetToken } from './helpers/tokens.js';
 import { sleep, until } from './helpers/net.js';
 

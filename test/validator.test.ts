@@ -8,7 +8,7 @@ import { BucketTable } from '../src/limits/buckets.js';
 
 /** Budgets that never refuse (the limits have their own test below). */
 const tables = new MessageTables(BucketTable.create(4, 1_000_000, 1000), undefined);
-const newConn = (): Ordered => ({ pending: undefined, sessionSlot: 1, creatorSlot: 0 });
+const newConn = (): Ordered => ({ pending: undefined, sessionSlot: 1, creatorSlot: 0, msgpack: false });
 
 const ab = (s: string) => {
   const b = Buffer.from(s);
@@ -99,8 +99,8 @@ t.test('rate limits are the same whichever path a frame takes: one shared bucket
   const limited = new MessageTables(BucketTable.create(4, 5, 60_000), BucketTable.create(4, 7, 60_000));
   const v = createValidator({ tables: limited, mode: 'auto', decode: decodeFrame, thresholdBytes: 1000, threads: 2, maxQueuedFrames: 100 });
   t.teardown(() => v.close());
-  const a: Ordered = { pending: undefined, sessionSlot: 1, creatorSlot: 1 };
-  const b: Ordered = { pending: undefined, sessionSlot: 2, creatorSlot: 1 };
+  const a: Ordered = { pending: undefined, sessionSlot: 1, creatorSlot: 1, msgpack: false };
+  const b: Ordered = { pending: undefined, sessionSlot: 2, creatorSlot: 1, msgpack: false };
   const c = collect(10);
   // Alternate large (pool thread) and small (inline) frames of one session.
   for (let i = 0; i < 10; i++) v.submit(a, msg(i % 2 === 0 ? `${i}`.padEnd(2000, '.') : `${i}`), false, c.done);

@@ -70,7 +70,7 @@ if (cluster.isPrimary) {
       res.cork(() => res.writeStatus('202 Accepted').end('{"status":"accepted"}'));
     });
   });
-  app.get('/healthz', (res) => res.end('{"status":"ok"}'));
+  app.get('/healthz', (res) => void res.end('{"status":"ok"}'));
   process.on('message', (m: { topic: string; payload: Uint8Array }) => app.publish(m.topic, m.payload, false));
   app.listen('0.0.0.0', PORT, (ls) => {
     if (!ls) process.exit(1);

@@ -41,7 +41,7 @@ class Samples {
 }
 
 // chat state
-let chatFrame = Buffer.alloc(0);
+let chatFrame: Buffer = Buffer.alloc(0);
 let responses = 0;
 let errors = 0;
 let measuring = false;
@@ -54,7 +54,6 @@ function sendChat(c: WireConn): void {
 }
 
 // fan-out state
-let fanSeen: Array<Uint8Array | undefined> = [];
 let fanDelivered = 0;
 let fanDup = 0;
 let fanSamples = new Samples();

@@ -8,7 +8,7 @@ import type { Ctx } from '../lib/context.js';
 import type { Fleet } from '../lib/fleet.js';
 import { measureFanout, type FanoutResult } from '../lib/measure.js';
 import { fmt, ratio } from '../lib/stats.js';
-import { freePort, startTarget, type Target } from '../lib/targets.js';
+import { startTarget, type Target } from '../lib/targets.js';
 import type { Table } from '../lib/report.js';
 import { startRedis } from '../lib/redis.js';
 
