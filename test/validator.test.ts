@@ -1,7 +1,7 @@
 /** The validation stage: ordering across paths, the bounded queue, and a pool that survives failures. */
 import t from 'tap';
 import { createValidator, type Ordered } from '../src/pipeline/validator.js';
-import { decodeFrame, type Decoded } from '../src/pipeline/validate.js';
+import { decodeFrame, DEFAULT_SCHEMA as schema, type Decoded } from '../src/pipeline/validate.js';
 import { ERRORS } from '../src/protocol/frames.js';
 import { MessageTables } from '../src/limits/admit.js';
 import { BucketTable } from '../src/limits/buckets.js';
@@ -33,7 +33,7 @@ function collect(n: number) {
 }
 
 t.test('auto: a large frame goes to the pool, the small ones after it wait for it (order per connection)', async (t) => {
-  const v = createValidator({ tables, mode: 'auto', decode: decodeFrame, thresholdBytes: 1000, threads: 1, maxQueuedFrames: 100 });
+  const v = createValidator({ tables, schema, mode: 'auto', decode: decodeFrame, thresholdBytes: 1000, threads: 1, maxQueuedFrames: 100 });
   t.teardown(() => v.close());
   const conn: Ordered = newConn();
   const other: Ordered = newConn();
@@ -52,7 +52,7 @@ t.test('auto: a large frame goes to the pool, the small ones after it wait for i
 });
 
 t.test('pool mode answers exactly as inline does', async (t) => {
-  const v = createValidator({ tables, mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 2, maxQueuedFrames: 1000 });
+  const v = createValidator({ tables, schema, mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 2, maxQueuedFrames: 1000 });
   t.teardown(() => v.close());
   const frames = ['{"type":"ping"}', '[]', '42', '{"type":"x"}', '{"type":"user_message","content":" a "}', '{', '{"type":"user_message","content":1}'];
   const c = collect(frames.length);
@@ -63,7 +63,7 @@ t.test('pool mode answers exactly as inline does', async (t) => {
 });
 
 t.test('a full pool queue answers "Server busy", in order, and recovers', async (t) => {
-  const v = createValidator({ tables, mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 1, maxQueuedFrames: 3 });
+  const v = createValidator({ tables, schema, mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 1, maxQueuedFrames: 3 });
   t.teardown(() => v.close());
   const conn: Ordered = newConn();
   const c = collect(5);
@@ -78,7 +78,7 @@ t.test('a full pool queue answers "Server busy", in order, and recovers', async 
 
 t.test('the pool survives a task that throws and a thread that dies', async (t) => {
   const taskFile = new URL('./fixtures/failing-task.ts', import.meta.url).href;
-  const v = createValidator({ tables, mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 1, maxQueuedFrames: 100, taskFile });
+  const v = createValidator({ tables, schema, mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 1, maxQueuedFrames: 100, taskFile });
   t.teardown(() => v.close());
   const conn: Ordered = newConn();
   const run = async (frames: string[]) => {
@@ -97,7 +97,7 @@ t.test('the pool survives a task that throws and a thread that dies', async (t) 
 
 t.test('rate limits are the same whichever path a frame takes: one shared bucket for the pool and the uWS thread', async (t) => {
   const limited = new MessageTables(BucketTable.create(4, 5, 60_000), BucketTable.create(4, 7, 60_000));
-  const v = createValidator({ tables: limited, mode: 'auto', decode: decodeFrame, thresholdBytes: 1000, threads: 2, maxQueuedFrames: 100 });
+  const v = createValidator({ tables: limited, schema, mode: 'auto', decode: decodeFrame, thresholdBytes: 1000, threads: 2, maxQueuedFrames: 100 });
   t.teardown(() => v.close());
   const a: Ordered = { pending: undefined, sessionSlot: 1, creatorSlot: 1, msgpack: false };
   const b: Ordered = { pending: undefined, sessionSlot: 2, creatorSlot: 1, msgpack: false };

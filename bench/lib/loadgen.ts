@@ -58,9 +58,9 @@ let fanDelivered = 0;
 let fanDup = 0;
 let fanSamples = new Samples();
 
-const AI_JSON = Buffer.from('{"type":"ai_response"');
-const ERR_JSON = Buffer.from('{"type":"error"');
-// A MessagePack map: its header (1, 3 or 5 bytes), then "type" and its value.
+// What a frame starts with after its opening ('{', or a MessagePack map header).
+const AI_JSON = Buffer.from('"type":"ai_response"');
+const ERR_JSON = Buffer.from('"type":"error"');
 const AI_MSGPACK = Buffer.concat([pack('type'), pack('ai_response')]);
 const ERR_MSGPACK = Buffer.concat([pack('type'), pack('error')]);
 let AI = AI_JSON;
@@ -74,13 +74,12 @@ function bodyAt(p: Buffer): number {
   return h === 0xde ? 3 : h === 0xdf ? 5 : 1;
 }
 
-/** Whether `p` starts (after its opening) with `prefix`, which begins the same way. */
+/** Whether `p` starts with `prefix` after its opening. */
 function startsWith(p: Buffer, prefix: Buffer): boolean {
   const at = bodyAt(p);
-  const skip = msgpackFrames ? 0 : 1; // a JSON prefix includes the '{'
-  const len = prefix.length - skip;
-  return p.length >= at + len && p.compare(prefix, skip, prefix.length, at, at + len) === 0;
+  return p.length >= at + prefix.length && p.compare(prefix, 0, prefix.length, at, at + prefix.length) === 0;
 }
+
 const BENCH = Buffer.from('{"type":"bench","seq":');
 
 function onMessage(c: WireConn, p: Buffer): void {

@@ -41,13 +41,11 @@ export class Fanout {
     }
     const twin = msgpackTopic(topic);
     if (this.app.numSubscribers(twin) > 0) {
-      let packed: Uint8Array | undefined;
       try {
-        packed = toMsgpack(bytes);
+        this.app.publish(twin, toMsgpack(bytes), true);
       } catch {
-        packed = undefined; // not JSON (cannot happen for our frames): JSON sockets got it, msgpack ones cannot
+        // Not JSON (cannot happen for our frames): JSON sockets got it, msgpack ones cannot.
       }
-      if (packed) this.app.publish(twin, packed, true);
       had = true;
     }
     return had;

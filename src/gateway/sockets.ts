@@ -66,7 +66,7 @@ export class Conn implements ChatPeer, Ordered {
   frameSlot = 0;
   sessionSlot = 0;
   creatorSlot = 0;
-  /** The socket chose the msgpack subprotocol: every frame it gets is transcoded to MessagePack. */
+  /** The socket chose the msgpack subprotocol: every frame it gets is MessagePack. */
   msgpack = false;
   pending: Ordered['pending'] = undefined;
   chat: ChatState | undefined = undefined;

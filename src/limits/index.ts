@@ -66,6 +66,8 @@ export class Limits {
   /** The message tables, for the validation stage (inline and pool). */
   readonly messages: MessageTables;
   readonly #sync: RateSync | undefined;
+  /** Every table that is on. */
+  readonly #all: KeyedBuckets[];
   #closed = false;
 
   /** `store`: where budgets are reconciled with other workers and hosts (none: this process only); closed by close(). */
@@ -84,8 +86,9 @@ export class Limits {
     this.sessions = cfg.rateLimitMessages > 0 ? new KeyedBuckets('session', withHeadroom, cfg.rateLimitMessages, cfg.rateLimitWindowS * 1000, synced) : undefined;
     this.creators = cfg.aiBudgetPerMinute > 0 ? new KeyedBuckets('creator', withHeadroom, cfg.aiBudgetPerMinute, 60_000, synced) : undefined;
     this.messages = new MessageTables(this.sessions?.table, this.creators?.table);
-    const tables = [this.sessions, this.creators].filter((t): t is KeyedBuckets => t !== undefined);
-    this.#sync = store && tables.length > 0 ? new RateSync(store, tables, cfg.rateLimitSyncMs, log) : undefined;
+    this.#all = [this.frames, this.connects, this.sessions, this.creators].filter((t): t is KeyedBuckets => t !== undefined);
+    const budgets = [this.sessions, this.creators].filter((t): t is KeyedBuckets => t !== undefined);
+    this.#sync = store && budgets.length > 0 ? new RateSync(store, budgets, cfg.rateLimitSyncMs, log) : undefined;
   }
 
   /**
@@ -137,10 +140,9 @@ export class Limits {
   }
 
   stats(): LimitStats {
-    const all = [this.frames, this.connects, this.sessions, this.creators].filter((t): t is KeyedBuckets => t !== undefined);
     return {
-      keys: Object.fromEntries(all.map((t) => [t.name, t.size])),
-      overflows: all.reduce((n, t) => n + t.overflows, 0),
+      keys: Object.fromEntries(this.#all.map((t) => [t.name, t.size])),
+      overflows: this.#all.reduce((n, t) => n + t.overflows, 0),
       syncFailures: this.#sync?.failures ?? 0,
     };
   }
@@ -155,7 +157,7 @@ export class Limits {
     if (this.#closed) return;
     this.#closed = true;
     await this.#sync?.close();
-    for (const t of [this.frames, this.connects, this.sessions, this.creators]) t?.close();
+    for (const t of this.#all) t.close();
     await this.store?.close();
   }
 }

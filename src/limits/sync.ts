@@ -70,11 +70,15 @@ export class RateSync {
   /** What other workers charged: adopted for the keys this worker has. */
   #adopt(u: RateUpdate): void {
     const t = this.tables.find((x) => x.name === u.kind);
-    if (t === undefined) return;
+    if (t !== undefined) this.#adoptInto(t, u.keys, u.aheadUs);
+  }
+
+  /** Moves each key's bucket (wherever its slot is now) up to the shared state, `aheadUs` past now. */
+  #adoptInto(t: KeyedBuckets, keys: string[], aheadUs: number[]): void {
     const now = nowUs();
-    u.keys.forEach((key, i) => {
+    keys.forEach((key, i) => {
       const slot = t.slotOf(key);
-      if (slot !== undefined && u.aheadUs[i]! > 0) t.table.adopt(slot, now + u.aheadUs[i]!);
+      if (slot !== undefined && aheadUs[i]! > 0) t.table.adopt(slot, now + aheadUs[i]!);
     });
   }
 
@@ -106,37 +110,32 @@ export class RateSync {
   async #runTables(): Promise<void> {
     for (const t of this.tables) {
       let keys: string[] = [];
-      let slots: number[] = [];
       let counts: number[] = [];
       for (const [key, slot, fresh] of t.entries()) {
         const n = t.table.drainCharged(slot);
         if (n === 0 && !fresh) continue;
         keys.push(key);
-        slots.push(slot);
         counts.push(n);
         if (keys.length === MAX_BATCH) {
-          await this.#charge(t, keys, slots, counts);
+          await this.#charge(t, keys, counts);
           keys = [];
-          slots = [];
           counts = [];
         }
       }
-      if (keys.length > 0) await this.#charge(t, keys, slots, counts);
+      if (keys.length > 0) await this.#charge(t, keys, counts);
     }
   }
 
-  async #charge(t: KeyedBuckets, keys: string[], slots: number[], counts: number[]): Promise<void> {
+  async #charge(t: KeyedBuckets, keys: string[], counts: number[]): Promise<void> {
     try {
-      const ahead = await this.store.charge({ kind: t.name, intervalUs: t.table.intervalUs, keys, counts });
-      const now = nowUs();
-      keys.forEach((key, i) => {
-        if (t.slotOf(key) === slots[i] && ahead[i]! > 0) t.table.adopt(slots[i]!, now + ahead[i]!);
-      });
+      this.#adoptInto(t, keys, await this.store.charge({ kind: t.name, intervalUs: t.table.intervalUs, keys, counts }));
     } catch (err) {
       this.failures++;
+      // Keep the takes (on the key's slot, wherever it is now) for the next report.
       keys.forEach((key, i) => {
-        if (t.slotOf(key) !== slots[i]) return;
-        t.table.restoreCharged(slots[i]!, counts[i]!);
+        const slot = t.slotOf(key);
+        if (slot === undefined) return;
+        t.table.restoreCharged(slot, counts[i]!);
         t.refresh(key);
       });
       const now = Date.now();

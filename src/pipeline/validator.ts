@@ -21,7 +21,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
-import { admitDecoded, DEFAULT_SCHEMA, type Decoded, type MessageSchema, type MessageSlots } from './validate.js';
+import { admitDecoded, type Decoded, type MessageSchema, type MessageSlots } from './validate.js';
 import type { MessageTables } from '../limits/admit.js';
 import { ERRORS } from '../protocol/frames.js';
 import type { ValidateBatch, ValidateWorkerData } from '../pool/validate-task.js';
@@ -45,8 +45,8 @@ export interface Validator {
 
 export interface ValidatorOptions {
   mode: ValidationMode;
-  /** The schema's bounds, for the pool's threads (default: DEFAULT_SCHEMA); the inline decoder must use the same. */
-  schema?: MessageSchema;
+  /** The schema's bounds, for the pool's threads; the inline decoder must use the same. */
+  schema: MessageSchema;
   /** The inline decoder: the channel's (the pool task runs the same decodeFrame). */
   decode: (data: ArrayBuffer, isBinary: boolean, msgpack: boolean) => Decoded;
   /** The session and creator budgets (shared with the pool threads). */
@@ -61,10 +61,15 @@ export interface ValidatorOptions {
 
 const BUSY: Decoded = Object.freeze({ ok: false, error: ERRORS.BUSY });
 
+/** The inline path: decode on this thread, then charge the budgets. */
+function inline(o: ValidatorOptions, conn: Ordered, data: ArrayBuffer, isBinary: boolean): Decoded {
+  return admitDecoded(o.decode(data, isBinary, conn.msgpack), o.tables, conn);
+}
+
 export function createValidator(o: ValidatorOptions): Validator {
   if (o.mode === 'inline') {
     return {
-      submit: (c, data, bin, done) => done(admitDecoded(o.decode(data, bin, c.msgpack), o.tables, c)),
+      submit: (c, data, bin, done) => done(inline(o, c, data, bin)),
       queued: 0,
       close: async () => {},
     };
@@ -93,7 +98,7 @@ class PoolValidator implements Validator {
       minThreads: 1,
       maxThreads: o.threads,
       idleTimeout: 60_000,
-      workerData: { tables: o.tables.shared, schema: { ...(o.schema ?? DEFAULT_SCHEMA) } } satisfies ValidateWorkerData,
+      workerData: { tables: o.tables.shared, schema: o.schema } satisfies ValidateWorkerData,
     });
   }
 
@@ -104,13 +109,13 @@ class PoolValidator implements Validator {
   submit(conn: Ordered, data: ArrayBuffer, isBinary: boolean, done: (d: Decoded) => void): void {
     const toPool = this.o.mode === 'pool' || data.byteLength >= this.o.thresholdBytes;
     if (!toPool && conn.pending === undefined) {
-      done(admitDecoded(this.o.decode(data, isBinary, conn.msgpack), this.o.tables, conn)); // fast path: nothing of this connection is in the pool
+      done(inline(this.o, conn, data, isBinary)); // fast path: nothing of this connection is in the pool
       return;
     }
     const slot: Slot = { d: undefined, done };
     (conn.pending ??= []).push(slot);
     if (!toPool) {
-      slot.d = admitDecoded(this.o.decode(data, isBinary, conn.msgpack), this.o.tables, conn);
+      slot.d = inline(this.o, conn, data, isBinary);
       return this.#drain(conn);
     }
     if (this.#closed || this.#queued >= this.o.maxQueuedFrames) {
