@@ -7,19 +7,35 @@ import { startCluster, type RunningCluster } from './helpers/cluster.js';
 import { Client, connectWidget, connectionId } from './helpers/client.js';
 import { serviceToken, widgetToken } from './helpers/tokens.js';
 import { until } from './helpers/net.js';
+import { Client as UndiciClient } from 'undici';
 
 /** Opens `n` sockets for a creator; SO_REUSEPORT spreads them over the workers. */
 async function openMany(c: RunningCluster, creator: string, n: number): Promise<Client[]> {
   return Promise.all(Array.from({ length: n }, () => connectWidget(c.port, creator, widgetToken(creator))));
 }
 
-function broadcast(c: RunningCluster, creator: string, body: unknown) {
-  return fetch(`http://127.0.0.1:${c.port}/api/v1/creators/${creator}/broadcast`, {
+/**
+ * POSTs a broadcast over one kept-alive connection per cluster, so that a
+ * sequence of broadcasts enters one worker: the order is kept per publisher
+ * (one entry worker). Broadcasts entering different workers may interleave
+ * on the others, since each worker delivers its own at once and relays them
+ * after (fetch opened a new connection now and then, which made this test
+ * flaky).
+ */
+const publishers = new Map<number, UndiciClient>();
+async function broadcast(c: RunningCluster, creator: string, body: unknown): Promise<{ status: number }> {
+  let client = publishers.get(c.port);
+  if (!client) publishers.set(c.port, (client = new UndiciClient(`http://127.0.0.1:${c.port}`, { pipelining: 1 })));
+  const res = await client.request({
     method: 'POST',
+    path: `/api/v1/creators/${creator}/broadcast`,
     headers: { authorization: `Bearer ${serviceToken()}`, 'content-type': 'application/json' },
     body: JSON.stringify(body),
   });
+  await res.body.dump();
+  return { status: res.statusCode };
 }
+t.teardown(async () => Promise.all([...publishers.values()].map((p) => p.close())));
 
 t.test('fan-out and stats across two workers', async (t) => {
   const c = await startCluster();
