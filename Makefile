@@ -6,7 +6,7 @@ NPM   ?= npm
 # Root installs system packages directly; anyone else through sudo.
 SUDO  := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all run test build deps redis-server bench clean typecheck token release install uninstall install-redis deploy
+.PHONY: all run test build deps redis-server bench clean typecheck token release install uninstall install-redis deploy docs
 
 VERSION        := $(shell node -p "require('./package.json').version" 2>/dev/null)
 RELEASE        := release/channel-gateway-$(VERSION).tar.gz
@@ -135,3 +135,8 @@ deploy: $(if $(DRY_RUN),,release)
 
 clean:
 	rm -rf dist .tap coverage release
+
+# Rewrites the README's reference tables from the code (test/docs.test.ts
+# fails when they disagree).
+docs: deps
+	node --import tsx src/cli/readme.ts

@@ -114,3 +114,18 @@ hostile('an abrupt disconnect mid-exchange is harmless', async (t) => {
   await c.closed;
   t.pass('terminated');
 });
+
+t.test('an unexpected fault while answering closes only that socket, with 1011', async (t) => {
+  // An engine whose answer cannot be serialised (a BigInt among the sources): a fault inside the gateway's send path.
+  const faulty = await startGateway({}, undefined, undefined, {
+    ask: async (q) => ({ response: q.query, confidence: 1, sources: q.query === 'boom' ? [1n] : [] }),
+    close: async () => {},
+  });
+  t.teardown(() => faulty.close());
+  const victim = await connectWidget(faulty.port, 'alice', widgetToken('alice'));
+  const other = await connectWidget(faulty.port, 'alice', widgetToken('alice'));
+  victim.send({ type: 'user_message', content: 'boom' });
+  t.same(await victim.closed, { code: 1011, reason: 'Internal error' });
+  t.equal((await other.ask('fine')).content, 'fine', 'the process and the other socket go on');
+  other.close();
+});

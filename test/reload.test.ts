@@ -107,5 +107,19 @@ t.test('an invalid configuration on SIGHUP is refused and the old one stays', as
   t.match(c.output(), /IDLE_TIMEOUT_S must be 0 \(disabled\) or from 8 to 960/);
   t.same(await pidsOf(c), before, 'no worker was replaced');
   t.equal((await client.ask('still here')).content, 'still here');
+
+  t.test('a malformed line never reaches the log, nor does a secret\'s bad value', async (t) => {
+    const mark = c.output().length;
+    writeFileSync(envFile, 'JWT_SECRET: hunter2-typo-secret-value\n');
+    c.proc.kill('SIGHUP');
+    await until(() => /configuration reload refused/.test(c.output().slice(mark)), 5000, 'refusal logged');
+    t.match(c.output().slice(mark), /line 1 of .* is not KEY=VALUE/, 'the line is named');
+    writeFileSync(envFile, 'JWT_SECRET=short-hunter3\n');
+    const mark2 = c.output().length;
+    c.proc.kill('SIGHUP');
+    await until(() => /configuration reload refused/.test(c.output().slice(mark2)), 5000, 'refusal logged');
+    t.match(c.output().slice(mark2), /JWT_SECRET must be at least 16 characters/);
+    t.notMatch(c.output(), /hunter2|hunter3/, 'no secret in the output');
+  });
   client.close();
 });

@@ -144,6 +144,10 @@ export class Conn implements ChatPeer, Ordered {
   cork(fn: () => void): void {
     if (!this.closed && this.ws) this.ws.cork(fn);
   }
+
+  fail(): void {
+    if (!this.closed) this.ws?.end(CLOSE.INTERNAL.code, CLOSE.INTERNAL.reason);
+  }
 }
 
 export interface SocketDeps {
@@ -270,6 +274,20 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     }
   }
   let inHandler = false;
+
+  /** An unexpected fault while handling one socket's frame closes that socket (1011), never the process. */
+  function internalError(conn: Conn, err: unknown): void {
+    log.error({ conn: conn.connectionId, err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, 'socket handler failed');
+    if (!conn.closed) conn.ws?.end(CLOSE.INTERNAL.code, CLOSE.INTERNAL.reason);
+  }
+
+  function safeHandle(conn: Conn, d: Decoded): void {
+    try {
+      handle(conn, d);
+    } catch (err) {
+      internalError(conn, err);
+    }
+  }
 
   function reject(res: Res, hs: Handshake, ctx: us_socket_context_t, code: CloseCode): void {
     deps.metrics.refused.labels(String(code.code)).inc();
@@ -399,7 +417,9 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       }
       inHandler = true;
       try {
-        deps.validator.submit(conn, data, isBinary, (d) => (inHandler ? handle(conn, d) : conn.cork(() => handle(conn, d))));
+        deps.validator.submit(conn, data, isBinary, (d) => (inHandler ? safeHandle(conn, d) : conn.cork(() => safeHandle(conn, d))));
+      } catch (err) {
+        internalError(conn, err);
       } finally {
         inHandler = false;
       }

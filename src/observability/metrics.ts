@@ -143,3 +143,16 @@ export class Metrics {
     this.#lag.disable();
   }
 }
+
+/** Every metric a worker exports, with its type, labels and help (for the README's table). */
+export function describeMetrics(): Array<{ name: string; type: string; labels: string[]; help: string }> {
+  const m = new Metrics({ connections: () => 0, bus: () => undefined, poolQueued: () => 0, limits: () => undefined });
+  try {
+    return m.registry.getMetricsAsArray().map((x) => {
+      const o = x as unknown as { name: string; help: string; type: string; labelNames?: string[] };
+      return { name: o.name, type: o.type, labels: (o.labelNames ?? []).filter((l) => l !== 'worker' || o.name === 'gateway_connections'), help: o.help };
+    });
+  } finally {
+    m.close();
+  }
+}

@@ -44,6 +44,8 @@ export interface ChatPeer {
   error(text: string): void;
   /** Runs `fn` with the socket corked (needed for sends after an await). */
   cork(fn: () => void): void;
+  /** Closes the socket after an unexpected fault (1011). */
+  fail(): void;
 }
 
 export type OutKind = 'typing_indicator' | 'ai_response' | 'error' | 'pong' | 'connection_status';
@@ -77,7 +79,13 @@ export class ChatPipeline {
       return;
     }
     state.items.push(limited === undefined ? content : { error: limited === 'session' ? frames.ERRORS.RATE_LIMITED : frames.ERRORS.AI_BUDGET });
-    if (!state.busy) void this.#run(peer, state, false);
+    if (!state.busy) {
+      this.#run(peer, state, false).catch((err: unknown) => {
+        // A fault in sending (never in the engine: that is answered) closes this socket only.
+        this.log.error({ conn: peer.connectionId, err: err instanceof Error ? err.message : String(err) }, 'socket handler failed');
+        peer.fail();
+      });
+    }
   }
 
   async #run(peer: ChatPeer, state: ChatState, afterAwait: boolean): Promise<void> {

@@ -18,7 +18,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
 import { loadConfig, type Config } from '../config/index.js';
-import { readEnvFile } from '../config/env-file.js';
+import { reloadEnv } from '../config/env-file.js';
 import { loadUws } from '../uws/loader.js';
 import { createLogger, type Logger } from '../observability/log.js';
 import { Relay, type RelayTarget } from './relay.js';
@@ -59,13 +59,6 @@ export async function runPrimary(): Promise<void> {
   log.info({ uws: uwsLabel, workers: cfg.workers, port: cfg.port, mode: cfg.redisUrl ? 'redis' : 'embedded' }, 'starting');
   if (cfg.jwt.generated) warnDevSecret(cfg, log);
   new Supervisor(cfg, log).start();
-}
-
-/** The environment a reload reads: this process's, overlaid by GATEWAY_ENV_FILE if set. */
-function reloadEnv(): { env: NodeJS.ProcessEnv; overlay: Record<string, string> } {
-  const file = process.env.GATEWAY_ENV_FILE;
-  const overlay = file ? readEnvFile(file) : {};
-  return { env: { ...process.env, ...overlay }, overlay };
 }
 
 function warnDevSecret(cfg: Readonly<Config>, log: Logger): void {

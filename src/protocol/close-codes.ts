@@ -1,99 +1,115 @@
 /**
  * WebSocket close codes sent by the gateway: a public table that tells a
- * client what happened and whether to reconnect. The README's close-code
- * table is checked against this one by a test.
+ * client what happened and what to do. The README's close-code table is
+ * generated from this one (src/cli/readme.ts), and the browser SDK
+ * (src/sdk/) derives its reconnect policy from `client`.
  *
- * `reconnect`:
- *   - 'yes'      reconnect with jittered back-off (1-5 s, growing);
- *   - 'fix'      do not reconnect with the same parameters (new token, other
- *                session id, smaller frame) - reconnecting unchanged fails again;
- *   - 'no'       the close was the client's wish or final.
+ * `client`, what a well-behaved client does:
+ *   - 'soon'     reconnect at once, spread over a short jitter (the server
+ *                is moving the client: shutdown, rolling restart, network);
+ *   - 'backoff'  reconnect with a growing, jittered back-off (the server is
+ *                overloaded or the client was too fast);
+ *   - 'token'    fetch a new token, then reconnect once with it;
+ *   - 'stop'     do not reconnect with the same parameters (new token,
+ *                other session id, smaller frame): report to the page;
+ *   - 'none'     the close was the client's wish.
  */
+export type ClientPolicy = 'soon' | 'backoff' | 'token' | 'stop' | 'none';
+
 export interface CloseCode {
   code: number;
   reason: string;
-  reconnect: 'yes' | 'fix' | 'no';
+  client: ClientPolicy;
+  /** The README's advice, in words. */
+  advice: string;
   meaning: string;
 }
 
 function def<K extends string>(table: Record<K, CloseCode>): Readonly<Record<K, CloseCode>> {
+  for (const c of Object.values<CloseCode>(table)) Object.freeze(c);
   return Object.freeze(table);
 }
 
 export const CLOSE = def({
-  NORMAL: { code: 1000, reason: 'Normal closure', reconnect: 'no', meaning: 'the client closed the socket' },
+  NORMAL: { code: 1000, reason: 'Normal closure', client: 'none', advice: 'no', meaning: 'the client closed the socket' },
   SHUTDOWN: {
     code: 1001,
     reason: 'Server shutdown',
-    reconnect: 'yes',
-    meaning: 'the gateway process is stopping (SIGTERM/SIGINT); another worker or host takes the reconnect',
+    client: 'soon',
+    advice: 'yes, with jittered back-off',
+    meaning: 'the gateway process is stopping (SIGTERM/SIGINT, or its primary died); another worker or host takes the reconnect',
   },
   TRANSPORT: {
     code: 1006,
     reason: '',
-    reconnect: 'yes',
-    meaning: 'no close frame: network loss, a frame over 4x MAX_PAYLOAD_BYTES or invalid UTF-8 (uWS cuts the TCP connection)',
+    client: 'soon',
+    advice: 'yes',
+    meaning: 'no close frame: network loss, a frame over 4x MAX_PAYLOAD_BYTES, or invalid UTF-8 in a text frame (uWS cuts the TCP connection)',
   },
-  TOO_BIG: {
-    code: 1009,
-    reason: 'Message too big',
-    reconnect: 'fix',
-    meaning: 'a frame was larger than MAX_PAYLOAD_BYTES; do not resend it',
-  },
+  TOO_BIG: { code: 1009, reason: 'Message too big', client: 'stop', advice: 'not with the same frame', meaning: 'a frame was larger than MAX_PAYLOAD_BYTES' },
+  INTERNAL: { code: 1011, reason: 'Internal error', client: 'backoff', advice: 'yes, with back-off', meaning: 'an unexpected fault while handling this socket\'s frame; only this socket is closed (logged as "socket handler failed")' },
   RESTART: {
     code: 1012,
     reason: 'Service Restart',
-    reconnect: 'yes',
-    meaning: 'rolling restart (SIGHUP): this worker is being replaced; reconnect at once, another worker answers',
+    client: 'soon',
+    advice: 'yes, at once',
+    meaning: 'rolling restart (SIGHUP): this worker is being replaced; its clients are closed over about 3 s and reconnect to the other workers',
   },
-  INTERNAL: { code: 1011, reason: 'Internal error', reconnect: 'yes', meaning: 'an unexpected server fault on this socket only' },
   OVERLOADED: {
     code: 1013,
     reason: 'Try again later',
-    reconnect: 'yes',
+    client: 'backoff',
+    advice: 'yes, with back-off',
     meaning: 'the worker refuses new sockets: shutting down, or at MAX_CONNECTIONS (kept under its file-descriptor limit)',
   },
   AUTH_REQUIRED: {
     code: 4001,
     reason: 'Authentication token required',
-    reconnect: 'fix',
-    meaning: 'no token was given',
+    client: 'token',
+    advice: 'with a new token',
+    meaning: 'no token was given; for widget.v2 sockets also an expired token (reason "Token expired"), so a client fetches a fresh one',
   },
   AUTH_INVALID: {
     code: 4003,
     reason: 'Invalid or unauthorized token',
-    reconnect: 'fix',
-    meaning: 'bad signature, expired or not yet valid, algorithm not allowed, creator_id differs from the path, or an invalid creator id',
-  },
-  BAD_REQUEST: {
-    code: 4400,
-    reason: 'Invalid session id',
-    reconnect: 'fix',
-    meaning: 'session_id is longer than 128 characters or has characters outside A-Z a-z 0-9 . _ : -',
-  },
-  TOO_MANY_CONNECTIONS: {
-    code: 4029,
-    reason: 'Too many connections',
-    reconnect: 'yes',
-    meaning: 'this client IP already holds MAX_CONNECTIONS_PER_IP sockets on the worker; reconnect with back-off after closing others',
-  },
-  CONNECT_RATE: {
-    code: 4030,
-    reason: 'Too many connection attempts',
-    reconnect: 'yes',
-    meaning: 'this client IP opened more than CONNECT_RATE_PER_IP sockets per second on the worker; reconnect with back-off',
+    client: 'stop',
+    advice: 'not with the same token',
+    meaning: 'bad signature, expired (widget.v1) or not yet valid, algorithm not allowed, creator_id differs from the path, origin not allowed, or an invalid creator id',
   },
   FRAME_RATE: {
     code: 4008,
     reason: 'Frame rate exceeded',
-    reconnect: 'yes',
-    meaning: 'the client sent more than FRAME_RATE_LIMIT frames per second on this socket (an abuse cap, far above any chat); reconnect with back-off',
+    client: 'backoff',
+    advice: 'yes, with back-off',
+    meaning: 'the client sent more than FRAME_RATE_LIMIT frames per second on the socket',
   },
   SLOW_CONSUMER: {
     code: 4009,
     reason: 'Slow consumer',
-    reconnect: 'yes',
-    meaning: 'the client read too slowly: more than MAX_BACKPRESSURE_BYTES were buffered for it; an answer would otherwise have been lost',
+    client: 'soon',
+    advice: 'yes (widget.v2: resume, nothing is lost)',
+    meaning: 'more than MAX_BACKPRESSURE_BYTES were buffered for the client; the socket is closed before anything could be lost',
+  },
+  TOO_MANY_CONNECTIONS: {
+    code: 4029,
+    reason: 'Too many connections',
+    client: 'backoff',
+    advice: 'yes, with back-off',
+    meaning: 'the client IP already holds MAX_CONNECTIONS_PER_IP sockets on the worker',
+  },
+  CONNECT_RATE: {
+    code: 4030,
+    reason: 'Too many connection attempts',
+    client: 'backoff',
+    advice: 'yes, with back-off',
+    meaning: 'the client IP opened more than CONNECT_RATE_PER_IP sockets per second on the worker',
+  },
+  BAD_REQUEST: {
+    code: 4400,
+    reason: 'Invalid session id',
+    client: 'stop',
+    advice: 'not with the same parameters',
+    meaning: '`session_id` over 128 characters or outside `A-Z a-z 0-9 . _ : -`; widget.v2: a malformed `resume_session` / `resume_broadcast` (reason "Invalid resume position")',
   },
 });
 

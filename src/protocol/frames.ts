@@ -20,6 +20,21 @@ export const ERRORS = Object.freeze({
   TOO_LONG: 'Message too long',
 });
 
+/** When each error text is sent (the README's table is generated from this). */
+export const ERROR_DOCS: Readonly<Record<keyof typeof ERRORS, string>> = Object.freeze({
+  EMPTY: '`content` is missing, null, or blank after trimming',
+  RATE_LIMITED: "the session's budget (`RATE_LIMIT_*`) is spent",
+  INVALID_JSON: 'unparsable text, or a binary frame that is not UTF-8 JSON',
+  FAILED: 'the AI engine failed, timed out, answered garbage or too much, broke its stream, or is saturated (or its circuit is open)',
+  QUEUE_FULL: '`MAX_QUEUED_MESSAGES` user messages of this connection already wait for an answer',
+  INVALID_MESSAGE: 'not a JSON object, or no string `type`',
+  CONTENT_NOT_STRING: '`content` is not a string',
+  BUSY: "the validation pool's queue is full (`VALIDATION_MAX_QUEUE`)",
+  AI_BUDGET: "the creator's `AI_BUDGET_PER_MINUTE` is spent",
+  INVALID_MSGPACK: "a msgpack socket's binary frame that is not one MessagePack value",
+  TOO_LONG: '`content` is longer than `MAX_MESSAGE_CHARS` characters after trimming',
+});
+
 /** `Unknown message type: X` (X is the JSON text of the type, cut to 64 chars). */
 export function unknownTypeError(type: string): string {
   return `Unknown message type: ${type.length > 64 ? `${type.slice(0, 64)}...` : type}`;

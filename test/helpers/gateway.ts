@@ -3,7 +3,7 @@ import { loadConfig, type Config } from '../../src/config/index.js';
 import { loadUws } from '../../src/uws/loader.js';
 import { createLogger } from '../../src/observability/log.js';
 import { createTokenVerifier } from '../../src/auth/verifier.js';
-import { createEngine } from '../../src/ai/index.js';
+import { createEngine, type AiEngine } from '../../src/ai/index.js';
 import type { RateStore } from '../../src/limits/store.js';
 import { MemoryBus, MemoryHub } from '../../src/bus/memory.js';
 import { Gateway } from '../../src/gateway/gateway.js';
@@ -18,7 +18,7 @@ export interface TestGateway {
 }
 
 /** `rateStore`: shared session and creator budgets between gateways of one test (as the primary or Redis would). */
-export async function startGateway(env: Record<string, string> = {}, hub = new MemoryHub(), rateStore?: RateStore): Promise<TestGateway> {
+export async function startGateway(env: Record<string, string> = {}, hub = new MemoryHub(), rateStore?: RateStore, engine?: AiEngine): Promise<TestGateway> {
   // TEST_VALIDATION_MODE runs a whole suite with frames validated in the pool (see *-pool.test.ts).
   const mode = process.env.TEST_VALIDATION_MODE ? { VALIDATION_MODE: process.env.TEST_VALIDATION_MODE } : {};
   // Tests open sockets and send frames much faster than people do: the abuse caps are off unless a test sets them.
@@ -31,7 +31,7 @@ export async function startGateway(env: Record<string, string> = {}, hub = new M
     uws: loadUws().uws,
     log: createLogger(cfg.logLevel),
     verifier,
-    engine: createEngine(cfg),
+    engine: engine ?? createEngine(cfg),
     rateStore,
     busFactory: (onMessage) => new MemoryBus(hub, onMessage),
     cluster: new StandaloneCluster(),
