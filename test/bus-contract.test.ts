@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { MemoryBus, MemoryHub } from '../src/bus/memory.js';
 import { RedisBus } from '../src/bus/redis.js';
+import { RedisLink } from '../src/redis/link.js';
 import type { Bus, BusStats, BusStatus } from '../src/bus/bus.js';
 import { Relay, type RelayTarget } from '../src/primary/relay.js';
 import { createLogger } from '../src/observability/log.js';
@@ -40,7 +41,7 @@ function localNode(make: (onMessage: (topic: string, p: Uint8Array) => void) => 
     received,
     subscribe: async (x) => bus.subscribe(x),
     unsubscribe: async (x) => bus.unsubscribe(x),
-    publish: async (x, p) => bus.publish(x, p),
+    publish: async (x, p) => void bus.publish(x, p),
     status: async () => bus.status,
     stats: async () => bus.stats(),
     close: () => bus.close(),
@@ -102,10 +103,14 @@ const transports: Record<string, () => Promise<Transport>> = {
     const server = await startRedis();
     const prefix = `test-${randomBytes(4).toString('hex')}:`;
     const nodes: Node[] = [];
+    const links: RedisLink[] = [];
     let n = 0;
     return {
       async node() {
-        const node = localNode((h) => new RedisBus({ url: server.url, prefix, nodeId: `node-${n++}`, log }, h));
+        const nodeId = `node-${n++}`;
+        const link = new RedisLink({ url: server.url, name: nodeId, log, commandTimeoutMs: 2000, maxPendingBytes: 1 << 24 });
+        links.push(link);
+        const node = localNode((h) => new RedisBus(link, { prefix, nodeId, log }, h));
         await until(async () => (await node.status()) === 'ready', 5000, 'redis bus ready');
         nodes.push(node);
         return node;
@@ -113,6 +118,7 @@ const transports: Record<string, () => Promise<Transport>> = {
       settle: () => sleep(100),
       async cleanup() {
         for (const x of nodes) await x.close();
+        for (const l of links) await l.close();
         await server.stop();
       },
     };

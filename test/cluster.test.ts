@@ -159,3 +159,34 @@ t.test('readiness fails while a worker is missing', async (t) => {
   await until(async () => (await c.get('/readyz')).status === 200, 15_000, 'readyz 200 again');
   t.pass('readiness recovered after the replacement');
 });
+
+t.test('kill -9 of the primary: the workers close their sockets with 1001, then exit', async (t) => {
+  const c = await startCluster({ SHUTDOWN_TIMEOUT_S: '10' });
+  const socks = await openMany(c, 'alice', 10);
+  const pids = c.workerPids();
+  t.equal(pids.length, 2);
+  const started = Date.now();
+  process.kill(c.proc.pid!, 'SIGKILL');
+  for (const s of socks) t.same(await s.closed, { code: 1001, reason: 'Server shutdown' }, 'a close code, not 1006');
+  await until(() => pids.every((p) => {
+    try {
+      process.kill(p, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  }), 5000, 'the workers to exit');
+  t.ok(Date.now() - started < 5000, `workers gone ${Date.now() - started} ms after the primary`);
+});
+
+t.test('creator ids such as constructor, toString and __proto__ are counted like any other', async (t) => {
+  const c = await startCluster();
+  t.teardown(() => c.stop('SIGKILL'));
+  const ids = ['constructor', 'toString', '__proto__', 'hasOwnProperty'];
+  const socks = (await Promise.all(ids.map((id) => openMany(c, id, 3)))).flat();
+  const res = await fetch(`http://127.0.0.1:${c.port}/api/v1/stats`);
+  const body = JSON.parse(await res.text()) as { total_connections: number; connections_by_creator: Record<string, unknown> };
+  t.equal(body.total_connections, 12);
+  t.same(Object.entries(body.connections_by_creator).sort(), ids.map((id) => [id, 3]).sort(), 'each id with its count, nothing else');
+  socks.forEach((s) => s.close());
+});

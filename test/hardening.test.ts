@@ -43,7 +43,7 @@ t.test('GET /metrics: Prometheus text summed over both workers', async (t) => {
 });
 
 t.test('a client that stops reading while broadcasts flow: bounded memory, closed, others unaffected', async (t) => {
-  const c = await startCluster({ WORKERS: '1', MAX_BACKPRESSURE_BYTES: '262144' });
+  const c = await startCluster({ WORKERS: '1', MAX_BACKPRESSURE_BYTES: '262144', MAX_PAYLOAD_BYTES: '16384' });
   t.teardown(() => c.stop('SIGKILL'));
   const [pid] = await workerPids(c);
   const reader = await connectWidget(c.port, 'alice', widgetToken('alice'));
@@ -96,6 +96,25 @@ t.test('a client that stops reading while broadcasts flow: bounded memory, close
   t.match(text, /gateway_closes_total\{code="4009"\} [1-9]/, 'with code 4009');
   stalled.destroy();
   reader.close();
+});
+
+t.test('a client that stops reading while 60 KB broadcasts flow reads 4009 "Slow consumer" when it reads again, not 1006', async (t) => {
+  const c = await startCluster({ WORKERS: '1' });
+  t.teardown(() => c.stop('SIGKILL'));
+  const slow = await connectWidget(c.port, 'alice', widgetToken('alice'));
+  slow.ws.pause();
+  const body = JSON.stringify({ type: 'news', pad: 'x'.repeat(60_000) });
+  for (let i = 0; i < 300; i += 20) {
+    await Promise.all(
+      Array.from({ length: 20 }, () =>
+        fetch(`http://127.0.0.1:${c.port}/api/v1/creators/alice/broadcast`, { method: 'POST', headers: { authorization: `Bearer ${serviceToken()}` }, body }),
+      ),
+    );
+  }
+  slow.ws.resume();
+  t.same(await slow.closed, { code: 4009, reason: 'Slow consumer' });
+  const got = slow.inbox.filter((f) => f.type === 'news').length;
+  t.ok(got > 0 && got < 300, `it read the ${got} broadcasts buffered before the close, then the code`);
 });
 
 t.test('kill -9 of a worker under chat load: the other worker\'s clients see no error; the dead one\'s reconnect at once', async (t) => {

@@ -104,7 +104,9 @@ t.test('two hosts, one Redis', async (t) => {
     for (const x of [aliceA[0]!, aliceB[0]!]) t.equal((await x.ask('local chat goes on')).content, 'local chat goes on');
     t.equal(A.proc.exitCode, null, 'host A is alive');
     t.equal(B.proc.exitCode, null, 'host B is alive');
-    t.equal((await post(A, '/api/v1/creators/alice/broadcast', { type: 'while-down' })).status, 202);
+    const refused = await post(A, '/api/v1/creators/alice/broadcast', { type: 'while-down' });
+    t.equal(refused.status, 503, 'a broadcast while Redis is down is refused (503), not half-delivered');
+    t.same(await refused.json(), { error: 'Broadcast refused: the bus cannot take it now', reason: 'overloaded' });
 
     await redis.restart();
     const back = Date.now();

@@ -123,3 +123,34 @@ t.test('an invalid configuration on SIGHUP is refused and the old one stays', as
   });
   client.close();
 });
+
+t.test('a SIGHUP during a rolling restart is remembered: the cluster rolls once more, with the newest file', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'cgw-'));
+  const envFile = path.join(dir, 'gateway.env');
+  writeFileSync(envFile, 'MAX_MESSAGE_CHARS=1000\n');
+  const c = await startCluster({ GATEWAY_ENV_FILE: envFile });
+  t.teardown(() => c.stop('SIGKILL'));
+  c.proc.kill('SIGHUP');
+  await until(() => /"msg":"rolling restart"/.test(c.output()), 5000, 'the first rolling restart');
+  writeFileSync(envFile, 'MAX_MESSAGE_CHARS=5\n');
+  c.proc.kill('SIGHUP');
+  await until(() => (c.output().match(/rolling restart done/g) ?? []).length === 2, 40_000, 'two rolling restarts done');
+  const x = await connectWidget(c.port, 'alice', widgetToken('alice'));
+  x.send({ type: 'user_message', content: 'longer than five' });
+  t.match(await x.nextOfType('error'), { error: 'Message too long' }, 'the second file is in force');
+  x.close();
+});
+
+t.test('a SIGHUP sent to the whole process group rolls the cluster once; the workers survive it', async (t) => {
+  const c = await startCluster();
+  t.teardown(() => c.stop('SIGKILL'));
+  const before = await pidsOf(c);
+  const x = await connectWidget(c.port, 'alice', widgetToken('alice'));
+  process.kill(-c.proc.pid!, 'SIGHUP');
+  await until(() => /rolling restart done/.test(c.output()), 30_000, 'the rolling restart');
+  t.same(await x.closed, { code: 1012, reason: 'Service Restart' }, 'the old worker\'s client got 1012, not a crash');
+  t.notMatch(c.output(), /worker died/, 'no worker died of the signal');
+  t.equal((c.output().match(/"msg":"rolling restart"/g) ?? []).length, 1, 'one rolling restart');
+  const after = await pidsOf(c);
+  t.equal(after.filter((p) => before.includes(p)).length, 0, 'both workers replaced');
+});

@@ -8,7 +8,7 @@ import { Relay, type RelayTarget } from '../src/primary/relay.js';
 import { backoffMs } from '../src/primary/supervisor.js';
 import { loadUws, UwsLoadError, CANDIDATES } from '../src/uws/loader.js';
 import { ERRORS } from '../src/protocol/frames.js';
-import type { PrimaryToWorker } from '../src/primary/ipc.js';
+import type { PrimaryToWorker } from '../src/cluster/ipc.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 

@@ -24,8 +24,14 @@ export interface BusStats {
 }
 
 export interface Bus {
-  /** Publishes to `topic` on every other node. Never throws; see "at-most-once". */
-  publish(topic: string, payload: Uint8Array): void;
+  /**
+   * Publishes to `topic` on every other node. Never throws; see
+   * "at-most-once". False when the transport refused it at once (down, or
+   * its outbound bound reached): counted as dropped, the caller answers 503.
+   */
+  publish(topic: string, payload: Uint8Array): boolean;
+  /** Whether a publish of `bytes` would be taken now (checked before any local delivery, so a refusal is all or nothing). */
+  canPublish(bytes: number): boolean;
   /** Starts receiving messages published to `topic` by other nodes. */
   subscribe(topic: string): void;
   /** Stops receiving messages for `topic`. */

@@ -6,7 +6,7 @@
  */
 import type { Bus, BusHandler, BusStats, BusStatus } from './bus.js';
 import { TopicSet } from './topic-set.js';
-import { isTagged, type PrimaryToWorker, type WorkerToPrimary } from '../primary/ipc.js';
+import { isTagged, type PrimaryToWorker, type WorkerToPrimary } from '../cluster/ipc.js';
 
 /** The worker's end of the IPC channel (`process` in a cluster worker). */
 export interface IpcPort {
@@ -56,10 +56,18 @@ export class IpcBus implements Bus {
     }
   }
 
-  publish(topic: string, payload: Uint8Array): void {
-    if (!this.relayed(topic)) return;
-    if (this.#send({ t: 'pub', topic, payload })) this.#stats.published++;
-    else this.#stats.dropped++;
+  publish(topic: string, payload: Uint8Array): boolean {
+    if (!this.relayed(topic)) return true;
+    if (this.#send({ t: 'pub', topic, payload })) {
+      this.#stats.published++;
+      return true;
+    }
+    this.#stats.dropped++;
+    return false;
+  }
+
+  canPublish(): boolean {
+    return !this.#closed && this.port.connected !== false;
   }
 
   subscribe(topic: string): void {

@@ -26,10 +26,10 @@ export class MemoryBus implements Bus {
     return this.#status;
   }
 
-  publish(topic: string, payload: Uint8Array): void {
+  publish(topic: string, payload: Uint8Array): boolean {
     if (this.#status === 'closed') {
       this.#stats.dropped++;
-      return;
+      return false;
     }
     this.#stats.published++;
     for (const node of this.hub.nodes) {
@@ -37,6 +37,11 @@ export class MemoryBus implements Bus {
         queueMicrotask(() => node.#receive(topic, payload));
       }
     }
+    return true;
+  }
+
+  canPublish(): boolean {
+    return this.#status !== 'closed';
   }
 
   #receive(topic: string, payload: Uint8Array): void {

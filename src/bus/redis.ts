@@ -1,29 +1,24 @@
 /**
  * The Redis bus: every worker on every host is a node; a Redis PUB/SUB
- * channel per topic (`<prefix>t:<topic>`).
+ * channel per topic (`<prefix>t:<topic>`), on the worker's RedisLink.
  *
- * - Separate publisher and subscriber connections.
- * - A channel is subscribed while at least one local socket is on its topic;
- *   subscribe/unsubscribe calls are gathered for BATCH_MS into one
- *   SUBSCRIBE / UNSUBSCRIBE command with many channels, so a connect storm
- *   costs one command per BATCH_MS per worker, whatever its size.
+ * - A channel is wanted while at least one local socket is on its topic;
+ *   the link's subscriber reconciles wanted with confirmed (after every
+ *   change, reconnect or failure), gathering changes per event-loop turn.
  * - Envelopes are msgpackr-encoded `[origin, payload]`, binary end to end
  *   (`messageBuffer` events); a node drops its own echo, having delivered
  *   locally already.
- * - Redis PUB/SUB is at-most-once: a publish while Redis is down is dropped
- *   and counted (`stats().dropped`), never queued. ioredis resubscribes every
- *   channel after a reconnect, so delivery resumes without any client
- *   reconnecting.
+ * - Redis PUB/SUB is at-most-once: a publish refused because Redis is down
+ *   or REDIS_MAX_PENDING_BYTES already wait for it returns false and is
+ *   counted (`stats().dropped`); the caller answers 503. Nothing is queued
+ *   without bound.
  */
 import { Packr } from 'msgpackr';
-import type { Redis } from 'ioredis';
 import type { Bus, BusHandler, BusStats, BusStatus } from './bus.js';
 import type { Logger } from '../observability/log.js';
-import { busStatus, createRedis } from '../redis/client.js';
-import { TopicSet } from './topic-set.js';
+import type { RedisLink } from '../redis/link.js';
 
 export interface RedisBusOptions {
-  url: string;
   prefix: string;
   nodeId: string;
   log: Logger;
@@ -31,48 +26,40 @@ export interface RedisBusOptions {
 
 const packr = new Packr({ useRecords: false });
 
-/**
- * How long subscription changes and registry writes are gathered before one
- * Redis command carries them all. A connection is reachable from other nodes
- * this much later than from its own (PUB/SUB is at-most-once anyway).
- */
-export const BATCH_MS = 25;
-
 export class RedisBus implements Bus {
-  readonly #pub: Redis;
-  readonly #sub: Redis;
   readonly #stats: BusStats = { published: 0, delivered: 0, dropped: 0 };
-  readonly #topics = new TopicSet((add, del) => this.#flush(add, del), BATCH_MS);
   readonly #channelPrefix: string;
+  readonly #topics = new Set<string>();
   #closed = false;
 
   constructor(
+    private readonly link: RedisLink,
     private readonly opts: RedisBusOptions,
     private readonly onMessage: BusHandler,
   ) {
     this.#channelPrefix = `${opts.prefix}t:`;
-    this.#pub = createRedis(opts.url, `${opts.nodeId}:pub`, opts.log);
-    this.#sub = createRedis(opts.url, `${opts.nodeId}:sub`, opts.log, { subscriber: true });
-    this.#sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.#receive(channel, message));
+    link.sub.on(this.#channelPrefix, (channel, message) => this.#receive(channel, message));
   }
 
   get status(): BusStatus {
-    const p = busStatus(this.#pub, this.#closed);
-    const s = busStatus(this.#sub, this.#closed);
-    return p === 'ready' ? s : p;
+    return this.#closed ? 'closed' : this.link.status;
   }
 
-  publish(topic: string, payload: Uint8Array): void {
-    if (this.#closed || this.#pub.status !== 'ready') {
+  publish(topic: string, payload: Uint8Array): boolean {
+    if (this.#closed) {
       this.#stats.dropped++;
-      return;
+      return false;
+    }
+    if (!this.link.publish(this.#channelPrefix + topic, packr.pack([this.opts.nodeId, payload]))) {
+      this.#stats.dropped++;
+      return false;
     }
     this.#stats.published++;
-    const envelope = packr.pack([this.opts.nodeId, payload]);
-    this.#pub.publish(this.#channelPrefix + topic, envelope).catch(() => {
-      this.#stats.published--;
-      this.#stats.dropped++;
-    });
+    return true;
+  }
+
+  canPublish(bytes: number): boolean {
+    return !this.#closed && this.link.canSend(bytes + 64);
   }
 
   #receive(channel: Buffer, message: Buffer): void {
@@ -93,48 +80,25 @@ export class RedisBus implements Bus {
   }
 
   subscribe(topic: string): void {
-    if (!this.#closed) this.#topics.add(topic);
+    if (this.#closed || this.#topics.has(topic)) return;
+    this.#topics.add(topic);
+    this.link.sub.want(this.#channelPrefix + topic);
   }
 
   unsubscribe(topic: string): void {
-    this.#topics.delete(topic);
-  }
-
-  /** One SUBSCRIBE and one UNSUBSCRIBE (per 5000 channels) for a batch of changes. */
-  #flush(topicsAdded: string[], topicsDeleted: string[]): void {
-    if (this.#closed) return;
-    const CHUNK = 5000;
-    const add = topicsAdded.map((t) => this.#channelPrefix + t);
-    const del = topicsDeleted.map((t) => this.#channelPrefix + t);
-    for (let i = 0; i < add.length; i += CHUNK) {
-      this.#sub.subscribe(...add.slice(i, i + CHUNK)).catch((err: Error) => this.opts.log.warn({ err: err.message }, 'subscribe failed'));
-    }
-    for (let i = 0; i < del.length; i += CHUNK) {
-      this.#sub.unsubscribe(...del.slice(i, i + CHUNK)).catch(() => {});
-    }
+    if (!this.#topics.delete(topic)) return;
+    this.link.sub.unwant(this.#channelPrefix + topic);
   }
 
   stats(): BusStats {
     return { ...this.#stats };
   }
 
+  /** Stops intake and drops this bus's subscriptions; the link itself belongs to the cluster view. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    for (const t of this.#topics) this.link.sub.unwant(this.#channelPrefix + t);
     this.#topics.clear();
-    await Promise.allSettled([quit(this.#sub), quit(this.#pub)]);
   }
-}
-
-/** QUIT when connected (flushes), else disconnect at once. */
-export async function quit(client: Redis): Promise<void> {
-  if (client.status === 'ready') {
-    try {
-      await client.quit();
-      return;
-    } catch {
-      /* fall through */
-    }
-  }
-  client.disconnect();
 }

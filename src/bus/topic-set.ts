@@ -1,7 +1,6 @@
 /**
  * The topics a bus node listens to, with changes gathered and handed to
- * `flush` in one batch (after `delayMs`, or at the end of the event-loop turn
- * when 0): a connect storm costs a few transport commands, not one per
+ * `flush` in one batch at the end of the event-loop turn: a connect storm costs a few transport commands, not one per
  * socket. A subscribe and unsubscribe of the same topic within one batch
  * cancel out.
  */
@@ -11,10 +10,7 @@ export class TopicSet {
   #del = new Set<string>();
   #scheduled = false;
 
-  constructor(
-    private readonly flush: (add: string[], del: string[]) => void,
-    private readonly delayMs = 0,
-  ) {}
+  constructor(private readonly flush: (add: string[], del: string[]) => void) {}
 
   has(topic: string): boolean {
     return this.#topics.has(topic);
@@ -54,7 +50,6 @@ export class TopicSet {
   #schedule(): void {
     if (this.#scheduled) return;
     this.#scheduled = true;
-    if (this.delayMs > 0) setTimeout(() => this.flushNow(), this.delayMs);
-    else setImmediate(() => this.flushNow());
+    setImmediate(() => this.flushNow());
   }
 }

@@ -6,7 +6,6 @@
 import type { ChannelHandler } from './channel.js';
 import { decodeFrame, type Decoded, type MessageSchema } from '../pipeline/validate.js';
 import { isValidId } from '../auth/ids.js';
-import { connectionTopic } from '../protocol/topics.js';
 import type { Fanout } from '../gateway/fanout.js';
 
 export class WidgetChannel implements ChannelHandler<ArrayBuffer> {
@@ -18,7 +17,7 @@ export class WidgetChannel implements ChannelHandler<ArrayBuffer> {
   ) {}
 
   async send(connectionId: string, frame: Record<string, unknown>): Promise<boolean> {
-    return this.fanout.publishIfPresent(connectionTopic(connectionId), JSON.stringify(frame));
+    return this.fanout.sendTo(connectionId, JSON.stringify(frame));
   }
 
   decode(raw: ArrayBuffer, isBinary: boolean, msgpack = false): Decoded {

@@ -33,6 +33,8 @@ export interface Config {
   workers: number;
   redisUrl: string | undefined;
   redisPrefix: string;
+  redisCommandTimeoutMs: number;
+  redisMaxPendingBytes: number;
   registryLeaseS: number;
   jwt: {
     /** HS* shared secret or PEM public key ('' with a JWKS URL). */
@@ -197,6 +199,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     workers: read(env, 'WORKERS'),
     redisUrl: read(env, 'REDIS_URL'),
     redisPrefix: read(env, 'REDIS_PREFIX'),
+    redisCommandTimeoutMs: read(env, 'REDIS_COMMAND_TIMEOUT_MS'),
+    redisMaxPendingBytes: read(env, 'REDIS_MAX_PENDING_BYTES'),
     registryLeaseS: read(env, 'REGISTRY_LEASE_S'),
     jwt: readJwt(env),
     allowedOrigins: read(env, 'ALLOWED_ORIGINS'),
@@ -229,5 +233,11 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     logLevel: read(env, 'LOG_LEVEL'),
     tls: readTls(env),
   };
+  // The slow-consumer policy closes at a soft limit below MAX_BACKPRESSURE_BYTES
+  // that leaves room for two frames (gateway/backpressure.ts).
+  const minBackpressure = 4 * (cfg.maxPayloadBytes + 1024);
+  if (cfg.maxBackpressureBytes < minBackpressure) {
+    throw new ConfigError('MAX_BACKPRESSURE_BYTES', `must be at least 4 x (MAX_PAYLOAD_BYTES + 1024) = ${minBackpressure}`, String(cfg.maxBackpressureBytes));
+  }
   return Object.freeze(cfg);
 }

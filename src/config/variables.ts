@@ -190,6 +190,8 @@ export const VARIABLES = {
       return v;
     },
   },
+  REDIS_COMMAND_TIMEOUT_MS: intVar('cluster', '2000', 'deadline of every Redis command; a connection that answers nothing for this long (DEBUG SLEEP, a paused or unreachable server) is dropped and reconnected, failing what waited on it', 100, 60_000),
+  REDIS_MAX_PENDING_BYTES: intVar('cluster', '67108864', 'bytes of publishes and appends that may wait for Redis\'s answer per worker; beyond it they are refused (HTTP 503) and counted, never queued without bound', 65_536, 4 * 1024 * 1024 * 1024),
   REGISTRY_LEASE_S: intVar('cluster', '15', "node lease; a host that dies without cleaning up leaves the registry within 4/3 of this (20 s by default)", 1, 3600),
 
   // ---- authentication

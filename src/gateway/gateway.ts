@@ -14,25 +14,16 @@ import { ChatPipeline } from '../pipeline/chat.js';
 import { ChannelRouter } from '../channels/router.js';
 import { WidgetChannel } from '../channels/widget.js';
 import { CLOSE } from '../protocol/close-codes.js';
-import type { ClusterStats, LocalStats } from '../primary/ipc.js';
+import type { ClusterView, LocalStats, RedisHealth } from '../cluster/view.js';
 import type { Logger } from '../observability/log.js';
 import { GatewayError } from '../errors.js';
-import type { Registry } from '../registry/registry.js';
 import { Metrics } from '../observability/metrics.js';
 import { createValidator, type Validator } from '../pipeline/validator.js';
-import { Fanout, type RemoteTopics } from './fanout.js';
+import { Fanout } from './fanout.js';
 import { SocketSet, widgetBehavior, type UserData } from './sockets.js';
 import { mountRoutes } from './routes.js';
-
-/** What a node needs to know of the rest of its cluster. */
-export interface ClusterView extends RemoteTopics {
-  /** Whole-cluster connection counts; `local` is this node's own. */
-  stats(local: LocalStats): Promise<ClusterStats>;
-  /** Prometheus text for this host (every worker's metrics summed); `local` is this worker's registry. */
-  metrics(local: Metrics): Promise<string>;
-  /** Every worker is up (and, with Redis, Redis is reachable). */
-  ready(): boolean;
-}
+import { slowConsumerPolicy, type SlowConsumerPolicy } from './backpressure.js';
+import { creatorOfTopic } from '../protocol/topics.js';
 
 export interface GatewayDeps {
   cfg: Readonly<Config>;
@@ -43,9 +34,12 @@ export interface GatewayDeps {
   /** Where session and creator budgets are shared with other workers and hosts (none: this process only). */
   rateStore?: RateStore;
   busFactory: (onMessage: BusHandler) => Bus;
+  /** The rest of the cluster: stats, targeted sends, readiness; told of every socket (closed last). */
   cluster: ClusterView;
-  /** With Redis: the cluster-wide connection registry (closed after the sockets, before the bus). */
-  registry?: Registry;
+  /** Redis mode: what the metrics show of Redis. */
+  redisHealth?: () => RedisHealth;
+  /** Redis mode: the worker's Redis link is up with every wanted subscription confirmed. */
+  linkReady?: () => boolean;
 }
 
 /** How long a closing worker still completes handshakes it had accepted. */
@@ -70,13 +64,30 @@ export class Gateway {
   #ready = false;
   #closing: Promise<void> | undefined;
   readonly #sweep: NodeJS.Timeout;
+  readonly #backpressure: SlowConsumerPolicy;
+  /** Bytes published to each creator's topic since its sockets were last checked. */
+  readonly #publishedSince = new Map<string, number>();
 
   constructor(private readonly d: GatewayDeps) {
     this.app = d.cfg.tls
       ? d.uws.SSLApp({ cert_file_name: d.cfg.tls.certFile, key_file_name: d.cfg.tls.keyFile })
       : d.uws.App();
-    this.metrics = new Metrics({ connections: () => this.sockets.all.size, bus: () => this.fanout?.bus, poolQueued: () => this.validator?.queued ?? 0, limits: () => this.limits?.stats() });
-    this.fanout = new Fanout(this.app, d.busFactory, d.cluster);
+    this.metrics = new Metrics({
+      connections: () => this.sockets.all.size,
+      bus: () => this.fanout?.bus,
+      poolQueued: () => this.validator?.queued ?? 0,
+      limits: () => this.limits?.stats(),
+      ...(d.redisHealth ? { redis: d.redisHealth } : {}),
+    });
+    d.cluster.serve((id, payload) => this.deliverLocal(id, payload));
+    this.#backpressure = slowConsumerPolicy(d.cfg.maxBackpressureBytes, d.cfg.maxPayloadBytes);
+    this.fanout = new Fanout(
+      this.app,
+      d.busFactory,
+      d.cluster,
+      (id, payload) => this.deliverLocal(id, payload),
+      (topic, bytes) => this.#beforePublish(topic, bytes),
+    );
     const schema = { maxContentChars: d.cfg.maxMessageChars };
     const widget = new WidgetChannel(this.fanout, schema);
     this.channels.register(widget);
@@ -95,7 +106,7 @@ export class Gateway {
     this.app.ws<UserData>(
       '/api/v1/channels/widget/:creator_id/connect',
       widgetBehavior(
-        { cfg: d.cfg, verifier: d.verifier, chat, validator: this.validator, limits: this.limits, bus: this.fanout.bus, log: d.log, sink: d.registry, metrics: this.metrics, accepting: () => this.#serving },
+        { cfg: d.cfg, verifier: d.verifier, chat, validator: this.validator, limits: this.limits, bus: this.fanout.bus, log: d.log, sink: d.cluster, metrics: this.metrics, accepting: () => this.#serving, backpressure: this.#backpressure },
         this.sockets,
       ),
     );
@@ -108,31 +119,45 @@ export class Gateway {
       log: d.log,
       maxBodyBytes: d.cfg.maxPayloadBytes,
       serving: () => this.#serving,
-      ready: () => this.#ready && d.cluster.ready() && this.fanout.bus.status === 'ready',
+      ready: () => this.healthy() && d.cluster.ready(),
       stats: () => d.cluster.stats(this.localStats()),
       metrics: () => d.cluster.metrics(this.metrics),
     });
   }
 
   /**
-   * The slow-consumer policy for broadcasts. uWS skips a subscriber whose
-   * buffer is over MAX_BACKPRESSURE_BYTES (a published frame is lost for it),
-   * so every SLOW_SWEEP_MS each socket's buffer is checked: over
-   * MAX_BACKPRESSURE_BYTES, it is ended with 4009 (a slow reader still gets
-   * what was buffered, then the code; uWS drops a stalled one after its
-   * closing time-out). Memory per socket is thus bounded by the limit plus
-   * what is published to it in one sweep.
+   * Before a publish to a creator's topic: once `checkEvery` bytes went to
+   * that creator since its sockets were last checked, check them now, so
+   * none can pass the hard limit unnoticed (gateway/backpressure.ts).
    */
-  #sweepSlowConsumers(): void {
-    const max = this.d.cfg.maxBackpressureBytes;
-    for (const ws of this.sockets.all) {
-      if (ws.getBufferedAmount() <= max) continue;
-      const conn = ws.getUserData().c;
-      if (!conn || conn.closed) continue;
-      this.metrics.slowConsumerCloses.inc();
-      this.d.log.info({ conn: conn.connectionId, buffered: ws.getBufferedAmount() }, 'slow consumer closed');
-      ws.end(CLOSE.SLOW_CONSUMER.code, CLOSE.SLOW_CONSUMER.reason);
+  #beforePublish(topic: string, bytes: number): void {
+    const creator = creatorOfTopic(topic);
+    if (creator === undefined) return;
+    const since = (this.#publishedSince.get(creator) ?? 0) + bytes;
+    if (since <= this.#backpressure.checkEvery) {
+      this.#publishedSince.set(creator, since);
+      return;
     }
+    this.#publishedSince.delete(creator);
+    const set = this.sockets.byCreator.get(creator);
+    if (set) for (const ws of set) this.#checkSlow(ws);
+  }
+
+  /** Every SLOW_SWEEP_MS: every socket against the soft limit. */
+  #sweepSlowConsumers(): void {
+    this.#publishedSince.clear();
+    for (const ws of this.sockets.all) this.#checkSlow(ws);
+  }
+
+  /** Closes `ws` with 4009 if more than the soft limit is buffered for it (a close frame still fits). */
+  #checkSlow(ws: WebSocket<UserData>): void {
+    const buffered = ws.getBufferedAmount();
+    if (buffered <= this.#backpressure.soft) return;
+    const conn = ws.getUserData().c;
+    if (!conn || conn.closed) return;
+    this.metrics.slowConsumerCloses.inc();
+    this.d.log.info({ conn: conn.connectionId, buffered }, 'slow consumer closed');
+    ws.end(CLOSE.SLOW_CONSUMER.code, CLOSE.SLOW_CONSUMER.reason);
   }
 
   /** Listens on HOST:PORT (port 0 picks a free one); resolves to the port. */
@@ -160,8 +185,21 @@ export class Gateway {
     return this.#serving;
   }
 
+  /** This node's own dependencies are up: it serves, its bus is connected and (Redis) every wanted subscription is in place. */
+  healthy(): boolean {
+    return this.#ready && this.fanout.bus.status === 'ready' && (this.d.linkReady?.() ?? true);
+  }
+
   localStats(): LocalStats {
-    return { pid: process.pid, total: this.sockets.all.size, byCreator: Object.fromEntries(this.sockets.byCreator) };
+    return { pid: process.pid, total: this.sockets.all.size, byCreator: this.sockets.creatorCounts() };
+  }
+
+  /** Delivers a JSON frame to one of this worker's connections; whether it holds it. */
+  deliverLocal(connectionId: string, payload: Uint8Array): boolean {
+    const conn = this.sockets.byId.get(connectionId);
+    if (conn === undefined || conn.closed) return false;
+    conn.cork(() => conn.sendJson(payload, 'message'));
+    return true;
   }
 
   /**
@@ -208,8 +246,10 @@ export class Gateway {
         if (ws.getUserData().c?.closed === false) ws.close();
       }
     } finally {
-      await this.d.registry?.close().catch(() => {});
+      // The limits report their last takes through the cluster's store, so
+      // the cluster view (registry entries removed, Redis link closed) goes last.
       await Promise.allSettled([this.fanout.bus.close(), this.d.engine.close(), this.validator.close(), this.limits.close()]);
+      await this.d.cluster.close().catch((err: Error) => this.d.log.warn({ err: err.message }, 'cluster view close failed'));
       this.d.verifier.close();
       this.metrics.close();
     }

@@ -9,7 +9,8 @@ import { isValidId } from '../auth/ids.js';
 import type { ChannelRouter } from '../channels/router.js';
 import type { Fanout } from './fanout.js';
 import { creatorTopic } from '../protocol/topics.js';
-import type { ClusterStats } from '../primary/ipc.js';
+import type { ClusterStats } from '../cluster/view.js';
+import { GatewayError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
 import { BodyTooLarge, bearer, guard, readBody, sendJson, type Res } from './http.js';
 
@@ -54,7 +55,7 @@ export function mountRoutes(app: TemplatedApp, d: RouteDeps): void {
       });
     } catch (err) {
       d.log.error({ err: (err as Error).message }, 'stats failed');
-      sendJson(r, 503, { error: 'Stats unavailable' });
+      sendJson(r, 503, { error: 'Stats unavailable', reason: reasonOf(err) });
     }
   });
 
@@ -74,7 +75,9 @@ export function mountRoutes(app: TemplatedApp, d: RouteDeps): void {
   app.post('/api/v1/creators/:creator_id/broadcast', (res, req) => {
     const creatorId = req.getParameter(0) ?? '';
     publishRoute(res as Res, req, d, creatorId, (frame) => {
-      d.fanout.publish(creatorTopic(creatorId), JSON.stringify(frame));
+      if (!d.fanout.publish(creatorTopic(creatorId), JSON.stringify(frame))) {
+        return Promise.resolve({ status: 503, body: { error: 'Broadcast refused: the bus cannot take it now', reason: 'overloaded' } });
+      }
       return Promise.resolve({ status: 202, body: { status: 'accepted', creator_id: creatorId } });
     });
   });
@@ -132,11 +135,29 @@ function afterAuth(res: Res, d: RouteDeps, reading: Promise<Buffer>, publish: Pu
         sendJson(res, out.status, out.body);
       } catch (err) {
         d.log.error({ err: (err as Error).message }, 'publish failed');
-        sendJson(res, 500, { error: 'Publish failed' });
+        if (err instanceof GatewayError) sendJson(res, 503, { error: 'Publish failed', reason: reasonOf(err) });
+        else sendJson(res, 500, { error: 'Publish failed' });
       }
     },
     (err) => {
       if (err instanceof BodyTooLarge) sendJson(res, 413, { error: `Body over ${d.maxBodyBytes} bytes` }, true);
     },
   );
+}
+
+/** A short, stable reason for a 503, from the error's code (never its text). */
+function reasonOf(err: unknown): string {
+  if (!(err instanceof GatewayError)) return 'error';
+  switch (err.code) {
+    case 'GW_ERR_REDIS_TIMEOUT':
+    case 'GW_ERR_IPC_TIMEOUT':
+      return 'timeout';
+    case 'GW_ERR_REDIS_UNAVAILABLE':
+    case 'GW_ERR_CLOSED':
+      return 'unavailable';
+    case 'GW_ERR_OVERLOADED':
+      return 'overloaded';
+    default:
+      return 'error';
+  }
 }

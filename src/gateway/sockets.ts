@@ -18,8 +18,8 @@ import type { TokenVerifier, WidgetAuth } from '../auth/verifier.js';
 import { isValidId } from '../auth/ids.js';
 import { CLOSE, type CloseCode } from '../protocol/close-codes.js';
 import * as frames from '../protocol/frames.js';
-import { connectionTopic, creatorTopic } from '../protocol/topics.js';
-import { busTopic, MSGPACK_PROTOCOL, msgpackTopic, packFrame, packTyping } from '../protocol/msgpack.js';
+import { creatorTopic } from '../protocol/topics.js';
+import { busTopic, MSGPACK_PROTOCOL, msgpackTopic, packFrame, packTyping, toMsgpack } from '../protocol/msgpack.js';
 import type { ChatPeer, ChatPipeline, ChatState, OutKind } from '../pipeline/chat.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Ordered, Validator } from '../pipeline/validator.js';
@@ -28,7 +28,8 @@ import type { Limits } from '../limits/index.js';
 import type { Bus } from '../bus/bus.js';
 import type { Logger } from '../observability/log.js';
 import type { Res } from './http.js';
-import type { ConnectionSink } from '../registry/registry.js';
+import type { ConnectionSink } from '../cluster/view.js';
+import type { SlowConsumerPolicy } from './backpressure.js';
 
 /**
  * What uWS holds for a socket. uWS.js v20.30 copies the user-data object's
@@ -46,7 +47,7 @@ export interface UserData {
 
 /** What every Conn of a worker shares. */
 export interface ConnEnv {
-  maxBackpressure: number;
+  backpressure: SlowConsumerPolicy;
   metrics: Metrics;
 }
 
@@ -115,30 +116,45 @@ export class Conn implements ChatPeer, Ordered {
     this.send(this.msgpack ? packFrame(s) : JSON.stringify(s), 'connection_status');
   }
 
+  /** A JSON frame from elsewhere (a targeted send): as text, or transcoded for a msgpack socket. */
+  sendJson(json: Uint8Array, kind: OutKind): void {
+    if (this.closed) return;
+    if (!this.msgpack) {
+      this.send(json, kind, false);
+      return;
+    }
+    try {
+      this.send(toMsgpack(json), kind);
+    } catch {
+      // Not JSON: cannot happen for frames the gateway accepted.
+    }
+  }
+
   /**
    * Sends a frame in the socket's framing (text for JSON, binary for
-   * msgpack), under the slow-consumer policy for direct sends: droppable
-   * frames (typing indicators) are skipped once half of
-   * MAX_BACKPRESSURE_BYTES is buffered; any other frame that would pass the
-   * limit closes the socket with 4009 so that no answer is ever lost
-   * without the client knowing.
+   * msgpack), under the slow-consumer policy for direct sends
+   * (gateway/backpressure.ts): droppable frames (typing indicators) are
+   * skipped once half the soft limit is buffered; any other frame that would
+   * pass the soft limit closes the socket with 4009 instead, while there is
+   * still room for the close frame, so no answer is lost without the client
+   * knowing.
    */
-  send(frame: string | Uint8Array, kind: OutKind): void {
+  send(frame: string | Uint8Array, kind: OutKind, binary = typeof frame !== 'string'): void {
     const ws = this.ws;
     if (this.closed || ws === undefined) return;
-    const { maxBackpressure, metrics } = this.env;
+    const { backpressure, metrics } = this.env;
     const buffered = ws.getBufferedAmount();
-    if (kind === 'typing_indicator' && buffered > maxBackpressure / 2) {
+    if (kind === 'typing_indicator' && buffered > backpressure.soft / 2) {
       metrics.dropped.labels(kind).inc();
       return;
     }
-    if (buffered + frame.length > maxBackpressure) {
+    if (buffered + frame.length > backpressure.soft) {
       metrics.slowConsumerCloses.inc();
       ws.end(CLOSE.SLOW_CONSUMER.code, CLOSE.SLOW_CONSUMER.reason);
       return;
     }
     metrics.out[kind]++;
-    ws.send(frame, typeof frame !== 'string');
+    ws.send(frame, binary);
   }
 
   cork(fn: () => void): void {
@@ -173,30 +189,59 @@ export interface SocketDeps {
   sink: ConnectionSink | undefined;
   /** False once the worker is shutting down: new sockets are refused with 1013. */
   accepting: () => boolean;
+  /** Where a socket is closed as a slow consumer. */
+  backpressure: SlowConsumerPolicy;
 }
 
-/** The live sockets of this worker, by creator and by client IP, for stats, limits and shutdown. */
+/**
+ * The live sockets of this worker: by connection id (targeted sends), by
+ * creator (stats, and the slow-consumer check before a publish) and by
+ * client IP (limits), plus those that count against MAX_CONNECTIONS without
+ * being served: upgrades waiting for an asynchronous check, and refused
+ * sockets until their close completes.
+ */
 export class SocketSet {
   readonly all = new Set<WebSocket<UserData>>();
-  readonly byCreator = new Map<string, number>();
+  readonly byId = new Map<string, Conn>();
+  readonly byCreator = new Map<string, Set<WebSocket<UserData>>>();
   readonly #byIp = new Map<string, number>();
-  /** Upgrades waiting for an asynchronous token check (counted against the cap). */
+  /** Upgrades waiting for an asynchronous token or budget check. */
   pending = 0;
+  /** Refused sockets whose close has not completed (they hold a descriptor too). */
+  refused = 0;
 
   add(ws: WebSocket<UserData>, c: Conn): void {
     this.all.add(ws);
-    bump(this.byCreator, c.creatorId, 1);
+    this.byId.set(c.connectionId, c);
+    let set = this.byCreator.get(c.creatorId);
+    if (!set) this.byCreator.set(c.creatorId, (set = new Set()));
+    set.add(ws);
     bump(this.#byIp, c.ip, 1);
   }
 
   delete(ws: WebSocket<UserData>, c: Conn): void {
     if (!this.all.delete(ws)) return;
-    bump(this.byCreator, c.creatorId, -1);
+    this.byId.delete(c.connectionId);
+    const set = this.byCreator.get(c.creatorId);
+    if (set) {
+      set.delete(ws);
+      if (set.size === 0) this.byCreator.delete(c.creatorId);
+    }
     bump(this.#byIp, c.ip, -1);
+  }
+
+  /** Sockets that hold a descriptor and count against MAX_CONNECTIONS. */
+  get held(): number {
+    return this.all.size + this.pending + this.refused;
   }
 
   ipCount(ip: string): number {
     return this.#byIp.get(ip) ?? 0;
+  }
+
+  /** [creator id, open sockets] pairs (ids come from clients: never keys of a plain object). */
+  creatorCounts(): Array<[string, number]> {
+    return [...this.byCreator].map(([c, set]) => [c, set.size]);
   }
 }
 
@@ -252,7 +297,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     res.upgrade(data, hs.key, hs.protocol, hs.extensions, ctx);
   }
 
-  const env: ConnEnv = { maxBackpressure: cfg.maxBackpressureBytes, metrics: deps.metrics };
+  const env: ConnEnv = { backpressure: deps.backpressure, metrics: deps.metrics };
   /** Bus topics by how many of their uWS topics (JSON, msgpack) have local subscribers. */
   const busTopics = new Map<string, number>();
   const limits = deps.limits;
@@ -298,13 +343,10 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     maxPayloadLength: cfg.maxPayloadBytes * HARD_PAYLOAD_FACTOR,
     idleTimeout: cfg.idleTimeoutS,
     sendPingsAutomatically: true,
-    maxBackpressure: cfg.maxBackpressureBytes,
-    // Slow consumers: uWS skips a subscriber whose buffer is over the limit
-    // (memory stays bounded) instead of closing it with no code; the
-    // gateway's sweep then closes that socket with 4009 within SLOW_SWEEP_MS,
-    // so a skip is never silent: the client reads what was buffered, then
-    // 4009, and resumes. Direct sends check first and close with 4009
-    // (Conn.send).
+    // The hard limit, where uWS would skip a frame (and the close frame too).
+    // The gateway closes a socket with 4009 at the soft limit below it, so
+    // the client always reads the close code (gateway/backpressure.ts).
+    maxBackpressure: deps.backpressure.hard,
     closeOnBackpressureLimit: 0,
 
     upgrade(res, req, ctx) {
@@ -317,7 +359,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         protocol: fromProtocol.reply,
         extensions: req.getHeader('sec-websocket-extensions'),
       };
-      if (!deps.accepting() || sockets.all.size + sockets.pending >= cfg.maxConnections) {
+      if (!deps.accepting() || sockets.held >= cfg.maxConnections) {
         return reject(r, hs, ctx, CLOSE.OVERLOADED);
       }
       let headerBytes = 0;
@@ -385,6 +427,8 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     open(ws) {
       const { c: conn, reject } = ws.getUserData();
       if (conn === undefined) {
+        // The close handler runs inside end(): count first.
+        sockets.refused++;
         if (reject) ws.end(reject.code, reject.reason);
         return;
       }
@@ -392,9 +436,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       sockets.add(ws, conn);
       deps.sink?.add(conn);
       // A msgpack socket listens on the msgpack twins of its topics (fanout.ts).
-      const topic = conn.msgpack ? msgpackTopic : (x: string) => x;
-      ws.subscribe(topic(creatorTopic(conn.creatorId)));
-      ws.subscribe(topic(connectionTopic(conn.connectionId)));
+      ws.subscribe(conn.msgpack ? msgpackTopic(creatorTopic(conn.creatorId)) : creatorTopic(conn.creatorId));
       conn.status();
       log.debug({ conn: conn.connectionId, creator: conn.creatorId, session: conn.sessionId }, 'socket open');
     },
@@ -440,7 +482,10 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     close(ws, code) {
       deps.metrics.closes.labels(String(code)).inc();
       const conn = ws.getUserData().c;
-      if (conn === undefined) return;
+      if (conn === undefined) {
+        sockets.refused--;
+        return;
+      }
       conn.closed = true;
       conn.ws = undefined;
       if (conn.slotted) limits.release(conn.connectionId, conn.creatorId, conn.sessionKey);

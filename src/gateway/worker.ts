@@ -7,22 +7,20 @@
  * flushed and the process exits 0.
  */
 import cluster from 'node:cluster';
+import os from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { loadConfig, type Config } from '../config/index.js';
 import { loadUws } from '../uws/loader.js';
 import { createLogger, type Logger } from '../observability/log.js';
 import { createTokenVerifier } from '../auth/verifier.js';
 import { createEngine } from '../ai/index.js';
 import { RedisRateStore } from '../limits/redis-store.js';
-import { createRedis } from '../redis/client.js';
 import { IpcBus } from '../bus/ipc.js';
-import os from 'node:os';
-import { randomBytes } from 'node:crypto';
-import { Gateway, type GatewayDeps } from './gateway.js';
 import { RedisBus } from '../bus/redis.js';
-import type { Bus } from '../bus/bus.js';
-import { RedisRegistry } from '../registry/redis.js';
-import { RedisClusterView } from '../registry/cluster-view.js';
-import { PrimaryLink } from './primary-link.js';
+import { RedisLink } from '../redis/link.js';
+import { EmbeddedCluster } from '../cluster/embedded.js';
+import { RedisCluster } from '../cluster/redis.js';
+import { Gateway, type GatewayDeps } from './gateway.js';
 
 export async function runWorker(): Promise<void> {
   let cfg: Readonly<Config>;
@@ -39,20 +37,15 @@ export async function runWorker(): Promise<void> {
   const { uws, source, version } = loadUws();
   let gw: Gateway | undefined;
   let stopping = false;
-  const link = new PrimaryLink({
-    localStats: () => gw?.localStats() ?? { pid: process.pid, total: 0, byCreator: {} },
-    localDeliver: (topic, payload) => gw?.fanout.deliverLocal(topic, payload) ?? false,
-    localMetrics: async () => (gw ? await gw.metrics.registry.getMetricsAsJSON() : []),
-    shutdown: (code) => void stop(code),
-  });
+  const host = new EmbeddedCluster();
 
-  async function stop(code: 1001 | 1012): Promise<void> {
+  async function stop(code: 1001 | 1012, deadlineMs = cfg.shutdownTimeoutS * 1000): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ code }, 'worker shutting down');
     // Leave a second of the deadline for the bus, the logger and the exit.
-    await gw?.close(code, Math.max(500, cfg.shutdownTimeoutS * 1000 - 1500));
-    link.close();
+    await gw?.close(code, Math.max(500, deadlineMs - 1500));
+    await host.close();
     log.info('worker stopped');
     log.flush();
     // A moment for the last close frames to leave the socket buffers.
@@ -60,8 +53,18 @@ export async function runWorker(): Promise<void> {
   }
   process.on('SIGTERM', () => void stop(1001));
   process.on('SIGINT', () => void stop(1001));
-  // The primary gone (kill -9): stop rather than serve unsupervised.
-  process.on('disconnect', () => void stop(1001));
+  // Reload is the primary's (a rolling restart): a SIGHUP sent to the whole
+  // process group (systemctl kill -s HUP, a terminal) must not kill workers.
+  process.on('SIGHUP', () => log.debug('SIGHUP ignored by the worker (the primary rolls the cluster)'));
+  // The primary gone (kill -9): Node's cluster code would exit at once, before
+  // our clients get 1001 and our registry entries are removed. Taking the
+  // disconnect as ours (exitedAfterDisconnect) lets the gateway stop in order,
+  // within a short deadline, unsupervised.
+  cluster.worker?.on('disconnect', () => {
+    cluster.worker!.exitedAfterDisconnect = true;
+    log.warn('the primary is gone; stopping');
+    void stop(1001, Math.min(cfg.shutdownTimeoutS * 1000, 5000));
+  });
 
   const verifier = createTokenVerifier(cfg, log);
   await verifier.start();
@@ -71,12 +74,28 @@ export async function runWorker(): Promise<void> {
     log,
     verifier,
     engine: createEngine(cfg),
-    ...clusterParts(cfg, log, link),
+    ...clusterParts(cfg, log, host),
+  });
+  const g = gw;
+  host.attach({
+    localStats: () => g.localStats(),
+    localDeliver: (id, payload) => g.deliverLocal(id, payload),
+    localMetrics: async () => await g.metrics.registry.getMetricsAsJSON(),
+    shutdown: (code) => void stop(code),
   });
   try {
     const port = await gw.listen(cfg.host, cfg.port);
     log.info({ host: cfg.host, port, uws: `${source}@${version}` }, 'worker listening');
-    link.send({ t: 'ready' });
+    host.send({ t: 'ready' });
+    // The primary declares the host ready only when every worker's own
+    // dependencies are: each reports its own, on change.
+    let reported: boolean | undefined;
+    const report = (): void => {
+      const ok = g.healthy();
+      if (ok !== reported) host.send({ t: 'health', ready: (reported = ok) });
+    };
+    report();
+    setInterval(report, 250).unref();
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'worker cannot listen');
     log.flush();
@@ -87,30 +106,21 @@ export async function runWorker(): Promise<void> {
 /**
  * Embedded mode: the bus relays through the primary, which also answers
  * stats and keeps the session and creator budgets. Redis mode: every worker
- * is a node of the Redis bus, registry and budgets.
+ * is a node of the Redis bus, registry and budgets, over one RedisLink.
  */
-function clusterParts(cfg: Readonly<Config>, log: Logger, link: PrimaryLink): Pick<GatewayDeps, 'busFactory' | 'cluster' | 'registry' | 'rateStore'> {
-  let bus: Bus | undefined;
+function clusterParts(cfg: Readonly<Config>, log: Logger, host: EmbeddedCluster): Pick<GatewayDeps, 'busFactory' | 'cluster' | 'rateStore' | 'redisHealth' | 'linkReady'> {
   if (!cfg.redisUrl) {
-    // Connection topics stay off the relay: a connection lives on one worker,
-    // and targeted sends find it with a 'deliver' request instead. That keeps
-    // the primary free of per-connection state.
-    return { busFactory: (onMessage) => new IpcBus(process, onMessage, (topic) => !topic.startsWith('k/')), cluster: link, rateStore: link.rateStore };
+    return { busFactory: (onMessage) => new IpcBus(process, onMessage), cluster: host, rateStore: host.rateStore };
   }
-  const url = cfg.redisUrl;
   const nodeId = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
-  const leaseMs = cfg.registryLeaseS * 1000;
-  const registry = new RedisRegistry({ url, prefix: cfg.redisPrefix, nodeId, leaseMs, sweepMs: Math.max(250, leaseMs / 3), log });
+  const link = new RedisLink({ url: cfg.redisUrl, name: nodeId, log, commandTimeoutMs: cfg.redisCommandTimeoutMs, maxPendingBytes: cfg.redisMaxPendingBytes });
+  const view = new RedisCluster(host, link, { prefix: cfg.redisPrefix, nodeId, leaseMs: cfg.registryLeaseS * 1000, log });
   return {
-    busFactory: (onMessage) => (bus = new RedisBus({ url, prefix: cfg.redisPrefix, nodeId, log }, onMessage)),
-    cluster: new RedisClusterView(link, registry, (topic, payload) => bus?.publish(topic, payload)),
-    registry,
-    rateStore: new RedisRateStore(
-      createRedis(url, 'rate-limits', log),
-      createRedis(url, 'rate-limits-sub', log, { subscriber: true }),
-      cfg.redisPrefix,
-      nodeId,
-    ),
+    busFactory: (onMessage) => new RedisBus(link, { prefix: cfg.redisPrefix, nodeId, log }, onMessage),
+    cluster: view,
+    redisHealth: () => view.health(),
+    linkReady: () => link.ready(),
+    rateStore: new RedisRateStore(link, cfg.redisPrefix, nodeId),
   };
 }
 

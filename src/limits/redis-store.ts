@@ -6,8 +6,8 @@
  * charged keys are published (msgpackr, tagged with this node's id) on one
  * channel that every node listens to, so the others adopt them.
  */
-import type { Redis } from 'ioredis';
 import { Packr } from 'msgpackr';
+import type { RedisLink } from '../redis/link.js';
 import { chargedUpdate, type ChargeBatch, type RateStore, type RateUpdate } from './store.js';
 
 /** KEYS: bucket keys. ARGV[1]: interval (us); ARGV[1 + i]: takes on key i. Returns us ahead of now per key. */
@@ -37,16 +37,15 @@ export class RedisRateStore implements RateStore {
   readonly #channel: string;
   #listener: ((u: RateUpdate) => void) | undefined;
 
-  /** `client` runs the script and publishes; `subscriber` (a connection of its own) listens; both are closed by close(). */
+  /** Runs its script and publishes on the worker's RedisLink (which it does not close). */
   constructor(
-    private readonly client: Redis,
-    private readonly subscriber: Redis,
+    private readonly link: RedisLink,
     private readonly prefix: string,
     private readonly nodeId: string,
   ) {
-    client.defineCommand('gwRateCharge', { lua: CHARGE });
+    link.cmd.defineCommand('gwRateCharge', { lua: CHARGE });
     this.#channel = `${prefix}rl:updates`;
-    subscriber.on('messageBuffer', (channel: Buffer, message: Buffer) => {
+    link.sub.on(this.#channel, (channel: Buffer, message: Buffer) => {
       if (this.#listener === undefined || channel.toString() !== this.#channel) return;
       let w: Wire;
       try {
@@ -61,19 +60,22 @@ export class RedisRateStore implements RateStore {
   async charge(b: ChargeBatch): Promise<number[]> {
     if (b.keys.length === 0) return [];
     const keys = b.keys.map((k) => `${this.prefix}rl:${b.kind}:${k}`);
-    const run = (this.client as unknown as { gwRateCharge(n: number, ...args: Array<string | number>): Promise<number[]> }).gwRateCharge;
-    const ahead = await run.call(this.client, keys.length, ...keys, b.intervalUs, ...b.counts);
+    const ahead = await this.link.run('rate-limit charge', (c) =>
+      (c as unknown as { gwRateCharge(n: number, ...args: Array<string | number>): Promise<number[]> }).gwRateCharge(keys.length, ...keys, b.intervalUs, ...b.counts),
+    );
     const u = chargedUpdate(b, ahead);
-    if (u) void this.client.publish(this.#channel, packr.pack([this.nodeId, u.kind, u.keys, u.aheadUs] satisfies Wire)).catch(() => {});
+    if (u) this.link.publish(this.#channel, packr.pack([this.nodeId, u.kind, u.keys, u.aheadUs] satisfies Wire));
     return ahead;
   }
 
+  /** Listens for the other nodes' charges: a wanted subscription, made whenever Redis is reachable (readiness waits for it). */
   onUpdate(listener: (u: RateUpdate) => void): void {
     this.#listener = listener;
-    void this.subscriber.subscribe(this.#channel).catch(() => {});
+    this.link.sub.want(this.#channel);
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.client, this.subscriber].map((c) => c.quit().catch(() => c.disconnect())));
+    this.#listener = undefined;
+    this.link.sub.unwant(this.#channel);
   }
 }

@@ -9,6 +9,17 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Bus } from '../bus/bus.js';
 import type { LimitStats } from '../limits/index.js';
+import type { RedisHealth } from '../cluster/view.js';
+
+/** Where the metrics read what other components count. */
+export interface MetricSources {
+  connections: () => number;
+  bus: () => Bus | undefined;
+  poolQueued: () => number;
+  limits: () => LimitStats | undefined;
+  /** Redis mode only. */
+  redis?: () => RedisHealth;
+}
 
 export class Metrics {
   readonly registry = new Registry();
@@ -27,9 +38,9 @@ export class Metrics {
 
   /** Hot-path frame counts, by type: increment directly. */
   readonly in = { user_message: 0, ping: 0, invalid: 0 };
-  readonly out = { ai_response: 0, typing_indicator: 0, error: 0, pong: 0, connection_status: 0 };
+  readonly out = { ai_response: 0, typing_indicator: 0, error: 0, pong: 0, connection_status: 0, message: 0 };
 
-  constructor(sources: { connections: () => number; bus: () => Bus | undefined; poolQueued: () => number; limits: () => LimitStats | undefined }) {
+  constructor(sources: MetricSources) {
     const r = this.registry;
     const worker = String(process.pid);
     this.connections = new Gauge({
@@ -97,6 +108,39 @@ export class Metrics {
     totalCounter('gateway_bus_delivered_total', 'Messages received from other nodes', () => sources.bus()?.stats().delivered);
     totalCounter('gateway_bus_dropped_total', 'Messages lost on the bus (at-most-once; e.g. Redis down)', () => sources.bus()?.stats().dropped);
     totalCounter('gateway_rate_limit_overflow_total', 'Keys that shared the overflow bucket because a rate-limit table was full', () => sources.limits()?.overflows);
+    totalCounter('gateway_redis_publish_refused_total', 'Publishes and appends refused because Redis was down or REDIS_MAX_PENDING_BYTES waited for it (answered 503)', () => sources.redis?.().publishRefused);
+    totalCounter('gateway_registry_lease_lapses_total', "Lease renewals that found this node's lease gone (a stall past REGISTRY_LEASE_S); its entries were rewritten", () => sources.redis?.().leaseLapses);
+    const failures = { command: 0, subscribe: 0, lease: 0, sweep: 0, registry_write: 0 };
+    new Counter({
+      name: 'gateway_redis_failures_total',
+      help: 'Redis requests that failed or timed out, by kind (command, subscribe, lease, sweep, registry_write); each is logged and retried',
+      labelNames: ['kind'],
+      registers: [r],
+      collect() {
+        const now = sources.redis?.().failures;
+        if (!now) return;
+        for (const k of Object.keys(failures) as Array<keyof typeof failures>) {
+          if (now[k] > failures[k]) this.inc({ kind: k }, now[k] - failures[k]);
+          failures[k] = now[k];
+        }
+      },
+    });
+    new Gauge({
+      name: 'gateway_redis_pending_bytes',
+      help: 'Bytes of publishes and appends waiting for Redis (bounded by REDIS_MAX_PENDING_BYTES per worker)',
+      registers: [r],
+      collect() {
+        this.set(sources.redis?.().pendingBytes ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'gateway_redis_subscriptions_missing',
+      help: 'Wanted Redis subscriptions not yet confirmed (readiness fails while one waits over a second)',
+      registers: [r],
+      collect() {
+        this.set(sources.redis?.().subscriptionsMissing ?? 0);
+      },
+    });
     totalCounter('gateway_rate_limit_sync_failures_total', 'Budget batches the store (primary or Redis) could not take; limits were per worker meanwhile', () => sources.limits()?.syncFailures);
     new Gauge({
       name: 'gateway_rate_limit_keys',

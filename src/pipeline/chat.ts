@@ -48,7 +48,7 @@ export interface ChatPeer {
   fail(): void;
 }
 
-export type OutKind = 'typing_indicator' | 'ai_response' | 'error' | 'pong' | 'connection_status';
+export type OutKind = 'typing_indicator' | 'ai_response' | 'error' | 'pong' | 'connection_status' | 'message';
 
 export interface ChatState {
   items: Array<string | { error: string }>;

@@ -3,7 +3,7 @@
  * to which topic and forwards each publish to the other interested workers,
  * never back to the publisher.
  */
-import type { PrimaryToWorker } from './ipc.js';
+import type { PrimaryToWorker } from '../cluster/ipc.js';
 
 export interface RelayTarget {
   readonly id: number;

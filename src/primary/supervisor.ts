@@ -23,12 +23,17 @@ import { loadUws } from '../uws/loader.js';
 import { createLogger, type Logger } from '../observability/log.js';
 import { Relay, type RelayTarget } from './relay.js';
 import { chargedUpdate, MemoryRateStore } from '../limits/store.js';
-import { isTagged, type ClusterStats, type PrimaryToWorker, type WorkerOps, type WorkerToPrimary } from './ipc.js';
+import { answer, IpcRequests, isTagged, type PrimaryOps, type PrimaryToWorker, type WorkerOps, type WorkerToPrimary } from '../cluster/ipc.js';
+import { addCount, counts, type ClusterStats } from '../cluster/view.js';
 
 interface Slot {
   worker: Worker;
   target: RelayTarget;
+  /** Requests to this worker (one deadline policy: cluster/ipc.ts). */
+  requests: IpcRequests<WorkerOps>;
   ready: boolean;
+  /** The worker's own dependencies are up (its Redis link and subscriptions): its last 'health' report. */
+  healthy: boolean;
   startedAt: number;
   /** Being replaced by a rolling restart: its exit is expected. */
   retiring: boolean;
@@ -42,7 +47,6 @@ export function backoffMs(failures: number): number {
 }
 /** A worker that lived this long counts as healthy: its death resets the back-off. */
 const STABLE_MS = 10_000;
-const STATS_TIMEOUT_MS = 1500;
 
 export async function runPrimary(): Promise<void> {
   let cfg: Readonly<Config>;
@@ -79,9 +83,9 @@ class Supervisor {
   #failures = 0;
   #stopping = false;
   #wasReady = false;
-  #nextReq = 1;
-  readonly #gathers = new Map<number, (r: unknown) => void>();
   #rolling = false;
+  /** A SIGHUP arrived during a rolling restart: roll once more after it (the configuration may have changed since). */
+  #reloadAgain = false;
   /** Variables given to forked workers on top of this process's environment. */
   #forkEnv: Record<string, string> = {};
 
@@ -106,11 +110,13 @@ class Supervisor {
     const slot: Slot = {
       worker,
       ready: false,
+      healthy: false,
       startedAt: Date.now(),
       retiring: false,
       readyWaiters: [],
       exitWaiters: [],
       target: { id: worker.id, send: (m: PrimaryToWorker) => this.#send(worker, m) },
+      requests: new IpcRequests<WorkerOps>((m) => this.#send(worker, m), `worker ${worker.id}`),
     };
     this.#slots.set(worker.id, slot);
     worker.on('message', (m: unknown) => this.#onMessage(slot, m));
@@ -123,7 +129,8 @@ class Supervisor {
   async reload(): Promise<void> {
     if (this.#stopping) return;
     if (this.#rolling) {
-      this.log.warn('reload already in progress; SIGHUP ignored');
+      this.#reloadAgain = true;
+      this.log.warn('reload already in progress; another rolling restart follows it');
       return;
     }
     let next: Readonly<Config>;
@@ -168,6 +175,10 @@ class Supervisor {
     } finally {
       this.#rolling = false;
       this.#announce();
+      if (this.#reloadAgain && !this.#stopping) {
+        this.#reloadAgain = false;
+        void this.reload();
+      }
     }
   }
 
@@ -201,71 +212,59 @@ class Supervisor {
       case 'sub':
         this.#relay.update(slot.target, msg.add, msg.del);
         break;
+      case 'health':
+        if (slot.healthy !== msg.ready) {
+          slot.healthy = msg.ready;
+          if (!msg.ready) this.log.warn({ worker: slot.worker.id }, 'worker reports a dependency down');
+          this.#announce();
+        }
+        break;
       case 'ready':
         slot.ready = true;
-        this.log.info({ worker: slot.worker.id, pid: slot.worker.process.pid }, 'worker ready');
+        this.log.info({ worker: slot.worker.id, worker_pid: slot.worker.process.pid }, 'worker ready');
         this.#announce(true);
         for (const w of slot.readyWaiters.splice(0)) w();
         break;
-      case 'req':
-        if (msg.op === 'stats') {
-          void this.#stats().then((result) => this.#send(slot.worker, { t: 'res', id: msg.id, result }));
-        } else if (msg.op === 'rate') {
-          const batch = msg.batch ?? { kind: '', intervalUs: 0, keys: [], counts: [] };
-          void this.#rates.charge(batch).then((result) => {
-            this.#send(slot.worker, { t: 'res', id: msg.id, result });
-            const update = chargedUpdate(batch, result);
-            if (update) for (const s of this.#slots.values()) if (s !== slot) this.#send(s.worker, { t: 'rate', update });
-          });
-        } else if (msg.op === 'metrics') {
-          void this.#metrics().then(
-            (result) => this.#send(slot.worker, { t: 'res', id: msg.id, result }),
-            (err: Error) => this.#send(slot.worker, { t: 'res', id: msg.id, error: err.message }),
-          );
-        } else {
-          void this.#deliver(slot, msg.arg ?? '', msg.payload ?? new Uint8Array()).then((result) =>
-            this.#send(slot.worker, { t: 'res', id: msg.id, result }),
-          );
-        }
-        break;
-      case 'res': {
-        const done = this.#gathers.get(msg.id);
-        if (done) {
-          this.#gathers.delete(msg.id);
-          done(msg.result);
-        }
+      case 'req': {
+        const reply = (r: PrimaryToWorker) => this.#send(slot.worker, r);
+        answer(reply, msg.id, (): PrimaryOps[typeof msg.op] | Promise<PrimaryOps[typeof msg.op]> => {
+          switch (msg.op) {
+            case 'stats':
+              return this.#stats();
+            case 'metrics':
+              return this.#metrics();
+            case 'rate': {
+              const batch = msg.batch ?? { kind: '', intervalUs: 0, keys: [], counts: [] };
+              return this.#rates.charge(batch).then((result) => {
+                const update = chargedUpdate(batch, result);
+                // After the answer: the asking worker hears its result first.
+                if (update) setImmediate(() => { for (const s of this.#slots.values()) if (s !== slot) this.#send(s.worker, { t: 'rate', update }); });
+                return result;
+              });
+            }
+            default:
+              return this.#deliver(slot, msg.arg ?? '', msg.payload ?? new Uint8Array());
+          }
+        });
         break;
       }
+      case 'res':
+        slot.requests.settle(msg);
+        break;
       default:
         break;
     }
   }
 
-  /** Sends one request to each of `slots` and collects the answers (undefined for a time-out). */
+  /** One request to each of `slots`, answers collected (undefined for a time-out or an error). */
   #ask<K extends keyof WorkerOps>(slots: Slot[], op: K, arg?: string, payload?: Uint8Array): Promise<Array<WorkerOps[K] | undefined>> {
-    return Promise.all(
-      slots.map(
-        (s) =>
-          new Promise<WorkerOps[K] | undefined>((resolve) => {
-            const id = this.#nextReq++;
-            const timer = setTimeout(() => {
-              this.#gathers.delete(id);
-              resolve(undefined);
-            }, STATS_TIMEOUT_MS);
-            this.#gathers.set(id, (r) => {
-              clearTimeout(timer);
-              resolve(r as WorkerOps[K]);
-            });
-            this.#send(s.worker, { t: 'req', id, op, arg, payload });
-          }),
-      ),
-    );
+    return Promise.all(slots.map((s) => s.requests.request(op, { arg, payload }).catch(() => undefined)));
   }
 
-  /** A targeted send: every other worker delivers if it holds the topic. */
-  async #deliver(from: Slot, topic: string, payload: Uint8Array): Promise<boolean> {
+  /** A targeted send: every other worker delivers if it holds the connection. */
+  async #deliver(from: Slot, connectionId: string, payload: Uint8Array): Promise<boolean> {
     const others = [...this.#slots.values()].filter((s) => s !== from && s.ready);
-    return (await this.#ask(others, 'local-deliver', topic, payload)).some((r) => r === true);
+    return (await this.#ask(others, 'local-deliver', connectionId, payload)).some((r) => r === true);
   }
 
   /** Every worker's registry, summed (gauges marked max/min aggregate that way). */
@@ -279,22 +278,25 @@ class Supervisor {
   async #stats(): Promise<ClusterStats> {
     const live = [...this.#slots.values()].filter((s) => s.ready && !s.retiring);
     const answers = await this.#ask(live, 'local-stats');
-    const out: ClusterStats = { total_connections: 0, connections_by_creator: {}, connections_by_worker: {}, workers: live.length, workers_answered: 0 };
+    const out: ClusterStats = { total_connections: 0, connections_by_creator: counts(), connections_by_worker: counts(), workers: live.length, workers_answered: 0 };
     for (const a of answers) {
       if (!a) continue;
       out.workers_answered++;
       out.total_connections += a.total;
       out.connections_by_worker[String(a.pid)] = a.total;
-      for (const [c, n] of Object.entries(a.byCreator)) {
-        out.connections_by_creator[c] = (out.connections_by_creator[c] ?? 0) + n;
-      }
+      for (const [c, n] of a.byCreator) addCount(out.connections_by_creator, c, n);
     }
     return out;
   }
 
-  /** Tells every worker whether the cluster is ready (all WORKERS up), when that changes. */
+  /**
+   * Tells every worker whether the host is ready, when that changes: WORKERS
+   * workers up, each reporting its own dependencies healthy (Redis connected,
+   * every wanted subscription confirmed). /readyz on any worker answers for
+   * the whole host.
+   */
   #announce(force = false): void {
-    const ready = !this.#stopping && [...this.#slots.values()].filter((s) => s.ready && !s.retiring).length >= this.cfg.workers;
+    const ready = !this.#stopping && [...this.#slots.values()].filter((s) => s.ready && s.healthy && !s.retiring).length >= this.cfg.workers;
     if (ready === this.#wasReady && !force) return;
     if (ready !== this.#wasReady) this.log.info({ ready }, ready ? 'cluster ready' : 'cluster not ready');
     this.#wasReady = ready;
@@ -303,6 +305,7 @@ class Supervisor {
 
   #onExit(slot: Slot, code: number | null, signal: string | null): void {
     this.#slots.delete(slot.worker.id);
+    slot.requests.close(`worker ${slot.worker.id} exited`);
     this.#relay.remove(slot.target);
     for (const w of slot.exitWaiters.splice(0)) w();
     if (this.#stopping) {

@@ -6,7 +6,8 @@ import { freePort, until } from './net.js';
 import { SECRET } from './tokens.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const MAIN = path.join(ROOT, 'dist/main.js');
+/** GATEWAY_TEST_MAIN: another build to run the suite against (e.g. an older commit, to see a regression test fail). */
+export const MAIN = process.env.GATEWAY_TEST_MAIN ?? path.join(ROOT, 'dist/main.js');
 
 export interface RunningCluster {
   port: number;
@@ -18,9 +19,12 @@ export interface RunningCluster {
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** kill -9 of the whole process group: the host dies without cleaning up. */
   killHost(): Promise<void>;
+  /** The workers' process ids, from the primary's log. */
+  workerPids(): number[];
 }
 
-export async function startCluster(env: Record<string, string> = {}): Promise<RunningCluster> {
+/** `waitFor`: what start-up waits for: '/readyz' (default) or '/healthz' (every worker serves, the cluster may not be ready). */
+export async function startCluster(env: Record<string, string> = {}, o: { waitFor?: '/readyz' | '/healthz' } = {}): Promise<RunningCluster> {
   const port = await freePort();
   // GATEWAY_TEST_NOFILE: run under that file-descriptor limit (ulimit -n), as a small box would.
   const nofile = env.GATEWAY_TEST_NOFILE;
@@ -71,11 +75,24 @@ export async function startCluster(env: Record<string, string> = {}): Promise<Ru
       killGroup(proc.pid!);
       await exited;
     },
+    workerPids() {
+      const live = new Set<number>();
+      for (const m of out.matchAll(/"worker_pid":(\d+)[^\n]*"msg":"worker ready"/g)) live.add(Number(m[1]));
+      return [...live].filter((p) => {
+        try {
+          process.kill(p, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+    },
   };
   let dead = false;
   void exited.then(() => (dead = true));
   await until(async () => {
     if (dead) throw new Error(`cluster exited during start-up:\n${out}`);
+    if (o.waitFor === '/healthz') return /cluster ready|worker listening[\s\S]*worker listening/.test(out) && (await get('/healthz')).status === 200;
     return (await get('/readyz')).status === 200;
   }, 20_000, 'cluster ready').catch((err) => {
     proc.kill('SIGKILL');

@@ -7,7 +7,7 @@ import { createEngine, type AiEngine } from '../../src/ai/index.js';
 import type { RateStore } from '../../src/limits/store.js';
 import { MemoryBus, MemoryHub } from '../../src/bus/memory.js';
 import { Gateway } from '../../src/gateway/gateway.js';
-import { StandaloneCluster } from '../../src/gateway/standalone.js';
+import { StandaloneCluster } from '../../src/cluster/standalone.js';
 import { SECRET } from './tokens.js';
 
 export interface TestGateway {

@@ -11,16 +11,20 @@ export interface RedisServer {
   /** kill -9 the server (the port stays reserved for restart()). */
   kill(): Promise<void>;
   restart(): Promise<void>;
+  /** SIGSTOP / SIGCONT: a server that stops answering without closing its connections. */
+  pause(): void;
+  resume(): void;
   stop(): Promise<void>;
 }
 
-export async function startRedis(): Promise<RedisServer> {
+/** A real redis-server on a free port; `{ start: false }` only reserves the port (start it with restart()). */
+export async function startRedis(o: { start?: boolean } = {}): Promise<RedisServer> {
   const port = await freePort();
   let proc: ChildProcess | undefined;
   const clients: Redis[] = [];
 
   async function launch(): Promise<void> {
-    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], {
+    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning', '--enable-debug-command', 'local'], {
       stdio: 'ignore',
     });
     const probe = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
@@ -45,7 +49,7 @@ export async function startRedis(): Promise<RedisServer> {
     await gone;
   }
 
-  await launch();
+  if (o.start !== false) await launch();
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
@@ -57,6 +61,8 @@ export async function startRedis(): Promise<RedisServer> {
     },
     kill,
     restart: launch,
+    pause: () => proc?.kill('SIGSTOP'),
+    resume: () => proc?.kill('SIGCONT'),
     async stop() {
       for (const c of clients) c.disconnect();
       await kill();

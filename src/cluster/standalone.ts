@@ -2,19 +2,20 @@
  * The cluster view of a gateway that runs alone in its process (embedding,
  * single-process tests): it is the whole cluster.
  */
-import type { ClusterStats, LocalStats } from '../primary/ipc.js';
-import type { ClusterView } from './gateway.js';
 import type { Metrics } from '../observability/metrics.js';
+import { counts, type ClusterStats, type ClusterView, type LocalStats } from './view.js';
 
 export class StandaloneCluster implements ClusterView {
+  add(): void {}
+  remove(): void {}
+  serve(): void {}
+
   async stats(local: LocalStats): Promise<ClusterStats> {
-    return {
-      total_connections: local.total,
-      connections_by_creator: { ...local.byCreator },
-      connections_by_worker: { [String(local.pid)]: local.total },
-      workers: 1,
-      workers_answered: 1,
-    };
+    const byCreator = counts();
+    for (const [c, n] of local.byCreator) byCreator[c] = n;
+    const byWorker = counts();
+    byWorker[String(local.pid)] = local.total;
+    return { total_connections: local.total, connections_by_creator: byCreator, connections_by_worker: byWorker, workers: 1, workers_answered: 1 };
   }
 
   metrics(local: Metrics): Promise<string> {
@@ -29,4 +30,6 @@ export class StandaloneCluster implements ClusterView {
   async deliver(): Promise<boolean> {
     return false;
   }
+
+  async close(): Promise<void> {}
 }

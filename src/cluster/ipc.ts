@@ -1,0 +1,133 @@
+/**
+ * Messages between the primary and its workers over cluster IPC (advanced
+ * serialization, so Uint8Array payloads cross without base64), and the one
+ * request helper both sides use: every request has an id, an answer or an
+ * error, and one deadline (IPC_TIMEOUT_MS).
+ */
+import { GatewayError } from '../errors.js';
+import type { ChargeBatch, RateUpdate } from '../limits/store.js';
+import type { ClusterStats, LocalStats } from './view.js';
+
+/** How long either side waits for the other's answer. */
+export const IPC_TIMEOUT_MS = 2000;
+
+/** Requests a worker may make of the primary, with their results. */
+export interface PrimaryOps {
+  stats: ClusterStats;
+  /** Delivers `payload` to connection `arg` on another worker; whether one held it. */
+  deliver: boolean;
+  /** Prometheus text: every worker's metrics, summed. */
+  metrics: string;
+  /** Charges `batch` to the primary's rate-limit store (embedded mode); microseconds ahead per key. */
+  rate: number[];
+}
+
+/** Requests the primary may make of a worker. */
+export interface WorkerOps {
+  'local-stats': LocalStats;
+  /** Delivers `payload` to connection `arg` if this worker holds it; whether it did. */
+  'local-deliver': boolean;
+  /** The worker's registry as prom-client JSON. */
+  'local-metrics': object[];
+}
+
+export interface Request<Op> {
+  t: 'req';
+  id: number;
+  op: Op;
+  arg?: string;
+  payload?: Uint8Array;
+  batch?: ChargeBatch;
+}
+export interface Response {
+  t: 'res';
+  id: number;
+  result?: unknown;
+  error?: string;
+}
+
+export type WorkerToPrimary =
+  | { t: 'ready' }
+  /** The worker's own dependencies (Redis link, subscriptions) are up or not; sent on change. */
+  | { t: 'health'; ready: boolean }
+  | { t: 'pub'; topic: string; payload: Uint8Array }
+  | { t: 'sub'; add: string[]; del: string[] }
+  | Request<keyof PrimaryOps>
+  | Response;
+
+export type PrimaryToWorker =
+  | { t: 'msg'; topic: string; payload: Uint8Array }
+  | { t: 'shutdown'; code: 1001 | 1012 }
+  | { t: 'cluster'; ready: boolean }
+  /** Budget keys another worker charged (embedded mode). */
+  | { t: 'rate'; update: RateUpdate }
+  | Request<keyof WorkerOps>
+  | Response;
+
+/** Type guard for messages that carry a `t` tag (anything else on the channel is ignored). */
+export function isTagged(m: unknown): m is { t: string } {
+  return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
+}
+
+/**
+ * Requests to the other end of one IPC channel, each settled by its
+ * `res` message or rejected after `timeoutMs` (GW_ERR_IPC_TIMEOUT).
+ */
+export class IpcRequests<Ops> {
+  #next = 1;
+  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+
+  constructor(
+    private readonly send: (msg: Request<keyof Ops>) => void,
+    private readonly peer: string,
+    private readonly timeoutMs = IPC_TIMEOUT_MS,
+  ) {}
+
+  request<K extends keyof Ops>(op: K, fields: Omit<Request<K>, 't' | 'id' | 'op'> = {}): Promise<Ops[K]> {
+    const id = this.#next++;
+    return new Promise<Ops[K]>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new GatewayError('GW_ERR_IPC_TIMEOUT', `${this.peer} did not answer "${String(op)}" in ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
+      this.send({ t: 'req', id, op, ...fields });
+    });
+  }
+
+  /** Settles the request a `res` message answers (unknown ids: late answers, ignored). */
+  settle(msg: Response): void {
+    const p = this.#pending.get(msg.id);
+    if (!p) return;
+    this.#pending.delete(msg.id);
+    clearTimeout(p.timer);
+    if (msg.error !== undefined) p.reject(new Error(msg.error));
+    else p.resolve(msg.result);
+  }
+
+  /** Rejects every request in flight (the other end is gone). */
+  close(why = 'IPC channel closed'): void {
+    for (const p of this.#pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new GatewayError('GW_ERR_CLOSED', why));
+    }
+    this.#pending.clear();
+  }
+}
+
+/** Answers a request with `run`'s result, or its error's message. */
+export function answer(send: (r: Response) => void, id: number, run: () => unknown): void {
+  let out: unknown;
+  try {
+    out = run();
+  } catch (err) {
+    send({ t: 'res', id, error: (err as Error).message });
+    return;
+  }
+  if (out instanceof Promise) {
+    out.then(
+      (result: unknown) => send({ t: 'res', id, result }),
+      (err: Error) => send({ t: 'res', id, error: err.message }),
+    );
+  } else send({ t: 'res', id, result: out });
+}

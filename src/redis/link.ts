@@ -1,0 +1,146 @@
+/**
+ * A worker's link to Redis: one command connection (commands, scripts and
+ * publishes) and one subscriber connection (RedisSubscriber), shared by the
+ * bus, the registry, the rate-limit store and the streams of that worker.
+ *
+ * Bounds (STYLE: dependencies fail, bound everything):
+ * - `run` gives every request a deadline (REDIS_COMMAND_TIMEOUT_MS) and a
+ *   coded error (GW_ERR_REDIS_TIMEOUT, GW_ERR_REDIS_UNAVAILABLE);
+ * - `publish` keeps what waits for Redis under REDIS_MAX_PENDING_BYTES: the
+ *   bytes of every command sent and not yet answered. Beyond it a publish is
+ *   refused at once (false, counted), never queued without limit;
+ * - `ready` is false while either connection is down or a wanted
+ *   subscription is missing.
+ */
+import type { Redis } from 'ioredis';
+import type { Logger } from '../observability/log.js';
+import { GatewayError } from '../errors.js';
+import { createRedis, quit, redisError } from './client.js';
+import { RedisSubscriber } from './subscriber.js';
+
+export interface RedisLinkOptions {
+  url: string;
+  /** This node's id: the connections' names. */
+  name: string;
+  log: Logger;
+  commandTimeoutMs: number;
+  maxPendingBytes: number;
+}
+
+export type LinkStatus = 'connecting' | 'ready' | 'reconnecting' | 'closed';
+
+/** What the metrics show of a link. */
+export interface LinkStats {
+  pendingBytes: number;
+  /** Publishes refused because REDIS_MAX_PENDING_BYTES were waiting, or Redis was down. */
+  refused: number;
+  subscribeFailures: number;
+  /** Requests that failed (time-out or connection), by `run`. */
+  failures: number;
+}
+
+export class RedisLink {
+  readonly cmd: Redis;
+  readonly sub: RedisSubscriber;
+  #pending = 0;
+  #refused = 0;
+  #failures = 0;
+  #closed = false;
+
+  constructor(private readonly o: RedisLinkOptions) {
+    this.cmd = createRedis(o.url, `${o.name}:cmd`, o.log, o);
+    this.sub = new RedisSubscriber(createRedis(o.url, `${o.name}:sub`, o.log, o), o.log);
+  }
+
+  get status(): LinkStatus {
+    if (this.#closed) return 'closed';
+    const a = statusOf(this.cmd);
+    const b = statusOf(this.sub.client);
+    return a === 'ready' ? b : a;
+  }
+
+  /** Both connections up and every wanted subscription confirmed (within the grace). */
+  ready(): boolean {
+    return this.status === 'ready' && this.sub.inSync();
+  }
+
+  /**
+   * Runs `fn` against the command connection with a deadline; rejects with
+   * a coded error at once when Redis is not connected.
+   */
+  async run<T>(what: string, fn: (c: Redis) => Promise<T>): Promise<T> {
+    if (this.cmd.status !== 'ready') {
+      this.#failures++;
+      throw new GatewayError('GW_ERR_REDIS_UNAVAILABLE', `Redis is not connected (${what})`);
+    }
+    try {
+      return await fn(this.cmd);
+    } catch (err) {
+      this.#failures++;
+      throw redisError(err, what);
+    }
+  }
+
+  /** Whether `bytes` more may wait for Redis now; a refusal is counted (the caller answers 503). */
+  canSend(bytes: number): boolean {
+    const ok = !this.#closed && this.cmd.status === 'ready' && this.#pending + bytes <= this.o.maxPendingBytes;
+    if (!ok) this.#refused++;
+    return ok;
+  }
+
+  /**
+   * Sends a command whose request holds `bytes` (a publish, an append) within
+   * the byte bound; undefined (and counted) when refused.
+   */
+  send<T>(bytes: number, fn: (c: Redis) => Promise<T>): Promise<T> | undefined {
+    if (!this.canSend(bytes)) return undefined;
+    this.#pending += bytes;
+    const p = fn(this.cmd);
+    const release = () => {
+      this.#pending -= bytes;
+    };
+    p.then(release, release);
+    return p;
+  }
+
+  /** PUBLISH within the byte bound; false (counted) when refused. At most once. */
+  publish(channel: string, payload: Uint8Array): boolean {
+    const p = this.send(payload.byteLength + channel.length, (c) => c.publish(channel, asBuffer(payload)));
+    if (p === undefined) return false;
+    p.catch(() => {
+      this.#failures++;
+    });
+    return true;
+  }
+
+  stats(): LinkStats {
+    return { pendingBytes: this.#pending, refused: this.#refused, subscribeFailures: this.sub.failures, failures: this.#failures };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.sub.close();
+    await Promise.allSettled([quit(this.sub.client), quit(this.cmd)]);
+  }
+}
+
+function statusOf(client: Redis): LinkStatus {
+  switch (client.status) {
+    case 'ready':
+      return 'ready';
+    case 'wait':
+    case 'connecting':
+    case 'connect':
+      return 'connecting';
+    case 'end':
+      return 'closed';
+    default:
+      return 'reconnecting';
+  }
+}
+
+/** The bytes of `u` as a Buffer, without copying. */
+export function asBuffer(u: Uint8Array): Buffer {
+  return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}

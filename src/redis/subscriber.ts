@@ -1,0 +1,171 @@
+/**
+ * One Redis subscriber connection, driven by what is wanted rather than by
+ * one-shot commands: callers say which channels they want (`want`,
+ * `unwant`), and a reconcile loop compares wanted with confirmed (what
+ * Redis acknowledged) and sends the difference, after every change, after
+ * every reconnect (a new connection has no subscriptions), and again after
+ * a failure. So every wanted subscription is made once Redis is reachable,
+ * whatever happened meanwhile; `missing` tells readiness what is not yet.
+ *
+ * Changes are gathered per event-loop turn into one SUBSCRIBE and one
+ * UNSUBSCRIBE (5000 channels per command at most).
+ */
+import type { Redis } from 'ioredis';
+import type { Logger } from '../observability/log.js';
+
+/** How long a wanted channel may be unconfirmed before readiness fails. */
+export const SUBSCRIBE_GRACE_MS = 1000;
+const RETRY_MS = 250;
+const CHUNK = 5000;
+
+type Handler = (channel: Buffer, message: Buffer) => void;
+
+export class RedisSubscriber {
+  readonly #wanted = new Set<string>();
+  readonly #confirmed = new Set<string>();
+  /** Wanted channels not (yet) confirmed, with since when. */
+  readonly #unconfirmed = new Map<string, number>();
+  readonly #handlers: Array<{ prefix: string; fn: Handler }> = [];
+  readonly #waiters = new Map<string, Array<() => void>>();
+  #running = false;
+  #scheduled = false;
+  #retry: NodeJS.Timeout | undefined;
+  #closed = false;
+  #lastWarn = 0;
+  /** SUBSCRIBE / UNSUBSCRIBE batches that failed (a metric). */
+  failures = 0;
+
+  constructor(
+    readonly client: Redis,
+    private readonly log: Logger,
+  ) {
+    client.on('messageBuffer', (channel: Buffer, message: Buffer) => this.#dispatch(channel, message));
+    // A new connection holds no subscriptions: everything wanted is missing again.
+    client.on('ready', () => {
+      this.#confirmed.clear();
+      const now = Date.now();
+      for (const c of this.#wanted) if (!this.#unconfirmed.has(c)) this.#unconfirmed.set(c, now);
+      this.#schedule();
+    });
+    client.on('close', () => this.#confirmed.clear());
+  }
+
+  /** Routes messages on channels starting with `prefix` to `fn`. */
+  on(prefix: string, fn: Handler): void {
+    this.#handlers.push({ prefix, fn });
+  }
+
+  want(channel: string): void {
+    if (this.#closed || this.#wanted.has(channel)) return;
+    this.#wanted.add(channel);
+    if (!this.#confirmed.has(channel)) this.#unconfirmed.set(channel, Date.now());
+    this.#schedule();
+  }
+
+  unwant(channel: string): void {
+    if (!this.#wanted.delete(channel)) return;
+    this.#unconfirmed.delete(channel);
+    this.#schedule();
+  }
+
+  wants(channel: string): boolean {
+    return this.#wanted.has(channel);
+  }
+
+  /** Resolves once `channel` is confirmed (at once if it is); never rejects (readiness reports a lasting failure). */
+  whenConfirmed(channel: string): Promise<void> {
+    if (this.#confirmed.has(channel)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const list = this.#waiters.get(channel) ?? [];
+      list.push(resolve);
+      this.#waiters.set(channel, list);
+    });
+  }
+
+  /** Wanted channels that Redis has not acknowledged. */
+  get missing(): number {
+    return this.#unconfirmed.size;
+  }
+
+  /** True when no wanted channel has waited longer than `graceMs` for Redis. */
+  inSync(graceMs = SUBSCRIBE_GRACE_MS, now = Date.now()): boolean {
+    for (const since of this.#unconfirmed.values()) if (now - since > graceMs) return false;
+    return true;
+  }
+
+  #dispatch(channel: Buffer, message: Buffer): void {
+    if (this.#closed) return;
+    const name = channel.toString('latin1');
+    for (const h of this.#handlers) if (name.startsWith(h.prefix)) h.fn(channel, message);
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#closed) return;
+    this.#scheduled = true;
+    setImmediate(() => {
+      this.#scheduled = false;
+      void this.#reconcile();
+    });
+  }
+
+  async #reconcile(): Promise<void> {
+    if (this.#running || this.#closed) return;
+    if (this.client.status !== 'ready') return; // the 'ready' event schedules the next run
+    const add = [...this.#wanted].filter((c) => !this.#confirmed.has(c));
+    const del = [...this.#confirmed].filter((c) => !this.#wanted.has(c));
+    if (add.length === 0 && del.length === 0) return;
+    this.#running = true;
+    try {
+      for (let i = 0; i < add.length; i += CHUNK) {
+        const chunk = add.slice(i, i + CHUNK);
+        await this.client.subscribe(...chunk);
+        for (const c of chunk) this.#confirm(c);
+      }
+      for (let i = 0; i < del.length; i += CHUNK) {
+        const chunk = del.slice(i, i + CHUNK);
+        await this.client.unsubscribe(...chunk);
+        for (const c of chunk) this.#confirmed.delete(c);
+      }
+    } catch (err) {
+      this.failures++;
+      const now = Date.now();
+      if (now - this.#lastWarn > 5000) {
+        this.#lastWarn = now;
+        this.log.warn({ err: (err as Error).message, channels: add.length + del.length }, 'redis subscription change failed; retrying');
+      }
+      clearTimeout(this.#retry);
+      this.#retry = setTimeout(() => {
+        this.#retry = undefined;
+        this.#schedule();
+      }, RETRY_MS);
+      this.#retry.unref();
+    } finally {
+      this.#running = false;
+    }
+    // Changes made while this run was in flight.
+    if ([...this.#wanted].some((c) => !this.#confirmed.has(c)) || [...this.#confirmed].some((c) => !this.#wanted.has(c))) {
+      if (this.client.status === 'ready' && this.#retry === undefined) this.#schedule();
+    }
+  }
+
+  #confirm(channel: string): void {
+    this.#confirmed.add(channel);
+    if (!this.#wanted.has(channel)) return;
+    this.#unconfirmed.delete(channel);
+    const w = this.#waiters.get(channel);
+    if (w) {
+      this.#waiters.delete(channel);
+      for (const f of w) f();
+    }
+  }
+
+  /** Stops reconciling; the connection is closed by its owner. */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#retry);
+    this.#wanted.clear();
+    this.#unconfirmed.clear();
+    for (const w of this.#waiters.values()) for (const f of w) f();
+    this.#waiters.clear();
+  }
+}
