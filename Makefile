@@ -48,8 +48,9 @@ typecheck: deps
 	npx tsc -p tsconfig.test.json
 
 # Starts the cluster in the foreground on the embedded default (no Redis).
+# The echo engine streams word by word with a pause, so streaming shows.
 run: build
-	node dist/main.js
+	AI_ECHO_DELAY_MS=$${AI_ECHO_DELAY_MS:-40} node dist/main.js
 
 # The test suite needs a real redis-server binary (tests start and stop
 # their own, on free ports); install Debian's package when it is missing.

@@ -247,21 +247,24 @@ t.test('HTTP AI engine', async (t) => {
     c.close();
   });
 
-  for (const [name, handler] of [
-    ['an HTTP 500', (_req: http.IncomingMessage, res: http.ServerResponse) => { res.statusCode = 500; res.end('boom'); }],
-    ['garbage', (_req: http.IncomingMessage, res: http.ServerResponse) => res.end('<html>')],
-    ['a wrong shape', (_req: http.IncomingMessage, res: http.ServerResponse) => res.end('{"answer":"x"}')],
-    ['a hang (time-out)', () => {}],
+  for (const [name, handler, reason] of [
+    ['an HTTP 500', (_req: http.IncomingMessage, res: http.ServerResponse) => { res.statusCode = 500; res.end('boom'); }, 'http_status'],
+    ['garbage', (_req: http.IncomingMessage, res: http.ServerResponse) => res.end('<html>'), 'bad_answer'],
+    ['a wrong shape', (_req: http.IncomingMessage, res: http.ServerResponse) => res.end('{"answer":"x"}'), 'bad_answer'],
+    ['a hang (time-out)', () => {}, 'timeout'],
+    ['an answer over AI_ENGINE_MAX_RESPONSE_BYTES', (_req: http.IncomingMessage, res: http.ServerResponse) => res.end(`{"response":"${'x'.repeat(100_000)}"}`), 'too_large'],
   ] as const) {
-    t.test(`${name} gives "Failed to process message" then typing false`, async (t) => {
+    t.test(`${name} gives "Failed to process message" then typing false, counted as ${reason}`, async (t) => {
       const eng = await engineServer(handler);
-      const ge = await startGateway({ AI_ENGINE_URL: eng.url, AI_ENGINE_TIMEOUT_MS: '300' });
+      const ge = await startGateway({ AI_ENGINE_URL: eng.url, AI_ENGINE_TIMEOUT_MS: '300', AI_ENGINE_MAX_RESPONSE_BYTES: '65536' });
       t.teardown(async () => { await ge.close(); await eng.close(); });
       const c = await connectWidget(ge.port, 'alice', widgetToken('alice'));
       c.send({ type: 'user_message', content: 'q' });
       t.match(await c.next(), { type: 'typing_indicator', is_typing: true });
       t.match(await c.next(), { type: 'error', error: ERRORS.FAILED });
       t.match(await c.next(), { type: 'typing_indicator', is_typing: false });
+      const m = await fetch(`http://127.0.0.1:${ge.port}/metrics`).then((r) => r.text());
+      t.match(m, new RegExp(`gateway_ai_failures_total\\{reason="${reason}"\\} 1`), `counted as ${reason}`);
       c.close();
     });
   }

@@ -176,3 +176,22 @@ t.test('a worker stalled past its lease rewrites its registry entries', async (t
   }
   t.match(A.output(), /"why":"lease lapsed"/, 'the rewrite is logged');
 });
+
+t.test('kill -9 of a primary: its workers remove their registry entries before they exit (no wait for the lease)', async (t) => {
+  const redis = await startRedis();
+  const p = prefix();
+  const A = await startCluster({ REDIS_URL: redis.url, REDIS_PREFIX: p, REGISTRY_LEASE_S: '30' });
+  const B = await startCluster({ REDIS_URL: redis.url, REDIS_PREFIX: p, REGISTRY_LEASE_S: '30' });
+  t.teardown(async () => {
+    await A.stop('SIGKILL');
+    await B.stop('SIGKILL');
+    await redis.stop();
+  });
+  const onA = await Promise.all(Array.from({ length: 8 }, () => connectWidget(A.port, 'orphan', widgetToken('orphan'))));
+  await until(async () => (await B.get('/api/v1/stats')).body.total_connections === 8, 5000, 'registered');
+  const killed = Date.now();
+  process.kill(A.proc.pid!, 'SIGKILL');
+  for (const x of onA) t.equal((await x.closed).code, 1001, 'its clients get 1001');
+  await until(async () => (await B.get('/api/v1/stats')).body.total_connections === 0, 5000, 'entries removed');
+  t.ok(Date.now() - killed < 5000, `entries gone ${Date.now() - killed} ms after the kill (the lease is 30 s)`);
+});

@@ -1,10 +1,18 @@
 /**
- * The AI engine interface: one question in, one answer out.
+ * The AI engine interface: one question in, one answer out, streamed piece
+ * by piece when the engine streams.
  *
- * Guarantee: `ask` always settles within the engine's time-out; it rejects
- * with a `GatewayError` (code GW_ERR_AI_ENGINE) on any failure - error status,
- * time-out, malformed answer, or too many requests in flight - and never
- * blocks the event loop.
+ * Guarantees, for every implementation:
+ *   - `ask` always settles, within the engine's deadlines (the total
+ *     AI_ENGINE_TIMEOUT_MS; for a stream also the first piece and the idle
+ *     gap between pieces), and never blocks the event loop;
+ *   - it rejects with a GatewayError whose code says why (GW_ERR_AI_TIMEOUT,
+ *     _UNREACHABLE, _HTTP_STATUS, _BAD_ANSWER, _TOO_LARGE, _SATURATED,
+ *     _CIRCUIT_OPEN, _CANCELLED: errors.ts); callers switch on the code;
+ *   - `onDelta` is called with each piece in order, only before `ask`
+ *     settles, and the pieces joined are exactly the answer's `response`;
+ *   - aborting `signal` aborts the engine request (the HTTP request is
+ *     cancelled) and rejects with GW_ERR_AI_CANCELLED.
  */
 import type { Answer } from '../protocol/frames.js';
 
@@ -14,8 +22,15 @@ export interface Query {
   session_id: string;
 }
 
+export interface AskOptions {
+  /** Each piece of a streamed answer, in order. */
+  onDelta?: (delta: string) => void;
+  /** Cancels the request. */
+  signal?: AbortSignal;
+}
+
 export interface AiEngine {
-  ask(q: Query): Promise<Answer>;
+  ask(q: Query, o?: AskOptions): Promise<Answer>;
   /** Aborts requests in flight; safe to call twice. */
   close(): Promise<void>;
 }

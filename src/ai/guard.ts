@@ -6,7 +6,7 @@
  * probe goes through, and its success closes the circuit again).
  */
 import { GatewayError } from '../errors.js';
-import type { AiEngine, Query } from './engine.js';
+import type { AiEngine, AskOptions, Query } from './engine.js';
 import type { Answer } from '../protocol/frames.js';
 
 export interface GuardOptions {
@@ -35,26 +35,26 @@ export class GuardedEngine implements AiEngine {
     return this.#state;
   }
 
-  async ask(q: Query): Promise<Answer> {
+  async ask(q: Query, o?: AskOptions): Promise<Answer> {
     const state = this.state;
     if (state === 'open' || (state === 'half-open' && this.#probing)) {
-      throw new GatewayError('GW_ERR_AI_ENGINE', 'AI engine circuit open: failing fast');
+      throw new GatewayError('GW_ERR_AI_CIRCUIT_OPEN', 'AI engine circuit open: failing fast');
     }
     const n = this.#perCreator.get(q.creator_id) ?? 0;
     if (n >= this.o.maxInflightPerCreator) {
-      throw new GatewayError('GW_ERR_AI_ENGINE', `AI engine saturated for creator: ${n} requests in flight`);
+      throw new GatewayError('GW_ERR_AI_SATURATED', `AI engine saturated for creator: ${n} requests in flight`);
     }
     const probe = state === 'half-open';
     if (probe) this.#probing = true;
     this.#perCreator.set(q.creator_id, n + 1);
     try {
-      const a = await this.inner.ask(q);
+      const a = await this.inner.ask(q, o);
       this.#failures = 0;
       this.#state = 'closed';
       return a;
     } catch (err) {
-      // Saturation is ours, not the engine's: it does not count against the engine.
-      if (!(err as Error).message.includes('saturated')) {
+      // Saturation is ours and a cancel the client's: neither counts against the engine.
+      if (countsAgainstEngine(err)) {
         this.#failures++;
         if (probe || this.#failures >= this.o.failureThreshold) {
           this.#state = 'open';
@@ -72,5 +72,19 @@ export class GuardedEngine implements AiEngine {
 
   close(): Promise<void> {
     return this.inner.close();
+  }
+}
+
+/** Whether a failure is the engine's (decided on the code, never the message). */
+function countsAgainstEngine(err: unknown): boolean {
+  if (!(err instanceof GatewayError)) return true;
+  switch (err.code) {
+    case 'GW_ERR_AI_SATURATED':
+    case 'GW_ERR_AI_CANCELLED':
+    case 'GW_ERR_AI_CIRCUIT_OPEN':
+    case 'GW_ERR_CLOSED':
+      return false;
+    default:
+      return true;
   }
 }

@@ -1,47 +1,71 @@
 /**
  * The HTTP AI engine client: `POST AI_ENGINE_URL` with
- * `{"query","creator_id","session_id"}`, expecting
- * `{"response","confidence","sources"}`.
+ * `{"query","creator_id","session_id"}`. The engine answers either
+ *   - `application/json`: `{"response","confidence","sources"}` (the seed's), or
+ *   - a stream, `application/x-ndjson` (one JSON object a line) or
+ *     `text/event-stream` (one JSON object per `data:` event; `[DONE]` ends
+ *     it): `{"delta":"..."}` pieces, then a final object with the other
+ *     fields (`confidence`, `sources`). The answer's `response` is the pieces
+ *     joined.
  *
- * undici's Pool keeps up to `connections` keep-alive connections to the
- * engine (requests beyond them wait in the pool's queue); each request has
- * one deadline timer covering queueing, headers and body; at most
- * `maxInflight` requests exist at once per worker and the excess is refused
- * at once (the caller answers "Failed to process message") rather than
- * queued without bound. undici's `request` is used rather than `fetch`: it
- * costs a fraction of the CPU per call, which matters at thousands of
- * concurrent chats.
+ * Bounds: undici's Pool keeps up to `connections` keep-alive connections to
+ * the engine (requests beyond them wait in its queue); at most `maxInflight`
+ * requests exist per worker (the excess is refused at once); the body is
+ * read as it arrives and cut at `maxResponseBytes` (an engine answering
+ * 400 MB cannot take the worker's memory); deadlines for the whole answer,
+ * the first piece and the gap between pieces. Every failure is a coded
+ * GatewayError (ai/engine.ts). undici's `request` is used rather than
+ * `fetch`: it costs a fraction of the CPU per call.
  */
 import { Pool } from 'undici';
-import { GatewayError } from '../errors.js';
-import type { AiEngine, Query } from './engine.js';
+import { GatewayError, type ErrorCode } from '../errors.js';
+import type { AiEngine, AskOptions, Query } from './engine.js';
 import type { Answer } from '../protocol/frames.js';
 
 export interface HttpEngineOptions {
   url: string;
+  /** The whole answer. */
   timeoutMs: number;
+  /** A stream's first piece (and the response headers). */
+  firstPieceTimeoutMs?: number;
+  /** The gap between two pieces of a stream. */
+  idleTimeoutMs?: number;
   maxInflight: number;
   /** Keep-alive connections to the engine per worker. */
   connections?: number;
+  /** The most bytes of body read from one answer. */
+  maxResponseBytes?: number;
 }
 
-const HEADERS = { 'content-type': 'application/json', accept: 'application/json' };
+const HEADERS = { 'content-type': 'application/json', accept: 'application/json, application/x-ndjson, text/event-stream' };
+
+type Framing = 'json' | 'ndjson' | 'sse';
+
+function framingOf(contentType: string | string[] | undefined): Framing {
+  const ct = (Array.isArray(contentType) ? contentType[0] : contentType)?.toLowerCase() ?? '';
+  if (ct.startsWith('application/x-ndjson') || ct.startsWith('application/jsonl')) return 'ndjson';
+  if (ct.startsWith('text/event-stream')) return 'sse';
+  return 'json';
+}
 
 export class HttpEngine implements AiEngine {
   #inflight = 0;
   #closed = false;
   readonly #pool: Pool;
   readonly #path: string;
+  readonly #max: number;
 
   constructor(private readonly opts: HttpEngineOptions) {
     const u = new URL(opts.url);
     this.#path = `${u.pathname}${u.search}`;
+    this.#max = opts.maxResponseBytes ?? 1 << 20;
     this.#pool = new Pool(u.origin, {
       connections: opts.connections ?? 256,
       pipelining: 1,
       keepAliveTimeout: 30_000,
-      headersTimeout: opts.timeoutMs,
-      bodyTimeout: opts.timeoutMs,
+      // Our own deadlines (below) are tighter and coded; these only stop undici's defaults from cutting long streams.
+      headersTimeout: opts.timeoutMs + 1000,
+      bodyTimeout: opts.timeoutMs + 1000,
     });
     this.#pool.on('connectionError', () => {}); // reported per request
   }
@@ -50,31 +74,62 @@ export class HttpEngine implements AiEngine {
     return this.#inflight;
   }
 
-  async ask(q: Query): Promise<Answer> {
+  async ask(q: Query, o: AskOptions = {}): Promise<Answer> {
     if (this.#closed) throw new GatewayError('GW_ERR_CLOSED', 'AI engine client is closed');
     if (this.#inflight >= this.opts.maxInflight) {
-      throw new GatewayError('GW_ERR_AI_ENGINE', `AI engine saturated: ${this.#inflight} requests in flight`);
+      throw new GatewayError('GW_ERR_AI_SATURATED', `AI engine saturated: ${this.#inflight} requests in flight`);
     }
+    if (o.signal?.aborted) throw new GatewayError('GW_ERR_AI_CANCELLED', 'cancelled before the request');
     this.#inflight++;
-    const deadline = new AbortController();
-    const timer = setTimeout(() => deadline.abort(), this.opts.timeoutMs);
+    const abort = new AbortController();
+    let why: { code: ErrorCode; message: string } | undefined;
+    const stop = (code: ErrorCode, message: string) => {
+      if (why) return;
+      why = { code, message };
+      abort.abort();
+    };
+    const total = setTimeout(() => stop('GW_ERR_AI_TIMEOUT', `no complete answer within ${this.opts.timeoutMs} ms`), this.opts.timeoutMs);
+    // Until the first piece (the headers, for a JSON answer), then between pieces.
+    let gap: NodeJS.Timeout | undefined;
+    const arm = (ms: number | undefined, what: string) => {
+      clearTimeout(gap);
+      if (ms !== undefined) gap = setTimeout(() => stop('GW_ERR_AI_TIMEOUT', what), ms);
+    };
+    arm(this.opts.firstPieceTimeoutMs, `no first piece within ${this.opts.firstPieceTimeoutMs} ms`);
+    const onCancel = () => stop('GW_ERR_AI_CANCELLED', 'cancelled by the client');
+    o.signal?.addEventListener('abort', onCancel, { once: true });
     try {
-      let body: unknown;
-      try {
-        const res = await this.#pool.request({ path: this.#path, method: 'POST', headers: HEADERS, body: JSON.stringify(q), signal: deadline.signal });
-        if (res.statusCode < 200 || res.statusCode > 299) {
-          res.body.resume();
-          throw new GatewayError('GW_ERR_AI_ENGINE', `AI engine answered HTTP ${res.statusCode}`);
-        }
-        body = await res.body.json();
-      } catch (err) {
-        if (err instanceof GatewayError) throw err;
-        const why = deadline.signal.aborted ? `timed out after ${this.opts.timeoutMs} ms` : (err as Error).message;
-        throw new GatewayError('GW_ERR_AI_ENGINE', `AI engine request failed: ${why}`, { cause: err });
+      const res = await this.#pool.request({ path: this.#path, method: 'POST', headers: HEADERS, body: JSON.stringify(q), signal: abort.signal });
+      if (res.statusCode < 200 || res.statusCode > 299) {
+        res.body.resume();
+        throw new GatewayError('GW_ERR_AI_HTTP_STATUS', `AI engine answered HTTP ${res.statusCode}`);
       }
-      return parseAnswer(body);
+      const framing = framingOf(res.headers['content-type']);
+      // A JSON answer has its total deadline only; a stream's first-piece deadline runs on.
+      if (framing === 'json') arm(undefined, '');
+      let size = 0;
+      const reader = new PieceReader(framing, o.onDelta, () => arm(this.opts.idleTimeoutMs, `no piece for ${this.opts.idleTimeoutMs} ms`));
+      for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        if (size > this.#max) {
+          res.body.destroy();
+          throw new GatewayError('GW_ERR_AI_TOO_LARGE', `AI engine answered more than ${this.#max} bytes`);
+        }
+        reader.push(chunk);
+        if (reader.done) {
+          res.body.destroy();
+          break;
+        }
+      }
+      return reader.end();
+    } catch (err) {
+      if (why) throw new GatewayError(why.code, `AI engine request: ${why.message}`, { cause: err });
+      if (err instanceof GatewayError) throw err;
+      throw new GatewayError('GW_ERR_AI_UNREACHABLE', `AI engine request failed: ${(err as Error).message}`, { cause: err });
     } finally {
-      clearTimeout(timer);
+      clearTimeout(total);
+      clearTimeout(gap);
+      o.signal?.removeEventListener('abort', onCancel);
       this.#inflight--;
     }
   }
@@ -87,16 +142,123 @@ export class HttpEngine implements AiEngine {
   }
 }
 
+/**
+ * Reads an answer body as it arrives: the whole JSON document, or the
+ * pieces of an NDJSON or SSE stream (each a JSON object), handing each
+ * delta to `onDelta` and calling `onPiece` after each piece (the idle
+ * deadline). Throws GW_ERR_AI_BAD_ANSWER on anything else.
+ */
+export class PieceReader {
+  #buf = '';
+  #chunks: Buffer[] = [];
+  #deltas: string[] = [];
+  #final: Record<string, unknown> | undefined;
+  #pieces = 0;
+  /** The stream said it is complete (SSE `[DONE]`). */
+  done = false;
+  readonly #decoder = new TextDecoder('utf-8', { fatal: true });
+
+  constructor(
+    private readonly framing: Framing,
+    private readonly onDelta: ((d: string) => void) | undefined,
+    private readonly onPiece: () => void,
+  ) {}
+
+  push(chunk: Buffer): void {
+    if (this.framing === 'json') {
+      this.#chunks.push(chunk);
+      return;
+    }
+    try {
+      // CRs are only line-ending noise here (JSON escapes them inside strings).
+      this.#buf += this.#decoder.decode(chunk, { stream: true }).replace(/\r/g, '');
+    } catch {
+      throw new GatewayError('GW_ERR_AI_BAD_ANSWER', 'AI engine stream is not UTF-8');
+    }
+    const sep = this.framing === 'ndjson' ? '\n' : '\n\n';
+    let i: number;
+    while (!this.done && (i = this.#buf.indexOf(sep)) >= 0) {
+      const record = this.#buf.slice(0, i);
+      this.#buf = this.#buf.slice(i + sep.length);
+      if (this.framing === 'ndjson') this.#line(record);
+      else this.#event(record);
+    }
+  }
+
+  /** One SSE event: its `data:` lines joined; comments and other fields ignored. */
+  #event(record: string): void {
+    const data = record
+      .split('\n')
+      .filter((l) => l.startsWith('data:'))
+      .map((l) => l.slice(l.startsWith('data: ') ? 6 : 5));
+    if (data.length === 0) return;
+    const text = data.join('\n');
+    if (text.trim() === '[DONE]') {
+      this.done = true;
+      return;
+    }
+    this.#line(text);
+  }
+
+  #line(raw: string): void {
+    const line = raw.trim();
+    if (line === '') return;
+    let v: unknown;
+    try {
+      v = JSON.parse(line);
+    } catch {
+      throw new GatewayError('GW_ERR_AI_BAD_ANSWER', 'AI engine stream has a line that is not JSON');
+    }
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new GatewayError('GW_ERR_AI_BAD_ANSWER', 'AI engine stream has a piece that is not an object');
+    if (this.#final !== undefined) throw new GatewayError('GW_ERR_AI_BAD_ANSWER', 'AI engine stream goes on after its final object');
+    const o = v as Record<string, unknown>;
+    this.#pieces++;
+    this.onPiece();
+    if ('delta' in o) {
+      if (typeof o.delta !== 'string') throw new GatewayError('GW_ERR_AI_BAD_ANSWER', 'AI engine stream has a non-string "delta"');
+      if (o.delta !== '') {
+        this.#deltas.push(o.delta);
+        this.onDelta?.(o.delta);
+      }
+      return;
+    }
+    this.#final = o;
+  }
+
+  /** The complete answer, once the body has ended. */
+  end(): Answer {
+    if (this.framing === 'json') {
+      let body: unknown;
+      try {
+        body = JSON.parse(this.#decoder.decode(Buffer.concat(this.#chunks)));
+      } catch {
+        throw new GatewayError('GW_ERR_AI_BAD_ANSWER', 'AI engine answer is not JSON');
+      }
+      return parseAnswer(body);
+    }
+    if (!this.done && this.#buf.trim() !== '') {
+      if (this.framing === 'ndjson') this.#line(this.#buf);
+      else this.#event(this.#buf);
+    }
+    if (this.#pieces === 0) throw new GatewayError('GW_ERR_AI_BAD_ANSWER', 'AI engine stream ended without a piece');
+    const final = this.#final ?? {};
+    const joined = this.#deltas.join('');
+    // A stream with no deltas may carry the whole text in its final object.
+    const response = this.#deltas.length === 0 && typeof final.response === 'string' ? final.response : joined;
+    return parseAnswer({ ...final, response });
+  }
+}
+
 /** Validates an engine answer; missing confidence/sources take the seed's defaults (0.0, []). */
 export function parseAnswer(body: unknown): Answer {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new GatewayError('GW_ERR_AI_ENGINE', 'AI engine answer is not a JSON object');
+    throw new GatewayError('GW_ERR_AI_BAD_ANSWER', 'AI engine answer is not a JSON object');
   }
   const { response, confidence = 0, sources = [] } = body as Record<string, unknown>;
-  if (typeof response !== 'string') throw new GatewayError('GW_ERR_AI_ENGINE', 'AI engine answer has no string "response"');
+  if (typeof response !== 'string') throw new GatewayError('GW_ERR_AI_BAD_ANSWER', 'AI engine answer has no string "response"');
   if (typeof confidence !== 'number' || !Number.isFinite(confidence)) {
-    throw new GatewayError('GW_ERR_AI_ENGINE', 'AI engine answer has a non-numeric "confidence"');
+    throw new GatewayError('GW_ERR_AI_BAD_ANSWER', 'AI engine answer has a non-numeric "confidence"');
   }
-  if (!Array.isArray(sources)) throw new GatewayError('GW_ERR_AI_ENGINE', 'AI engine answer has non-array "sources"');
+  if (!Array.isArray(sources)) throw new GatewayError('GW_ERR_AI_BAD_ANSWER', 'AI engine answer has non-array "sources"');
   return { response, confidence, sources };
 }

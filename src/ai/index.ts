@@ -10,13 +10,26 @@ export type { AiEngine, Query } from './engine.js';
 export function createEngine(
   cfg: Pick<
     Config,
-    'aiEngineUrl' | 'aiEngineTimeoutMs' | 'aiEngineMaxInflight' | 'aiEngineConnections' | 'aiEngineMaxInflightPerCreator' | 'aiBreakerFailures' | 'aiBreakerCooldownMs'
+    | 'aiEngineUrl'
+    | 'aiEngineTimeoutMs'
+    | 'aiEngineFirstPieceTimeoutMs'
+    | 'aiEngineIdleTimeoutMs'
+    | 'aiEngineMaxResponseBytes'
+    | 'aiEngineMaxInflight'
+    | 'aiEngineConnections'
+    | 'aiEngineMaxInflightPerCreator'
+    | 'aiBreakerFailures'
+    | 'aiBreakerCooldownMs'
+    | 'aiEchoDelayMs'
   >,
 ): AiEngine {
-  if (!cfg.aiEngineUrl) return new EchoEngine();
+  if (!cfg.aiEngineUrl) return new EchoEngine(cfg.aiEchoDelayMs);
   const http = new HttpEngine({
     url: cfg.aiEngineUrl,
     timeoutMs: cfg.aiEngineTimeoutMs,
+    firstPieceTimeoutMs: cfg.aiEngineFirstPieceTimeoutMs,
+    idleTimeoutMs: cfg.aiEngineIdleTimeoutMs,
+    maxResponseBytes: cfg.aiEngineMaxResponseBytes,
     maxInflight: cfg.aiEngineMaxInflight,
     connections: cfg.aiEngineConnections,
   });

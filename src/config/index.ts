@@ -60,6 +60,10 @@ export interface Config {
   maxHeaderBytes: number;
   aiEngineUrl: string | undefined;
   aiEngineTimeoutMs: number;
+  aiEngineFirstPieceTimeoutMs: number;
+  aiEngineIdleTimeoutMs: number;
+  aiEngineMaxResponseBytes: number;
+  aiEchoDelayMs: number;
   aiEngineMaxInflight: number;
   aiEngineConnections: number;
   aiEngineMaxInflightPerCreator: number;
@@ -209,6 +213,10 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     maxHeaderBytes: read(env, 'MAX_HEADER_BYTES'),
     aiEngineUrl: read(env, 'AI_ENGINE_URL'),
     aiEngineTimeoutMs: read(env, 'AI_ENGINE_TIMEOUT_MS'),
+    aiEngineFirstPieceTimeoutMs: read(env, 'AI_ENGINE_FIRST_PIECE_TIMEOUT_MS'),
+    aiEngineIdleTimeoutMs: read(env, 'AI_ENGINE_IDLE_TIMEOUT_MS'),
+    aiEngineMaxResponseBytes: read(env, 'AI_ENGINE_MAX_RESPONSE_BYTES'),
+    aiEchoDelayMs: read(env, 'AI_ECHO_DELAY_MS'),
     aiEngineMaxInflight: read(env, 'AI_ENGINE_MAX_INFLIGHT'),
     aiEngineConnections: read(env, 'AI_ENGINE_CONNECTIONS'),
     aiEngineMaxInflightPerCreator: read(env, 'AI_ENGINE_MAX_INFLIGHT_PER_CREATOR'),

@@ -244,7 +244,11 @@ export const VARIABLES = {
 
   // ---- AI engine
   AI_ENGINE_URL: optUrl('ai', 'unset: embedded echo engine. Else `POST` `{query, creator_id, session_id}`, expecting `{response, confidence, sources}`', ['http:', 'https:']),
-  AI_ENGINE_TIMEOUT_MS: intVar('ai', '30000', 'per request', 1, 600_000),
+  AI_ENGINE_TIMEOUT_MS: intVar('ai', '30000', 'deadline of a whole answer, streamed or not', 1, 600_000),
+  AI_ENGINE_FIRST_PIECE_TIMEOUT_MS: intVar('ai', '10000', 'deadline of the response headers and, for a streamed answer, of its first piece', 1, 600_000),
+  AI_ENGINE_IDLE_TIMEOUT_MS: intVar('ai', '10000', 'longest gap between two pieces of a streamed answer', 1, 600_000),
+  AI_ENGINE_MAX_RESPONSE_BYTES: intVar('ai', '1048576', 'most bytes read from one engine answer; a larger answer is cut and answered `Failed to process message` (counted as `too_large`)', 1024, 1024 * 1024 * 1024),
+  AI_ECHO_DELAY_MS: intVar('ai', '0', 'the embedded echo engine (no `AI_ENGINE_URL`) streams its answer word by word with this pause between words; `make run` sets 40 so streaming shows', 0, 10_000),
   AI_ENGINE_MAX_INFLIGHT: intVar('ai', '1024', 'AI requests in flight per worker; the excess is answered `Failed to process message` at once', 1, 1_000_000),
   AI_ENGINE_CONNECTIONS: intVar('ai', '512', 'keep-alive connections to the engine per worker; with an engine answering in T s, one worker has at most this many answers in progress (512 / 0.2 s = 2,560 answers/s per worker); more requests wait in the pool\'s queue, within their time-out', 1, 65_536),
   AI_ENGINE_MAX_INFLIGHT_PER_CREATOR: intVar('ai', '256', 'AI requests in flight per creator per worker, so one creator\'s burst cannot take every slot; the excess is answered `Failed to process message`', 1, 1_000_000),

@@ -7,6 +7,7 @@ import type { Config } from '../config/index.js';
 import type { Uws } from '../uws/loader.js';
 import type { TokenVerifier } from '../auth/verifier.js';
 import type { AiEngine } from '../ai/engine.js';
+import { GuardedEngine } from '../ai/guard.js';
 import type { Bus, BusHandler } from '../bus/bus.js';
 import { Limits } from '../limits/index.js';
 import type { RateStore } from '../limits/store.js';
@@ -78,6 +79,7 @@ export class Gateway {
       poolQueued: () => this.validator?.queued ?? 0,
       limits: () => this.limits?.stats(),
       ...(d.redisHealth ? { redis: d.redisHealth } : {}),
+      breaker: () => breakerLevel(d.engine),
     });
     d.cluster.serve((id, payload) => this.deliverLocal(id, payload));
     this.#backpressure = slowConsumerPolicy(d.cfg.maxBackpressureBytes, d.cfg.maxPayloadBytes);
@@ -254,6 +256,11 @@ export class Gateway {
       this.metrics.close();
     }
   }
+}
+
+const BREAKER_LEVEL = { closed: 0, 'half-open': 1, open: 2 } as const;
+function breakerLevel(engine: AiEngine): number {
+  return engine instanceof GuardedEngine ? BREAKER_LEVEL[engine.state] : 0;
 }
 
 function endSocket(ws: WebSocket<UserData>, code: number, reason: string): void {

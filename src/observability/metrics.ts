@@ -19,6 +19,8 @@ export interface MetricSources {
   limits: () => LimitStats | undefined;
   /** Redis mode only. */
   redis?: () => RedisHealth;
+  /** The AI circuit breaker: 0 closed, 1 half-open, 2 open (absent: no breaker, the echo engine). */
+  breaker?: () => number;
 }
 
 export class Metrics {
@@ -158,6 +160,15 @@ export class Metrics {
       aggregator: 'min',
       collect() {
         this.set(sources.bus()?.status === 'ready' ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'gateway_ai_breaker_state',
+      help: 'The AI circuit breaker of the worst worker: 0 closed, 1 half-open (one probe), 2 open (failing fast)',
+      registers: [r],
+      aggregator: 'max',
+      collect() {
+        this.set(sources.breaker?.() ?? 0);
       },
     });
     new Gauge({

@@ -12,20 +12,11 @@
  * sent it after every error).
  */
 import type { AiEngine } from '../ai/engine.js';
+import { aiFailureLabel } from '../errors.js';
 import type { MessageLimit } from '../limits/admit.js';
 import * as frames from '../protocol/frames.js';
 import type { Logger } from '../observability/log.js';
 import type { Metrics } from '../observability/metrics.js';
-
-/** A bounded label for an AI failure. */
-function failureReason(message: string): string {
-  if (message.includes('timed out')) return 'timeout';
-  if (message.includes('saturated')) return 'saturated';
-  if (message.includes('circuit')) return 'circuit_open';
-  if (message.includes('answered HTTP')) return 'http_status';
-  if (message.includes('answer')) return 'bad_answer';
-  return 'error';
-}
 
 /** What the pipeline needs of a connection. */
 export interface ChatPeer {
@@ -105,9 +96,9 @@ export class ChatPipeline {
           out = answer;
           this.metrics.aiLatency.observe((performance.now() - started) / 1000);
         } catch (err) {
-          const msg = (err as Error).message;
-          this.metrics.aiFailures.labels(failureReason(msg)).inc();
-          this.log.warn({ conn: peer.connectionId, err: msg }, 'AI engine request failed');
+          const reason = aiFailureLabel(err);
+          this.metrics.aiFailures.labels(reason).inc();
+          this.log.warn({ conn: peer.connectionId, reason, err: (err as Error).message }, 'AI engine request failed');
         }
         afterAwait = true;
         if (peer.closed) break;
