@@ -117,7 +117,7 @@ t.test('the installed tree starts with the unit\'s command and environment file,
   const [node, main] = /^ExecStart=(\S+) (\S+)$/m.exec(unit)!.slice(1) as [string, string];
   const envFile = path.join(D, 'etc/channel-gateway/gateway.env');
   const port = await freePort();
-  appendFileSync(envFile, `\nJWT_SECRET=${SECRET}\nPORT=${port}\nHOST=127.0.0.1\nWORKERS=2\n`);
+  appendFileSync(envFile, `\nJWT_SECRET=${SECRET}\nPORT=${port}\nADMIN_PORT=${await freePort()}\nHOST=127.0.0.1\nWORKERS=2\n`);
   const env = { PATH: process.env.PATH, NODE_ENV: 'production', GATEWAY_ENV_FILE: envFile, ...parseEnvFile(readFileSync(envFile, 'utf8')) };
   const proc = spawn(node, [path.join(D, main)], { cwd: path.join(D, 'opt/channel-gateway'), env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';

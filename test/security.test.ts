@@ -8,7 +8,7 @@ import { startGateway } from './helpers/gateway.js';
 import { startCluster } from './helpers/cluster.js';
 import { Client, connectWidget, widgetUrl } from './helpers/client.js';
 import { SECRET, signWith, widgetToken } from './helpers/tokens.js';
-import { until } from './helpers/net.js';
+import { freePort, until } from './helpers/net.js';
 
 const closeOf = (url: string, opts?: WebSocket.ClientOptions) => new Client(url, opts).closed;
 
@@ -226,4 +226,28 @@ t.test('abuse caps: frames per socket per second (4008) and new sockets per IP p
   t.same(await flood.closed, { code: 4008, reason: 'Frame rate exceeded' }, 'a flood closes its own socket with 4008');
   t.same((await calm.ask('still here')).content, 'still here', 'other sockets are not affected');
   [...five, later].forEach((c) => c.close());
+});
+
+t.test('ADMIN_PORT: stats and metrics on the internal listener only; the widget port keeps health and readiness', async (t) => {
+  const admin = await freePort();
+  const c = await startCluster({ ADMIN_PORT: String(admin) });
+  t.teardown(() => c.stop('SIGKILL'));
+  const x = await connectWidget(c.port, 'alice', widgetToken('alice'));
+  for (const p of ['/api/v1/stats', '/metrics']) t.equal((await fetch(`http://127.0.0.1:${c.port}${p}`)).status, 404, `${p} is not on the widget port`);
+  for (const p of ['/healthz', '/readyz']) t.equal((await fetch(`http://127.0.0.1:${c.port}${p}`)).status, 200, `${p} stays on the widget port`);
+  const stats = await (await fetch(`http://127.0.0.1:${admin}/api/v1/stats`)).json();
+  t.equal(stats.total_connections, 1, 'stats on the internal listener count the whole host');
+  const metrics = await fetch(`http://127.0.0.1:${admin}/metrics`);
+  t.equal(metrics.status, 200);
+  t.match(await metrics.text(), /gateway_connections\{worker="\d+"\} 1/);
+  for (const p of ['/healthz', '/readyz']) t.equal((await fetch(`http://127.0.0.1:${admin}${p}`)).status, 200, `${p} on the internal listener too`);
+  const elsewhere = await fetch(`http://127.0.0.2:${admin}/metrics`).then((r) => r.status, () => 'refused');
+  t.equal(elsewhere, 'refused', 'bound to 127.0.0.1 (ADMIN_HOST) only');
+  x.close();
+});
+
+t.test('production without ADMIN_PORT warns at start-up', async (t) => {
+  const c = await startCluster({ NODE_ENV: 'production' });
+  t.teardown(() => c.stop('SIGKILL'));
+  t.match(c.output(), /ADMIN_PORT is unset/);
 });

@@ -30,6 +30,10 @@ type Env = Readonly<Record<string, string | undefined>>;
 export interface Config {
   port: number;
   host: string;
+  /** NODE_ENV=production. */
+  production: boolean;
+  /** The internal listener for stats and metrics; undefined: they are on the widget port. */
+  admin: { port: number; host: string } | undefined;
   workers: number;
   redisUrl: string | undefined;
   redisPrefix: string;
@@ -195,11 +199,20 @@ function readStaticJwt(env: Env): Pick<Config['jwt'], 'key' | 'algorithms' | 'ge
   return Object.freeze({ key: randomBytes(32).toString('base64url'), algorithms: Object.freeze(['HS256'] as JwtAlgorithm[]), generated: true });
 }
 
+function readAdmin(env: Env): Config['admin'] {
+  const port = read(env, 'ADMIN_PORT');
+  if (port === undefined) return undefined;
+  if (port === read(env, 'PORT')) throw new ConfigError('ADMIN_PORT', 'must differ from PORT', String(port));
+  return Object.freeze({ port, host: read(env, 'ADMIN_HOST') });
+}
+
 /** Reads, validates and freezes the configuration. Throws ConfigError. */
 export function loadConfig(env: Env = process.env): Readonly<Config> {
   const cfg: Config = {
     port: read(env, 'PORT'),
     host: read(env, 'HOST'),
+    admin: readAdmin(env),
+    production: read(env, 'NODE_ENV') === 'production',
     workers: read(env, 'WORKERS'),
     redisUrl: read(env, 'REDIS_URL'),
     redisPrefix: read(env, 'REDIS_PREFIX'),

@@ -176,6 +176,21 @@ export const VARIABLES = {
       return Number(v);
     },
   },
+  ADMIN_PORT: {
+    group: 'listen',
+    def: '',
+    doc: 'the internal listener: with it set, `/metrics` and `/api/v1/stats` are served on `ADMIN_HOST:ADMIN_PORT` only (plus `/healthz`, `/readyz`), and the widget port keeps `/healthz` and `/readyz` for the balancer; unset, they stay on the widget port (development; production start-up warns)',
+    parse: (n: string, v: string) => (v === '' ? undefined : int(n, v, 1, 65535)),
+  },
+  ADMIN_HOST: {
+    group: 'listen',
+    def: '127.0.0.1',
+    doc: 'address of the internal listener (loopback: only this host, e.g. a local Prometheus agent, reaches it)',
+    parse: (n: string, v: string) => {
+      if (!/^[A-Za-z0-9.:\-[\]]+$/.test(v)) throw new ConfigError(n, 'must be an IP address or host name', v);
+      return v;
+    },
+  },
   TLS_CERT_FILE: text('listen', 'PEM certificate (chain): with `TLS_KEY_FILE`, uWS serves wss:// and https:// itself (SSLApp)'),
   TLS_KEY_FILE: text('listen', 'PEM private key for `TLS_CERT_FILE`'),
 

@@ -22,7 +22,7 @@ import { Metrics } from '../observability/metrics.js';
 import { createValidator, type Validator } from '../pipeline/validator.js';
 import { Fanout } from './fanout.js';
 import { SocketSet, widgetBehavior, type UserData } from './sockets.js';
-import { mountRoutes } from './routes.js';
+import { mountAdminRoutes, mountRoutes, type RouteDeps } from './routes.js';
 import { slowConsumerPolicy, type SlowConsumerPolicy } from './backpressure.js';
 import { creatorOfTopic } from '../protocol/topics.js';
 
@@ -65,6 +65,9 @@ export class Gateway {
   #ready = false;
   #closing: Promise<void> | undefined;
   readonly #sweep: NodeJS.Timeout;
+  /** The internal listener's app (ADMIN_PORT), if configured. */
+  #adminApp: TemplatedApp | undefined;
+  #adminListen: us_listen_socket | undefined;
   readonly #backpressure: SlowConsumerPolicy;
   /** Bytes published to each creator's topic since its sockets were last checked. */
   readonly #publishedSince = new Map<string, number>();
@@ -114,7 +117,7 @@ export class Gateway {
     );
     this.#sweep = setInterval(() => this.#sweepSlowConsumers(), SLOW_SWEEP_MS);
     this.#sweep.unref();
-    mountRoutes(this.app, {
+    const routes: RouteDeps = {
       verifier: d.verifier,
       fanout: this.fanout,
       channels: this.channels,
@@ -124,7 +127,12 @@ export class Gateway {
       ready: () => this.healthy() && d.cluster.ready(),
       stats: () => d.cluster.stats(this.localStats()),
       metrics: () => d.cluster.metrics(this.metrics),
-    });
+    };
+    mountRoutes(this.app, routes, { admin: d.cfg.admin === undefined });
+    if (d.cfg.admin) {
+      this.#adminApp = d.uws.App();
+      mountAdminRoutes(this.#adminApp, routes);
+    }
   }
 
   /**
@@ -162,21 +170,15 @@ export class Gateway {
     ws.end(CLOSE.SLOW_CONSUMER.code, CLOSE.SLOW_CONSUMER.reason);
   }
 
-  /** Listens on HOST:PORT (port 0 picks a free one); resolves to the port. */
-  listen(host: string, port: number): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.app.listen(host, port, (ls) => {
-        if (!ls) {
-          reject(new GatewayError('GW_ERR_LISTEN', `cannot listen on ${host}:${port}`));
-          return;
-        }
-        this.#listen = ls;
-        this.#port = this.d.uws.us_socket_local_port(ls as never);
-        this.#serving = true;
-        this.#ready = true;
-        resolve(this.#port);
-      });
-    });
+  /** Listens on HOST:PORT (port 0 picks a free one), and on ADMIN_HOST:ADMIN_PORT if set; resolves to the port. */
+  async listen(host: string, port: number): Promise<number> {
+    const admin = this.d.cfg.admin;
+    if (admin && this.#adminApp) this.#adminListen = await listenOn(this.#adminApp, admin.host, admin.port);
+    this.#listen = await listenOn(this.app, host, port);
+    this.#port = this.d.uws.us_socket_local_port(this.#listen as never);
+    this.#serving = true;
+    this.#ready = true;
+    return this.#port;
   }
 
   get port(): number {
@@ -248,6 +250,8 @@ export class Gateway {
         if (ws.getUserData().c?.closed === false) ws.close();
       }
     } finally {
+      if (this.#adminListen) this.d.uws.us_listen_socket_close(this.#adminListen);
+      this.#adminListen = undefined;
       // The limits report their last takes through the cluster's store, so
       // the cluster view (registry entries removed, Redis link closed) goes last.
       await Promise.allSettled([this.fanout.bus.close(), this.d.engine.close(), this.validator.close(), this.limits.close()]);
@@ -256,6 +260,15 @@ export class Gateway {
       this.metrics.close();
     }
   }
+}
+
+function listenOn(app: TemplatedApp, host: string, port: number): Promise<us_listen_socket> {
+  return new Promise((resolve, reject) => {
+    app.listen(host, port, (ls) => {
+      if (ls) resolve(ls);
+      else reject(new GatewayError('GW_ERR_LISTEN', `cannot listen on ${host}:${port}`));
+    });
+  });
 }
 
 const BREAKER_LEVEL = { closed: 0, 'half-open': 1, open: 2 } as const;

@@ -30,7 +30,27 @@ export interface RouteDeps {
 
 const NOT_FOUND = '{"error":"Not found"}';
 
-export function mountRoutes(app: TemplatedApp, d: RouteDeps): void {
+/**
+ * The widget port's routes: health and readiness (for the balancer), the
+ * publishing API, and, unless an internal listener exists (`admin: false`),
+ * stats and metrics too.
+ */
+export function mountRoutes(app: TemplatedApp, d: RouteDeps, o: { admin: boolean } = { admin: true }): void {
+  mountHealth(app, d);
+  if (o.admin) mountAdmin(app, d, false);
+  mountPublishing(app, d);
+  app.any('/*', (res) => sendJson(res as Res, 404, NOT_FOUND));
+}
+
+/**
+ * The internal listener (ADMIN_HOST:ADMIN_PORT, as Centrifugo's internal
+ * port): stats, metrics, health and readiness, never exposed to visitors.
+ */
+export function mountAdminRoutes(app: TemplatedApp, d: RouteDeps): void {
+  mountAdmin(app, d, true);
+}
+
+function mountHealth(app: TemplatedApp, d: RouteDeps): void {
   app.get('/healthz', (res) => {
     const ok = d.serving();
     sendJson(res as Res, ok ? 200 : 503, ok ? '{"status":"ok"}' : '{"status":"shutting_down"}');
@@ -41,6 +61,10 @@ export function mountRoutes(app: TemplatedApp, d: RouteDeps): void {
     sendJson(res as Res, ok ? 200 : 503, ok ? '{"status":"ready"}' : '{"status":"not_ready"}');
   });
 
+}
+
+function mountAdmin(app: TemplatedApp, d: RouteDeps, withHealth: boolean): void {
+  if (withHealth) mountHealth(app, d);
   app.get('/api/v1/stats', async (res) => {
     const r = guard(res as Res);
     try {
@@ -72,6 +96,10 @@ export function mountRoutes(app: TemplatedApp, d: RouteDeps): void {
     }
   });
 
+  if (withHealth) app.any('/*', (res) => sendJson(res as Res, 404, NOT_FOUND));
+}
+
+function mountPublishing(app: TemplatedApp, d: RouteDeps): void {
   app.post('/api/v1/creators/:creator_id/broadcast', (res, req) => {
     const creatorId = req.getParameter(0) ?? '';
     publishRoute(res as Res, req, d, creatorId, (frame) => {
@@ -90,8 +118,6 @@ export function mountRoutes(app: TemplatedApp, d: RouteDeps): void {
       return { status: 404, body: { error: 'No such connection' } };
     });
   });
-
-  app.any('/*', (res) => sendJson(res as Res, 404, NOT_FOUND));
 }
 
 type Publish = (frame: Record<string, unknown>) => Promise<{ status: number; body: unknown }>;

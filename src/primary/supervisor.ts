@@ -62,6 +62,9 @@ export async function runPrimary(): Promise<void> {
   const log = createLogger(cfg.logLevel, { role: 'primary' });
   log.info({ uws: uwsLabel, workers: cfg.workers, port: cfg.port, mode: cfg.redisUrl ? 'redis' : 'embedded' }, 'starting');
   if (cfg.jwt.generated) warnDevSecret(cfg, log);
+  if (cfg.production && !cfg.admin) {
+    log.warn('ADMIN_PORT is unset: /metrics and /api/v1/stats (every creator id with its visitor count) are served on the public port; set ADMIN_PORT to serve them on an internal listener');
+  }
   new Supervisor(cfg, log).start();
 }
 
