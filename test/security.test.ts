@@ -1,14 +1,16 @@
 /** Security rules at the door: token transport, origins, JWKS keys, iss/aud, connection limits. */
 import t from 'tap';
 import http from 'node:http';
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import net from 'node:net';
+import { readdirSync, readFileSync } from 'node:fs';
+import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { createSigner } from 'fast-jwt';
 import WebSocket from 'ws';
 import { startGateway } from './helpers/gateway.js';
 import { startCluster } from './helpers/cluster.js';
 import { Client, connectWidget, widgetUrl } from './helpers/client.js';
 import { SECRET, signWith, widgetToken } from './helpers/tokens.js';
-import { freePort, until } from './helpers/net.js';
+import { freePort, sleep, until } from './helpers/net.js';
 
 const closeOf = (url: string, opts?: WebSocket.ClientOptions) => new Client(url, opts).closed;
 
@@ -196,6 +198,68 @@ t.test('near the file-descriptor limit the gateway refuses cleanly instead of fa
   t.equal((await c.get('/healthz')).status, 200, 'the worker still serves');
   t.notMatch(c.output(), /EMFILE|worker died/);
   results.forEach((r) => r.x.close());
+});
+
+t.test('idle TCP connects and bad-token upgrades past the descriptor limit: no EMFILE spin, clean refusals, recovery by itself', async (t) => {
+  // NODE_OPTIONS cleared: tap's coverage hook in the child lazily opens files,
+  // which fails once descriptors run out, and would crash the worker it measures.
+  const c = await startCluster({ WORKERS: '1', GATEWAY_TEST_NOFILE: '1100', NODE_OPTIONS: '' });
+  t.teardown(() => c.stop('SIGKILL'));
+  const [pid] = c.workerPids();
+  const cpuTicks = () => {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return Number(f[11]) + Number(f[12]);
+  };
+  const bystander = await connectWidget(c.port, 'calm', widgetToken('calm'));
+  /** How a new widget socket fares: 'ok', or how it was refused, and how fast. */
+  const attempt = async () => {
+    const started = Date.now();
+    const x = new Client(widgetUrl(c.port, 'alice', widgetToken('alice')));
+    const how = await x.nextOfType('connection_status', 3000).then(
+      () => 'ok',
+      async () => `refused (${(await x.closed).code})`,
+    );
+    x.ws.terminate();
+    return { how, ms: Date.now() - started };
+  };
+  const upgrade = (token: string) =>
+    `GET /api/v1/channels/widget/alice/connect?token=${token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+
+  for (const [attack, make] of [
+    ['1,200 idle TCP connects', () => net.connect(c.port, '127.0.0.1')],
+    ['1,200 bad-token upgrades that never read again', () => {
+      const s = net.connect(c.port, '127.0.0.1', () => s.write(upgrade('not-a-token')));
+      s.pause();
+      return s;
+    }],
+  ] as const) {
+    await t.test(attack, async (t) => {
+      const socks = Array.from({ length: 1200 }, () => {
+        const s = make();
+        s.on('error', () => {});
+        return s;
+      });
+      await sleep(1500);
+      const c0 = cpuTicks();
+      await sleep(1000);
+      const used = cpuTicks() - c0;
+      t.ok(used < 40, `the worker is not spinning: ${used} of 100 CPU ticks in 1 s`);
+      const fds = readdirSync(`/proc/${pid}/fd`).length;
+      t.ok(fds < 1100, `${fds} descriptors open, under the limit of 1100`);
+      const during = await attempt();
+      t.ok(during.how !== 'ok' && during.ms < 2000, `a new socket during the attack is refused at once: ${during.how} in ${during.ms} ms`);
+      bystander.send({ type: 'ping' });
+      t.same(await bystander.nextOfType('pong', 2000), { type: 'pong' }, 'a client connected before keeps being served');
+      socks.forEach((s) => s.destroy());
+      await until(async () => (await attempt()).how === 'ok', 10_000, 'new sockets accepted again');
+      t.pass('accepting again once the attackers left');
+    });
+  }
+  t.notMatch(c.output(), /EMFILE|worker died|worker crashed/);
+  (await import('node:fs')).writeFileSync('/tmp/fd-test-output.log', c.output());
+  t.match(c.output(), /not accepting connections until some close/, 'the pause is logged');
+  bystander.close();
 });
 
 t.test('oversized upgrade headers get HTTP 431', async (t) => {

@@ -24,6 +24,7 @@ import { Fanout } from './fanout.js';
 import { SocketSet, widgetBehavior, type UserData } from './sockets.js';
 import { mountAdminRoutes, mountRoutes, type RouteDeps } from './routes.js';
 import { slowConsumerPolicy, type SlowConsumerPolicy } from './backpressure.js';
+import { FdGuard } from './fd-guard.js';
 import { creatorOfTopic } from '../protocol/topics.js';
 
 export interface GatewayDeps {
@@ -65,6 +66,9 @@ export class Gateway {
   #ready = false;
   #closing: Promise<void> | undefined;
   readonly #sweep: NodeJS.Timeout;
+  /** Keeps the worker under its descriptor limit (gateway/fd-guard.ts). */
+  readonly fds: FdGuard;
+  #host = '';
   /** The internal listener's app (ADMIN_PORT), if configured. */
   #adminApp: TemplatedApp | undefined;
   #adminListen: us_listen_socket | undefined;
@@ -81,10 +85,12 @@ export class Gateway {
       bus: () => this.fanout?.bus,
       poolQueued: () => this.validator?.queued ?? 0,
       limits: () => this.limits?.stats(),
+      fds: () => ({ open: this.fds.open, pauses: this.fds.pauses }),
       ...(d.redisHealth ? { redis: d.redisHealth } : {}),
       breaker: () => breakerLevel(d.engine),
     });
     d.cluster.serve((id, payload) => this.deliverLocal(id, payload));
+    this.fds = new FdGuard({ pause: () => this.#pauseAccepting(), resume: () => this.#resumeAccepting() }, d.log);
     this.#backpressure = slowConsumerPolicy(d.cfg.maxBackpressureBytes, d.cfg.maxPayloadBytes);
     this.fanout = new Fanout(
       this.app,
@@ -111,7 +117,7 @@ export class Gateway {
     this.app.ws<UserData>(
       '/api/v1/channels/widget/:creator_id/connect',
       widgetBehavior(
-        { cfg: d.cfg, verifier: d.verifier, chat, validator: this.validator, limits: this.limits, bus: this.fanout.bus, log: d.log, sink: d.cluster, metrics: this.metrics, accepting: () => this.#serving, backpressure: this.#backpressure },
+        { cfg: d.cfg, verifier: d.verifier, chat, validator: this.validator, limits: this.limits, bus: this.fanout.bus, log: d.log, sink: d.cluster, metrics: this.metrics, accepting: () => this.#serving, fdPressure: () => this.fds.refusing, backpressure: this.#backpressure },
         this.sockets,
       ),
     );
@@ -175,10 +181,23 @@ export class Gateway {
     const admin = this.d.cfg.admin;
     if (admin && this.#adminApp) this.#adminListen = await listenOn(this.#adminApp, admin.host, admin.port);
     this.#listen = await listenOn(this.app, host, port);
+    this.#host = host;
     this.#port = this.d.uws.us_socket_local_port(this.#listen as never);
     this.#serving = true;
     this.#ready = true;
+    this.fds.start();
     return this.#port;
+  }
+
+  /** FdGuard: stop accepting (the listen socket closed; the kernel refuses or sends connects to other workers). */
+  #pauseAccepting(): void {
+    if (this.#listen) this.d.uws.us_listen_socket_close(this.#listen);
+    this.#listen = undefined;
+  }
+
+  async #resumeAccepting(): Promise<void> {
+    if (this.#listen || !this.#serving || this.#closing) return;
+    this.#listen = await listenOn(this.app, this.#host, this.#port);
   }
 
   get port(): number {
@@ -221,6 +240,7 @@ export class Gateway {
     const until = Date.now() + deadlineMs;
     this.#ready = false;
     clearInterval(this.#sweep);
+    this.fds.stop();
     if (this.#listen) {
       this.d.uws.us_listen_socket_close(this.#listen);
       this.#listen = undefined;

@@ -191,6 +191,8 @@ export interface SocketDeps {
   accepting: () => boolean;
   /** Where a socket is closed as a slow consumer. */
   backpressure: SlowConsumerPolicy;
+  /** True near the descriptor limit (fd-guard.ts): new sockets get HTTP 503 and the connection is closed at once. */
+  fdPressure: () => boolean;
 }
 
 /**
@@ -359,6 +361,13 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         protocol: fromProtocol.reply,
         extensions: req.getHeader('sec-websocket-extensions'),
       };
+      if (deps.fdPressure()) {
+        // Near the descriptor limit, a close handshake is a luxury: a hostile
+        // client never completes it. Answer and free the descriptor now.
+        deps.metrics.refused.labels('fd_limit').inc();
+        r.writeStatus('503 Service Unavailable').writeHeader('retry-after', '1').end('', true);
+        return;
+      }
       if (!deps.accepting() || sockets.held >= cfg.maxConnections) {
         return reject(r, hs, ctx, CLOSE.OVERLOADED);
       }

@@ -21,6 +21,8 @@ export interface MetricSources {
   redis?: () => RedisHealth;
   /** The AI circuit breaker: 0 closed, 1 half-open, 2 open (absent: no breaker, the echo engine). */
   breaker?: () => number;
+  /** Open descriptors at the FdGuard's last check, and how often it stopped accepting. */
+  fds?: () => { open: number; pauses: number };
 }
 
 export class Metrics {
@@ -163,6 +165,16 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: 'gateway_open_fds',
+      help: 'Open file descriptors of the worker at the last check (near RLIMIT_NOFILE it refuses, then stops accepting)',
+      labelNames: ['worker'],
+      registers: [r],
+      collect() {
+        this.set({ worker }, sources.fds?.().open ?? 0);
+      },
+    });
+    totalCounter('gateway_accept_pauses_total', 'Times a worker stopped accepting connections because it neared its descriptor limit', () => sources.fds?.().pauses);
+    new Gauge({
       name: 'gateway_ai_breaker_state',
       help: 'The AI circuit breaker of the worst worker: 0 closed, 1 half-open (one probe), 2 open (failing fast)',
       registers: [r],
@@ -205,7 +217,7 @@ export function describeMetrics(): Array<{ name: string; type: string; labels: s
   try {
     return m.registry.getMetricsAsArray().map((x) => {
       const o = x as unknown as { name: string; help: string; type: string; labelNames?: string[] };
-      return { name: o.name, type: o.type, labels: (o.labelNames ?? []).filter((l) => l !== 'worker' || o.name === 'gateway_connections'), help: o.help };
+      return { name: o.name, type: o.type, labels: o.labelNames ?? [], help: o.help };
     });
   } finally {
     m.close();

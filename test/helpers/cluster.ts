@@ -28,8 +28,12 @@ export async function startCluster(env: Record<string, string> = {}, o: { waitFo
   const port = await freePort();
   // GATEWAY_TEST_NOFILE: run under that file-descriptor limit (ulimit -n), as a small box would.
   const nofile = env.GATEWAY_TEST_NOFILE;
-  const [cmd, args] = nofile
-    ? ['sh', ['-c', `ulimit -n ${Number(nofile)} && exec "$0" "$1"`, process.execPath, MAIN]]
+  // NODE_OPTIONS: '' runs the cluster without tap's coverage hook (it lazily
+  // opens files, which fails in a process out of descriptors): tap rewrites
+  // NODE_OPTIONS of every child it spawns, so the shell clears it.
+  const plain = env.NODE_OPTIONS === '' ? 'env -u NODE_OPTIONS ' : '';
+  const [cmd, args] = nofile || plain
+    ? ['sh', ['-c', `${nofile ? `ulimit -n ${Number(nofile)} && ` : ''}exec ${plain}"$0" "$1"`, process.execPath, MAIN]]
     : [process.execPath, [MAIN]];
   const proc = spawn(cmd, args as string[], {
     env: {
