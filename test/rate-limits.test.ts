@@ -199,3 +199,50 @@ t.test('Redis, two hosts: one budget per session and per creator across hosts', 
     for (const c of [x, y, z, w]) c.close();
   });
 });
+
+t.test('start-up window: right after two hosts start on one Redis, sessions are limited exactly at the budget', async (t) => {
+  // A 60 s window: no token comes back during the test, so any message
+  // admitted beyond the budget would be a lost take, not a refill.
+  const redis = await startRedis();
+  const prefix = `w${randomBytes(3).toString('hex')}:`;
+  const env = { REDIS_URL: redis.url, REDIS_PREFIX: prefix, WORKERS: '2', RATE_LIMIT_MESSAGES: '5', RATE_LIMIT_WINDOW_S: '60' };
+  const [A, B] = await Promise.all([startCluster(env), startCluster(env)]);
+  t.teardown(async () => {
+    await Promise.all([A.stop('SIGKILL'), B.stop('SIGKILL')]);
+    await redis.stop();
+  });
+  /** One message at a time, each answer awaited: 'ok' or the error. */
+  const oneByOne = async (c: Client, n: number) => {
+    const out: string[] = [];
+    for (let i = 0; i < n; i++) {
+      c.send({ type: 'user_message', content: `m${i}` });
+      const f = await c.next((x) => x.type === 'ai_response' || x.type === 'error');
+      out.push(f.type === 'ai_response' ? 'ok' : String(f.error));
+    }
+    return out;
+  };
+  const R = ERRORS.RATE_LIMITED;
+  // 24 sessions at once, each: 3 messages on one host, then (a reload, a
+  // network switch) at once on the other host for 4 more.
+  const results = await Promise.all(
+    Array.from({ length: 24 }, async (_, i) => {
+      const [first, second] = i % 2 ? [A, B] : [B, A];
+      const a = await tab(first, `start${i % 3}`, `sess-${i}`);
+      const got = await oneByOne(a, 3);
+      a.close();
+      await a.closed;
+      const b = await tab(second, `start${i % 3}`, `sess-${i}`);
+      got.push(...(await oneByOne(b, 4)));
+      b.close();
+      return got;
+    }),
+  );
+  const wrong = results.filter((r) => r.join() !== ['ok', 'ok', 'ok', 'ok', 'ok', R, R].join());
+  t.same(wrong, [], 'every session: exactly 5 admitted, then "Rate limit exceeded", across the move between hosts');
+  // And one socket, one message at a time, on each host.
+  for (const host of [A, B]) {
+    const c = await tab(host, 'single', `one-${host.port}`);
+    t.same(await oneByOne(c, 7), ['ok', 'ok', 'ok', 'ok', 'ok', R, R], `one socket on host ${host === A ? 'A' : 'B'}: refused exactly at the 6th`);
+    c.close();
+  }
+});

@@ -90,6 +90,11 @@ export class BucketTable {
     return Atomics.exchange(this.#charged, slot, 0);
   }
 
+  /** Takes made on the slot and not yet reported. */
+  charged(slot: number): number {
+    return Atomics.load(this.#charged, slot);
+  }
+
   /** Gives back takes that could not be reported (they are reported next time). */
   restoreCharged(slot: number, n: number): void {
     Atomics.add(this.#charged, slot, n);

@@ -128,10 +128,16 @@ export class Limits {
     };
   }
 
+  /**
+   * Gives back a closing socket's slots. A session or creator with takes
+   * not yet reported is reported now, not at the next period: its client
+   * may be reconnecting to another worker or host this very moment (a
+   * reload, a network switch), which reads the budget from the store.
+   */
   release(connectionId: string, creatorId: string, sessionKey: string): void {
     this.frames?.release(connectionId);
-    this.sessions?.release(sessionKey);
-    this.creators?.release(creatorId);
+    const pending = (this.sessions?.release(sessionKey) ?? false) || (this.creators?.release(creatorId) ?? false);
+    if (pending) this.#sync?.syncNow();
   }
 
   /** Takes a frame on the socket's bucket; false when over FRAME_RATE_LIMIT. */

@@ -49,9 +49,12 @@ export class KeyedBuckets {
     return e.slot;
   }
 
-  release(key: string): void {
+  /** Gives back a hold on `key`; whether its slot has takes not yet reported (synchronised tables). */
+  release(key: string): boolean {
     const e = this.#slots.get(key);
-    if (e !== undefined && e.refs > 0) e.refs--;
+    if (e === undefined) return false;
+    if (e.refs > 0) e.refs--;
+    return this.table.charged(e.slot) > 0;
   }
 
   /** Takes one token for `key` (keys that no connection holds: client IPs). */

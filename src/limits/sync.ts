@@ -33,6 +33,7 @@ export class RateSync {
   #running: Promise<void> | undefined;
   #again = false;
   #soon: NodeJS.Timeout | undefined;
+  #now = false;
   #closed = false;
   #lastWarn = 0;
   /** Batches the store could not take (a metric). */
@@ -87,6 +88,16 @@ export class RateSync {
     return new Promise((resolve) => {
       this.#waiters.push(resolve);
       this.#syncSoon();
+    });
+  }
+
+  /** Reports pending takes at the end of this event-loop turn (a socket holding them closed). */
+  syncNow(): void {
+    if (this.#closed || this.#now) return;
+    this.#now = true;
+    setImmediate(() => {
+      this.#now = false;
+      void this.sync();
     });
   }
 
