@@ -106,7 +106,7 @@ t.test('two hosts, one Redis', async (t) => {
     t.equal(B.proc.exitCode, null, 'host B is alive');
     const refused = await post(A, '/api/v1/creators/alice/broadcast', { type: 'while-down' });
     t.equal(refused.status, 503, 'a broadcast while Redis is down is refused (503), not half-delivered');
-    t.same(await refused.json(), { error: 'Broadcast refused: the bus cannot take it now', reason: 'overloaded' });
+    t.match(await refused.json(), { reason: 'overloaded' });
 
     await redis.restart();
     const back = Date.now();

@@ -73,7 +73,7 @@ t.test('subscriptions asked for while Redis is unreachable are made once it is b
 
   await redis.restart();
   await until(async () => (await host.get('/readyz')).status === 200, 15_000, '/readyz 200 once Redis is up');
-  t.equal(await numsub(redis, `${p}t:c/early`), 2, "both workers subscribed to the creator's channel");
+  t.equal(await numsub(redis, `${p}{b/early}:live`), 2, "both workers subscribed to the creator's broadcast stream");
   t.equal(await numsub(redis, `${p}rl:updates`), 2, 'both workers subscribed to the rate-limit updates');
   await everyoneGets(t, host, six, 'early', 'first');
   for (const target of six) {
@@ -89,7 +89,7 @@ t.test('subscriptions asked for while Redis is unreachable are made once it is b
     t.equal((await host.get('/readyz')).status, 503, 'still not ready');
     await redis.restart();
     await until(async () => (await host.get('/readyz')).status === 200, 15_000, '/readyz 200 after the outage');
-    t.ok((await numsub(redis, `${p}t:c/late`)) >= 1, "the new creator's channel has a subscriber");
+    t.ok((await numsub(redis, `${p}{b/late}:live`)) >= 1, "the new creator's broadcast stream has a subscriber");
     await everyoneGets(t, host, late, 'late', 'after-outage');
     await everyoneGets(t, host, six, 'early', 'after-outage');
   });

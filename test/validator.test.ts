@@ -16,7 +16,7 @@ const ab = (s: string) => {
 };
 const ping = ab('{"type":"ping"}');
 const msg = (content: string) => ab(JSON.stringify({ type: 'user_message', content }));
-const describe = (d: Decoded) => (d.ok ? (d.msg.type === 'ping' ? 'ping' : d.limited ? `limited:${d.limited}` : d.msg.content) : `error:${d.error}`);
+const describe = (d: Decoded) => (d.ok ? (d.msg.type === 'ping' ? 'ping' : d.limited ? `limited:${d.limited}` : d.msg.type === 'user_message' ? d.msg.content : d.msg.type) : `error:${d.error}`);
 
 function collect(n: number) {
   const got: string[] = [];

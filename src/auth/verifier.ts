@@ -25,7 +25,7 @@ export interface Claims {
   [claim: string]: unknown;
 }
 
-export type WidgetAuth = { ok: true; claims: Claims } | { ok: false; reason: string };
+export type WidgetAuth = { ok: true; claims: Claims } | { ok: false; reason: string; expired?: boolean };
 export type PublishAuth = 'ok' | 'unauthenticated' | 'forbidden';
 
 export interface TokenVerifier {
@@ -50,7 +50,7 @@ export interface TokenVerifier {
 const decode = createDecoder({ complete: true });
 
 function widgetCheck(c: Claims | string, creatorId: string, origin: string): WidgetAuth {
-  if (typeof c === 'string') return { ok: false, reason: c };
+  if (typeof c === 'string') return { ok: false, reason: c, expired: c === 'FAST_JWT_EXPIRED' };
   if (c.creator_id !== creatorId) return { ok: false, reason: 'creator_id claim does not match the path' };
   if (c.origins !== undefined) {
     const allowed = typeof c.origins === 'string' ? [c.origins] : Array.isArray(c.origins) ? c.origins : [];

@@ -16,10 +16,12 @@ import {
   isTagged,
   type PrimaryOps,
   type PrimaryToWorker,
+  type Request,
   type WorkerOps,
   type WorkerToPrimary,
 } from './ipc.js';
 import type { ClusterStats, ClusterView, LocalDeliver, LocalStats } from './view.js';
+import type { StreamSink } from '../streams/streams.js';
 
 export interface LinkHandlers {
   localStats(): LocalStats;
@@ -42,6 +44,7 @@ export class EmbeddedCluster implements ClusterView {
   readonly #requests: IpcRequests<PrimaryOps>;
   readonly #onMessage = (m: unknown): void => this.#receive(m);
   #onRate: ((u: RateUpdate) => void) | undefined;
+  #streams: StreamSink | undefined;
 
   constructor(private readonly port: WorkerPort = process as unknown as WorkerPort) {
     this.#requests = new IpcRequests<PrimaryOps>((m) => this.send(m), 'primary');
@@ -80,6 +83,16 @@ export class EmbeddedCluster implements ClusterView {
     return this.#requests.request('metrics');
   }
 
+  /** A request to the primary (one deadline policy: cluster/ipc.ts). */
+  request<K extends keyof PrimaryOps>(op: K, fields: Omit<Request<K>, 't' | 'id' | 'op'> = {}): Promise<PrimaryOps[K]> {
+    return this.#requests.request(op, fields);
+  }
+
+  /** Where the frames and chunks of streams this worker follows go (streams/embedded.ts). */
+  onStream(sink: StreamSink): void {
+    this.#streams = sink;
+  }
+
   /** The primary's rate-limit store, shared by the workers of this host (embedded mode). */
   readonly rateStore: RateStore = {
     charge: (batch: ChargeBatch) => this.#requests.request('rate', { batch }),
@@ -99,6 +112,12 @@ export class EmbeddedCluster implements ClusterView {
         break;
       case 'rate':
         this.#onRate?.(msg.update);
+        break;
+      case 'smsg':
+        this.#streams?.frame(msg.stream, msg.epoch, { offset: msg.offset, payload: msg.payload });
+        break;
+      case 'chunk':
+        this.#streams?.chunk(msg.stream, msg.chunk);
         break;
       case 'res':
         this.#requests.settle(msg);

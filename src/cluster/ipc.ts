@@ -7,6 +7,7 @@
 import { GatewayError } from '../errors.js';
 import type { ChargeBatch, RateUpdate } from '../limits/store.js';
 import type { ClusterStats, LocalStats } from './view.js';
+import type { Chunk, Claim, Position, ReadResult, StoredFrame } from '../streams/streams.js';
 
 /** How long either side waits for the other's answer. */
 export const IPC_TIMEOUT_MS = 2000;
@@ -20,6 +21,11 @@ export interface PrimaryOps {
   metrics: string;
   /** Charges `batch` to the primary's rate-limit store (embedded mode); microseconds ahead per key. */
   rate: number[];
+  /** Streams (embedded mode, streams/embedded.ts): stream `arg`. */
+  append: Position;
+  follow: ReadResult;
+  claim: Claim;
+  'frame-at': StoredFrame | null;
 }
 
 /** Requests the primary may make of a worker. */
@@ -38,6 +44,12 @@ export interface Request<Op> {
   arg?: string;
   payload?: Uint8Array;
   batch?: ChargeBatch;
+  /** Streams: a position (`follow`'s after, `frame-at`'s offset). */
+  pos?: Position;
+  /** Streams: the client_message_id an appended frame answers, or to claim. */
+  cmid?: string;
+  /** Streams: the streamed answer an appended frame completes. */
+  ends?: string;
 }
 export interface Response {
   t: 'res';
@@ -50,6 +62,10 @@ export type WorkerToPrimary =
   | { t: 'ready' }
   /** The worker's own dependencies (Redis link, subscriptions) are up or not; sent on change. */
   | { t: 'health'; ready: boolean }
+  /** The worker stops following a stream (once per earlier `follow`). */
+  | { t: 'unfollow'; stream: string }
+  /** A streamed answer's text so far (kept for a socket that joins, relayed to the other followers). */
+  | { t: 'chunk'; stream: string; chunk: Chunk }
   | { t: 'pub'; topic: string; payload: Uint8Array }
   | { t: 'sub'; add: string[]; del: string[] }
   | Request<keyof PrimaryOps>
@@ -61,6 +77,10 @@ export type PrimaryToWorker =
   | { t: 'cluster'; ready: boolean }
   /** Budget keys another worker charged (embedded mode). */
   | { t: 'rate'; update: RateUpdate }
+  /** A frame of a stream this worker follows (embedded mode), in offset order. */
+  | { t: 'smsg'; stream: string; epoch: string; offset: number; payload: Uint8Array }
+  /** A chunk of an answer streamed on another worker, for a session this worker follows. */
+  | { t: 'chunk'; stream: string; chunk: Chunk }
   | Request<keyof WorkerOps>
   | Response;
 

@@ -7,7 +7,9 @@
  * workers all up (from the primary), Redis reachable and every wanted
  * subscription confirmed.
  *
- * Inbox envelopes are msgpackr `[connection id, payload]`.
+ * Inbox envelopes are msgpackr arrays tagged by their first element:
+ * `['k', connection id, payload]` (a targeted send), and the streams' `'s'`
+ * (a session stream frame) and `'h'` (a streamed answer's text so far).
  */
 import { Packr } from 'msgpackr';
 import { GatewayError } from '../errors.js';
@@ -31,6 +33,7 @@ export class RedisCluster implements ClusterView {
   readonly registry: RedisRegistry;
   readonly #inbox: string;
   #localDeliver: LocalDeliver = () => false;
+  readonly #handlers = new Map<string, (m: unknown[]) => void>();
   #closed = false;
   /** Inbox messages for connections no longer here (they closed meanwhile). */
   missed = 0;
@@ -86,24 +89,38 @@ export class RedisCluster implements ClusterView {
   async deliver(connectionId: string, payload: Uint8Array): Promise<boolean> {
     const node = await this.registry.locate(connectionId);
     if (node === undefined || node === this.o.nodeId) return false;
-    const envelope = packr.pack([connectionId, payload]);
-    if (!this.link.publish(this.inboxOf(node), envelope)) {
+    if (!this.toInbox(node, ['k', connectionId, payload])) {
       throw new GatewayError('GW_ERR_OVERLOADED', 'Redis is unreachable or too much waits for it; targeted send refused');
     }
     return true;
   }
 
+  /** Publishes a tagged message to `nodeId`'s inbox; false when Redis cannot take it now. */
+  toInbox(nodeId: string, message: unknown[]): boolean {
+    return this.link.publish(this.inboxOf(nodeId), packr.pack(message));
+  }
+
+  /** Routes inbox messages tagged `tag` to `handler`. */
+  onInbox(tag: string, handler: (m: unknown[]) => void): void {
+    this.#handlers.set(tag, handler);
+  }
+
   #receive(message: Buffer): void {
-    let connectionId: unknown;
-    let payload: unknown;
+    let m: unknown;
     try {
-      [connectionId, payload] = packr.unpack(message) as [unknown, unknown];
+      m = packr.unpack(message);
     } catch {
       this.o.log.warn('undecodable inbox envelope dropped');
       return;
     }
-    if (typeof connectionId !== 'string' || !(payload instanceof Uint8Array)) return;
-    if (!this.#localDeliver(connectionId, payload)) this.missed++;
+    if (!Array.isArray(m) || typeof m[0] !== 'string') return;
+    if (m[0] === 'k') {
+      const [, connectionId, payload] = m as [string, unknown, unknown];
+      if (typeof connectionId !== 'string' || !(payload instanceof Uint8Array)) return;
+      if (!this.#localDeliver(connectionId, payload)) this.missed++;
+      return;
+    }
+    this.#handlers.get(m[0])?.(m);
   }
 
   /** What the metrics show of Redis (cluster/view.ts RedisHealth). */

@@ -87,6 +87,8 @@ export interface Config {
   maxMessageChars: number;
   frameRateLimit: number;
   connectRatePerIp: number;
+  /** Stream history for widget.v2 (size 0: off). */
+  history: { size: number; ttlMs: number; maxBytes: number; checkMs: number };
   validationMode: 'inline' | 'pool' | 'auto';
   validationThresholdBytes: number;
   validationThreads: number;
@@ -246,6 +248,12 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     maxMessageChars: read(env, 'MAX_MESSAGE_CHARS'),
     frameRateLimit: read(env, 'FRAME_RATE_LIMIT'),
     connectRatePerIp: read(env, 'CONNECT_RATE_PER_IP'),
+    history: Object.freeze({
+      size: read(env, 'HISTORY_SIZE'),
+      ttlMs: read(env, 'HISTORY_TTL_S') * 1000,
+      maxBytes: read(env, 'HISTORY_MAX_BYTES'),
+      checkMs: read(env, 'HISTORY_CHECK_S') * 1000,
+    }),
     validationMode: read(env, 'VALIDATION_MODE'),
     validationThresholdBytes: read(env, 'VALIDATION_POOL_THRESHOLD_BYTES'),
     validationThreads: read(env, 'VALIDATION_THREADS'),

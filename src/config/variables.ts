@@ -270,6 +270,12 @@ export const VARIABLES = {
   AI_BREAKER_FAILURES: intVar('ai', '20', 'consecutive engine failures (errors, time-outs, garbage) that open the circuit breaker: then requests fail at once instead of hammering a dead engine', 1, 100_000),
   AI_BREAKER_COOLDOWN_MS: intVar('ai', '5000', 'how long the circuit stays open; then one probe request decides (success closes it)', 100, 600_000),
 
+  // ---- history (widget.v2)
+  HISTORY_SIZE: intVar('history', '100', 'frames kept per stream (a session\'s, and a creator\'s broadcasts) for widget.v2 clients to resume; 0: history off, and the server does not offer widget.v2', 0, 100_000),
+  HISTORY_TTL_S: intVar('history', '300', 'a stream nobody follows is forgotten this long after its last frame (a later resume gets `continuity_lost`); claimed `client_message_id`s are kept as long', 10, 7 * 86_400),
+  HISTORY_MAX_BYTES: intVar('history', '268435456', 'embedded mode: the most bytes of history the primary keeps in all; beyond it whole streams go, least recently used first (their readers get `continuity_lost`). In Redis mode, bound Redis\'s memory instead', 1 << 20, 64 * 1024 * 1024 * 1024),
+  HISTORY_CHECK_S: intVar('history', '5', 'Redis mode: how often a node compares the streams it follows with their top in Redis, fills a gap left by a lost pub/sub message, and keeps followed streams from expiring', 1, 3600),
+
   // ---- validation
   VALIDATION_MODE: oneOf('validation', 'auto', '`inline`: frames decoded on the uWS thread; `pool`: in a piscina thread pool; `auto`: frames of at least `VALIDATION_POOL_THRESHOLD_BYTES` in the pool, the rest inline. Answers keep their order per connection whichever path a frame took (see "Validation" in bench/RESULTS.md for why auto is the default)', ['inline', 'pool', 'auto'] as const),
   VALIDATION_POOL_THRESHOLD_BYTES: intVar('validation', '32768', 'the `auto` threshold', 1, 16 * 1024 * 1024),

@@ -11,7 +11,7 @@ import { GuardedEngine } from '../ai/guard.js';
 import type { Bus, BusHandler } from '../bus/bus.js';
 import { Limits } from '../limits/index.js';
 import type { RateStore } from '../limits/store.js';
-import { ChatPipeline } from '../pipeline/chat.js';
+import { ChatPipeline, type SessionStreams } from '../pipeline/chat.js';
 import { ChannelRouter } from '../channels/router.js';
 import { WidgetChannel } from '../channels/widget.js';
 import { CLOSE } from '../protocol/close-codes.js';
@@ -25,7 +25,10 @@ import { SocketSet, widgetBehavior, type UserData } from './sockets.js';
 import { mountAdminRoutes, mountRoutes, type RouteDeps } from './routes.js';
 import { slowConsumerPolicy, type SlowConsumerPolicy } from './backpressure.js';
 import { FdGuard } from './fd-guard.js';
-import { creatorOfTopic } from '../protocol/topics.js';
+import { creatorOfTopic, creatorTopic } from '../protocol/topics.js';
+import { sessionFrame, StreamHub, v2Topic, type StreamReader } from '../streams/hub.js';
+import { LocalStreamHub, LocalStreams } from '../streams/local.js';
+import { broadcastStream, sessionStream, type StreamSink, type StreamStore } from '../streams/streams.js';
 
 export interface GatewayDeps {
   cfg: Readonly<Config>;
@@ -42,6 +45,11 @@ export interface GatewayDeps {
   redisHealth?: () => RedisHealth;
   /** Redis mode: the worker's Redis link is up with every wanted subscription confirmed. */
   linkReady?: () => boolean;
+  /**
+   * Where streams live (history on: HISTORY_SIZE > 0): the primary, Redis,
+   * or, when absent, this process alone.
+   */
+  streams?: (sink: StreamSink, hub: StreamHub) => StreamStore;
 }
 
 /** How long a closing worker still completes handshakes it had accepted. */
@@ -68,6 +76,8 @@ export class Gateway {
   readonly #sweep: NodeJS.Timeout;
   /** Keeps the worker under its descriptor limit (gateway/fd-guard.ts). */
   readonly fds: FdGuard;
+  /** History on: the worker's streams (widget.v2 delivery, and broadcasts for every socket). */
+  readonly streams: StreamHub | undefined;
   #host = '';
   /** The internal listener's app (ADMIN_PORT), if configured. */
   #adminApp: TemplatedApp | undefined;
@@ -90,8 +100,18 @@ export class Gateway {
       breaker: () => breakerLevel(d.engine),
     });
     d.cluster.serve((id, payload) => this.deliverLocal(id, payload));
-    this.fds = new FdGuard({ pause: () => this.#pauseAccepting(), resume: () => this.#resumeAccepting() }, d.log);
     this.#backpressure = slowConsumerPolicy(d.cfg.maxBackpressureBytes, d.cfg.maxPayloadBytes);
+    if (d.cfg.history.size > 0) {
+      this.streams = new StreamHub({
+        app: this.app,
+        log: d.log,
+        publishV1: (creator, payload) => this.fanout.deliverLocal(creatorTopic(creator), payload),
+        beforePublish: (creator, bytes) => this.#beforePublish(v2Topic(creator), bytes),
+        slowChunkBytes: this.#backpressure.soft / 4,
+      });
+      this.streams.store = d.streams ? d.streams(this.streams.sink, this.streams) : new LocalStreams(new LocalStreamHub(d.cfg.history), this.streams.sink);
+    }
+    this.fds = new FdGuard({ pause: () => this.#pauseAccepting(), resume: () => this.#resumeAccepting() }, d.log);
     this.fanout = new Fanout(
       this.app,
       d.busFactory,
@@ -112,12 +132,12 @@ export class Gateway {
       threads: d.cfg.validationThreads,
       maxQueuedFrames: d.cfg.validationMaxQueue,
     });
-    const chat = new ChatPipeline(d.engine, { maxQueued: d.cfg.maxQueuedMessages }, d.log, this.metrics);
+    const chat = new ChatPipeline(d.engine, { maxQueued: d.cfg.maxQueuedMessages }, d.log, this.metrics, this.streams && sessionStreams(this.streams));
 
     this.app.ws<UserData>(
       '/api/v1/channels/widget/:creator_id/connect',
       widgetBehavior(
-        { cfg: d.cfg, verifier: d.verifier, chat, validator: this.validator, limits: this.limits, bus: this.fanout.bus, log: d.log, sink: d.cluster, metrics: this.metrics, accepting: () => this.#serving, fdPressure: () => this.fds.refusing, backpressure: this.#backpressure },
+        { cfg: d.cfg, verifier: d.verifier, chat, validator: this.validator, limits: this.limits, bus: this.fanout.bus, log: d.log, sink: d.cluster, metrics: this.metrics, accepting: () => this.#serving, fdPressure: () => this.fds.refusing, backpressure: this.#backpressure, streams: this.streams },
         this.sockets,
       ),
     );
@@ -132,6 +152,7 @@ export class Gateway {
       serving: () => this.#serving,
       ready: () => this.healthy() && d.cluster.ready(),
       stats: () => d.cluster.stats(this.localStats()),
+      broadcast: (creatorId, json) => this.broadcast(creatorId, json),
       metrics: () => d.cluster.metrics(this.metrics),
     };
     mountRoutes(this.app, routes, { admin: d.cfg.admin === undefined });
@@ -217,11 +238,23 @@ export class Gateway {
     return { pid: process.pid, total: this.sockets.all.size, byCreator: this.sockets.creatorCounts() };
   }
 
-  /** Delivers a JSON frame to one of this worker's connections; whether it holds it. */
+  /** Delivers a JSON frame to one of this worker's connections; whether it holds it (widget.v2: into its session stream). */
   deliverLocal(connectionId: string, payload: Uint8Array): boolean {
     const conn = this.sockets.byId.get(connectionId);
     if (conn === undefined || conn.closed) return false;
-    conn.cork(() => conn.sendJson(payload, 'message'));
+    conn.cork(() => conn.message(payload));
+    return true;
+  }
+
+  /**
+   * A broadcast to every socket of a creator, on every node. With history,
+   * appended to the creator's stream first (resolves once stored, with its
+   * offset), then delivered through it; without, published on the bus
+   * (at-most-once). False when it cannot be taken now (the caller answers 503).
+   */
+  async broadcast(creatorId: string, json: string): Promise<boolean> {
+    if (this.streams === undefined) return this.fanout.publish(creatorTopic(creatorId), json);
+    await this.streams.store.append(broadcastStream(creatorId), Buffer.from(json));
     return true;
   }
 
@@ -274,12 +307,26 @@ export class Gateway {
       this.#adminListen = undefined;
       // The limits report their last takes through the cluster's store, so
       // the cluster view (registry entries removed, Redis link closed) goes last.
-      await Promise.allSettled([this.fanout.bus.close(), this.d.engine.close(), this.validator.close(), this.limits.close()]);
+      await Promise.allSettled([this.fanout.bus.close(), this.d.engine.close(), this.validator.close(), this.limits.close(), this.streams?.store.close()]);
       await this.d.cluster.close().catch((err: Error) => this.d.log.warn({ err: err.message }, 'cluster view close failed'));
       this.d.verifier.close();
       this.metrics.close();
     }
   }
+}
+
+/** The chat pipeline's view of widget.v2 session streams. */
+function sessionStreams(hub: StreamHub): SessionStreams {
+  return {
+    claim: (peer, cmid) => hub.store.claim(sessionStream(peer.creatorId, peer.sessionId), cmid),
+    async resend(peer, at) {
+      const f = await hub.store.frameAt(sessionStream(peer.creatorId, peer.sessionId), at);
+      if (f === undefined) return false;
+      peer.cork(() => (peer as unknown as StreamReader).sendFrame(sessionFrame(f)));
+      return true;
+    },
+    chunk: (peer, c) => hub.chunk(peer.creatorId, peer.sessionId, c),
+  };
 }
 
 function listenOn(app: TemplatedApp, host: string, port: number): Promise<us_listen_socket> {

@@ -8,7 +8,6 @@ import type { TokenVerifier } from '../auth/verifier.js';
 import { isValidId } from '../auth/ids.js';
 import type { ChannelRouter } from '../channels/router.js';
 import type { Fanout } from './fanout.js';
-import { creatorTopic } from '../protocol/topics.js';
 import type { ClusterStats } from '../cluster/view.js';
 import { GatewayError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
@@ -25,6 +24,8 @@ export interface RouteDeps {
   /** True when the whole node is ready (every worker up, bus connected). */
   ready: () => boolean;
   stats: () => Promise<ClusterStats>;
+  /** A broadcast (gateway.ts): resolves once taken (stored, with history); false or a coded rejection: 503. */
+  broadcast: (creatorId: string, json: string) => Promise<boolean>;
   metrics: () => Promise<string>;
 }
 
@@ -102,11 +103,11 @@ function mountAdmin(app: TemplatedApp, d: RouteDeps, withHealth: boolean): void 
 function mountPublishing(app: TemplatedApp, d: RouteDeps): void {
   app.post('/api/v1/creators/:creator_id/broadcast', (res, req) => {
     const creatorId = req.getParameter(0) ?? '';
-    publishRoute(res as Res, req, d, creatorId, (frame) => {
-      if (!d.fanout.publish(creatorTopic(creatorId), JSON.stringify(frame))) {
-        return Promise.resolve({ status: 503, body: { error: 'Broadcast refused: the bus cannot take it now', reason: 'overloaded' } });
+    publishRoute(res as Res, req, d, creatorId, async (frame) => {
+      if (!(await d.broadcast(creatorId, JSON.stringify(frame)))) {
+        return { status: 503, body: { error: 'Broadcast refused: the bus cannot take it now', reason: 'overloaded' } };
       }
-      return Promise.resolve({ status: 202, body: { status: 'accepted', creator_id: creatorId } });
+      return { status: 202, body: { status: 'accepted', creator_id: creatorId } };
     });
   });
 

@@ -30,6 +30,8 @@ import type { Logger } from '../observability/log.js';
 import type { Res } from './http.js';
 import type { ConnectionSink } from '../cluster/view.js';
 import type { SlowConsumerPolicy } from './backpressure.js';
+import { parsePosition, sessionStream, type Position } from '../streams/streams.js';
+import type { StreamHub, StreamReader } from '../streams/hub.js';
 
 /**
  * What uWS holds for a socket. uWS.js v20.30 copies the user-data object's
@@ -49,6 +51,9 @@ export interface UserData {
 export interface ConnEnv {
   backpressure: SlowConsumerPolicy;
   metrics: Metrics;
+  log: Logger;
+  /** History on: the worker's streams (widget.v2). */
+  streams: StreamHub | undefined;
 }
 
 /** Error texts -> bounded metric labels ("Unknown message type: X" is unbounded: unknown_type). */
@@ -57,7 +62,7 @@ const ERROR_LABELS = new Map<string, string>(Object.entries(frames.ERRORS).map((
 const PONG_MSGPACK = packFrame({ type: 'pong' });
 
 /** Per-connection state of an authenticated socket. */
-export class Conn implements ChatPeer, Ordered {
+export class Conn implements ChatPeer, Ordered, StreamReader {
   closed = false;
   /**
    * Rate-limit slots (limits/), taken at the socket's first frame and held
@@ -69,6 +74,11 @@ export class Conn implements ChatPeer, Ordered {
   creatorSlot = 0;
   /** The socket chose the msgpack subprotocol: every frame it gets is MessagePack. */
   msgpack = false;
+  /** The socket chose widget.v2: it reads its session and broadcast streams (streams/hub.ts). */
+  v2 = false;
+  /** widget.v2: the positions it asked to resume from (until it has joined its streams). */
+  resume: { session?: Position; broadcast?: Position } | undefined = undefined;
+  reading: StreamReader['reading'] = undefined;
   pending: Ordered['pending'] = undefined;
   chat: ChatState | undefined = undefined;
   ws: WebSocket<UserData> | undefined = undefined;
@@ -96,23 +106,64 @@ export class Conn implements ChatPeer, Ordered {
     this.send(this.msgpack ? packTyping(isTyping) : frames.typing(isTyping), 'typing_indicator');
   }
 
-  answer(a: frames.Answer): void {
+  /** widget.v2: appended to the session stream, even if this socket has closed meanwhile (the engine was paid for it). */
+  answer(a: frames.Answer, cmid?: string): void | Promise<void> {
+    if (this.v2) return this.#append(frames.aiResponse(a, cmid), 'ai_response', cmid, a.messageId);
     if (this.closed) return;
     this.send(this.msgpack ? packFrame(frames.aiResponseObject(a)) : frames.aiResponse(a), 'ai_response');
   }
 
-  error(text: string): void {
-    if (this.closed) return;
+  error(text: string, cmid?: string): void | Promise<void> {
     this.env.metrics.errors.labels(ERROR_LABELS.get(text) ?? 'unknown_type').inc();
+    if (this.v2) return this.#append(frames.error(text, cmid), 'error', cmid);
+    if (this.closed) return;
     this.send(this.msgpack ? packFrame(frames.errorObject(text)) : frames.error(text), 'error');
+  }
+
+  /** widget.v2: a targeted send, as `{"type":"message","data":...}` in the session stream. */
+  message(json: Uint8Array): void {
+    if (!this.v2) return this.sendJson(json, 'message');
+    void this.#append(`{"type":"message","data":${Buffer.from(json.buffer, json.byteOffset, json.byteLength).toString('utf8')}}`, 'message');
+  }
+
+  /**
+   * Appends a frame to this socket's session stream; every widget.v2 socket
+   * of the session gets it with its offset (streams/hub.ts). If the store
+   * cannot take it, the frame goes to this socket alone, without an offset
+   * (counted): late, never lost.
+   */
+  async #append(frame: string, kind: OutKind, cmid?: string, ends?: string): Promise<void> {
+    const hub = this.env.streams;
+    if (hub === undefined) return this.send(frame, kind);
+    try {
+      await hub.store.append(sessionStream(this.creatorId, this.sessionId), Buffer.from(frame), { ...(cmid !== undefined ? { cmid } : {}), ...(ends !== undefined ? { ends } : {}) });
+    } catch (err) {
+      this.env.metrics.historyFailures.inc();
+      this.env.log.warn({ conn: this.connectionId, err: (err as Error).message }, 'session stream append failed; sent without an offset');
+      this.cork(() => this.send(frame, kind));
+    }
+  }
+
+  /** A stream frame from the hub (JSON text with its offset). */
+  sendFrame(frame: string): void {
+    this.send(frame, 'stream');
+  }
+
+  subscribe(topic: string): void {
+    if (!this.closed) this.ws?.subscribe(topic);
+  }
+
+  buffered(): number {
+    return this.closed || this.ws === undefined ? 0 : this.ws.getBufferedAmount();
   }
 
   pong(): void {
     this.send(this.msgpack ? PONG_MSGPACK : frames.PONG, 'pong');
   }
 
-  status(): void {
-    const s = frames.connectionStatusObject(this.sessionId, this.connectionId);
+  /** The first frame; widget.v2 adds the streams' positions and whether each resume succeeded. */
+  status(extra?: Record<string, unknown>): void {
+    const s = frames.connectionStatusObject(this.sessionId, this.connectionId, extra);
     this.send(this.msgpack ? packFrame(s) : JSON.stringify(s), 'connection_status');
   }
 
@@ -159,6 +210,7 @@ export class Conn implements ChatPeer, Ordered {
 
   cork(fn: () => void): void {
     if (!this.closed && this.ws) this.ws.cork(fn);
+    else fn();
   }
 
   fail(): void {
@@ -193,6 +245,8 @@ export interface SocketDeps {
   backpressure: SlowConsumerPolicy;
   /** True near the descriptor limit (fd-guard.ts): new sockets get HTTP 503 and the connection is closed at once. */
   fdPressure: () => boolean;
+  /** History on: the worker's streams; broadcasts reach this worker through them, and widget.v2 is offered. */
+  streams: StreamHub | undefined;
 }
 
 /**
@@ -262,19 +316,26 @@ function bump(m: Map<string, number>, key: string, by: number): number {
  * access logs), the protocol to answer (`msgpack` if offered, else the
  * first other one; never the bearer entry), and whether that is msgpack.
  */
-export function parseProtocols(header: string): { token: string; reply: string; msgpack: boolean } {
-  if (header === '') return { token: '', reply: '', msgpack: false };
+export function parseProtocols(header: string, v2Offered = true): { token: string; reply: string; msgpack: boolean; v2: boolean } {
+  if (header === '') return { token: '', reply: '', msgpack: false, v2: false };
   let token = '';
   let reply = '';
   let msgpack = false;
+  let v2 = false;
   for (const p of header.split(',')) {
     const v = p.trim();
     if (v.startsWith('bearer.')) token ||= v.slice(7);
     else if (v === MSGPACK_PROTOCOL) msgpack = true;
-    else if (reply === '' && v !== '') reply = v;
+    else if (v === V2_PROTOCOL) v2 = v2Offered;
+    else if (reply === '' && v !== '' && v !== V2_PROTOCOL) reply = v;
   }
-  return { token, reply: msgpack ? MSGPACK_PROTOCOL : reply, msgpack };
+  // widget.v2 wins over msgpack (v2 frames are JSON); without history the server does not offer v2.
+  if (v2) return { token, reply: V2_PROTOCOL, msgpack: false, v2 };
+  return { token, reply: msgpack ? MSGPACK_PROTOCOL : reply, msgpack, v2 };
 }
+
+/** The subprotocol of resumable delivery (offsets, history, resume: streams/). */
+export const V2_PROTOCOL = 'widget.v2';
 
 /**
  * uWS v20.30 closes a socket whose frame is over maxPayloadLength without a
@@ -299,7 +360,8 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     res.upgrade(data, hs.key, hs.protocol, hs.extensions, ctx);
   }
 
-  const env: ConnEnv = { backpressure: deps.backpressure, metrics: deps.metrics };
+  const env: ConnEnv = { backpressure: deps.backpressure, metrics: deps.metrics, log, streams: deps.streams };
+  const hub = deps.streams;
   /** Bus topics by how many of their uWS topics (JSON, msgpack) have local subscribers. */
   const busTopics = new Map<string, number>();
   const limits = deps.limits;
@@ -310,14 +372,20 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     const m = deps.metrics.in;
     if (!d.ok) {
       m.invalid++;
-      conn.error(d.error);
+      void conn.error(d.error);
     } else if (d.msg.type === 'ping') {
       m.ping++;
       conn.pong();
+    } else if (d.msg.type === 'cancel') {
+      // widget.v2 only: a v1 socket gets the answer it always got.
+      m.invalid++;
+      if (!conn.v2) void conn.error(frames.unknownTypeError('cancel'));
+      else if (!chat.cancel(conn, d.msg.messageId)) void conn.error(frames.ERRORS.CANCEL_UNKNOWN);
     } else {
       m.user_message++;
       if (d.limited !== undefined) deps.metrics.rateLimited.labels(d.limited).inc();
-      chat.submit(conn, d.msg.content, d.limited);
+      if (conn.v2 && d.msg.badCmid) chat.refuse(conn, frames.ERRORS.BAD_CMID);
+      else chat.submit(conn, d.msg.content, d.limited, d.msg.cmid);
     }
   }
   let inHandler = false;
@@ -334,6 +402,34 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     } catch (err) {
       internalError(conn, err);
     }
+  }
+
+  /**
+   * A widget.v2 socket joins its session and broadcast streams (replaying
+   * what it asked to resume), then gets connection_status with both
+   * positions, then the replay, then live frames. A store that cannot be
+   * reached closes it with 1013 (try again later).
+   */
+  function openV2(conn: Conn): void {
+    const resume = conn.resume ?? {};
+    conn.resume = undefined;
+    hub!.join(conn, resume).then(
+      (j) => {
+        if (conn.closed) return;
+        const pos = (x: { res: { epoch: string; top: number } }) => ({ epoch: x.res.epoch, offset: x.res.top });
+        const recovered: Record<string, boolean> = {};
+        if (resume.session) recovered.session = !j.session.res.lost;
+        if (resume.broadcast) recovered.broadcast = !j.broadcast.res.lost;
+        conn.cork(() => {
+          conn.status({ streams: { session: pos(j.session), broadcast: pos(j.broadcast) }, ...(resume.session || resume.broadcast ? { recovered } : {}) });
+          hub!.start(conn, j);
+        });
+      },
+      (err: Error) => {
+        log.warn({ conn: conn.connectionId, err: err.message }, 'widget.v2 socket could not join its streams');
+        if (!conn.closed) conn.ws?.end(CLOSE.OVERLOADED.code, CLOSE.OVERLOADED.reason);
+      },
+    );
   }
 
   function reject(res: Res, hs: Handshake, ctx: us_socket_context_t, code: CloseCode): void {
@@ -354,7 +450,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     upgrade(res, req, ctx) {
       const r = res as Res;
       const offered = req.getHeader('sec-websocket-protocol');
-      const fromProtocol = parseProtocols(offered);
+      const fromProtocol = parseProtocols(offered, hub !== undefined);
       // Never echo the bearer entry back: answer with the first other protocol offered.
       const hs: Handshake = {
         key: req.getHeader('sec-websocket-key'),
@@ -395,6 +491,16 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         return reject(r, hs, ctx, CLOSE.AUTH_INVALID);
       }
       const given = req.getQuery('session_id') ?? '';
+      // widget.v2: where to resume each stream from (EPOCH:OFFSET, not secret).
+      let resume: Conn['resume'];
+      if (fromProtocol.v2) {
+        const rs = req.getQuery('resume_session') ?? '';
+        const rb = req.getQuery('resume_broadcast') ?? '';
+        const session = rs === '' ? undefined : parsePosition(rs);
+        const broadcast = rb === '' ? undefined : parsePosition(rb);
+        if ((rs !== '' && !session) || (rb !== '' && !broadcast)) return reject(r, hs, ctx, CLOSE.BAD_RESUME);
+        resume = { ...(session ? { session } : {}), ...(broadcast ? { broadcast } : {}) };
+      }
 
       // Waiting (a JWKS key to fetch, a session's budget to fetch from the
       // other workers) follows the uWS async-upgrade rules: everything from
@@ -417,11 +523,14 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       const finish = (auth: WidgetAuth | undefined): void => {
         if (!auth?.ok) {
           log.info({ creator: creatorId, reason: auth?.reason ?? 'verification failed' }, 'widget token refused');
-          return reject(r, hs, ctx, CLOSE.AUTH_INVALID);
+          // widget.v2 tells an expired token apart (4001): a client fetches a new one. v1 keeps the seed's 4003.
+          return reject(r, hs, ctx, fromProtocol.v2 && auth?.expired ? CLOSE.TOKEN_EXPIRED : CLOSE.AUTH_INVALID);
         }
         if (given !== '' && !isValidId(given)) return reject(r, hs, ctx, CLOSE.BAD_REQUEST);
         const conn = new Conn(creatorId, given || randomUUID(), randomUUID(), env, ip, given === '');
         conn.msgpack = fromProtocol.msgpack;
+        conn.v2 = fromProtocol.v2;
+        conn.resume = resume;
         const open = () => upgradeWith(r, hs, ctx, { c: conn, reject: undefined });
         const budget = limits.prepare(creatorId, conn.newSession ? undefined : conn.sessionKey);
         if (budget === undefined) open();
@@ -444,10 +553,16 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       conn.ws = ws;
       sockets.add(ws, conn);
       deps.sink?.add(conn);
-      // A msgpack socket listens on the msgpack twins of its topics (fanout.ts).
-      ws.subscribe(conn.msgpack ? msgpackTopic(creatorTopic(conn.creatorId)) : creatorTopic(conn.creatorId));
-      conn.status();
-      log.debug({ conn: conn.connectionId, creator: conn.creatorId, session: conn.sessionId }, 'socket open');
+      log.debug({ conn: conn.connectionId, creator: conn.creatorId, session: conn.sessionId, v2: conn.v2 }, 'socket open');
+      // With history, broadcasts reach this worker through the creator's stream.
+      if (hub && sockets.byCreator.get(conn.creatorId)?.size === 1) hub.followCreator(conn.creatorId);
+      if (!conn.v2) {
+        // A msgpack socket listens on the msgpack twin of its creator's topic (fanout.ts).
+        ws.subscribe(conn.msgpack ? msgpackTopic(creatorTopic(conn.creatorId)) : creatorTopic(conn.creatorId));
+        conn.status();
+        return;
+      }
+      openV2(conn);
     },
 
     message(ws, data, isBinary) {
@@ -476,7 +591,15 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       }
     },
 
+    drain(ws) {
+      // A slow widget.v2 reader caught up: send what it lacks of the answers streaming to it.
+      const conn = ws.getUserData().c;
+      if (conn?.v2 && hub) hub.flushChunks(conn);
+    },
+
     subscription(_ws, topic, newCount, oldCount) {
+      // With history, broadcasts travel as stream frames (streams/hub.ts), not on the bus.
+      if (hub) return;
       // The bus listens to a topic while at least one local socket does, in
       // either framing (a topic and its msgpack twin share one bus topic).
       if (oldCount === 0 && newCount > 0) {
@@ -497,6 +620,10 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       }
       conn.closed = true;
       conn.ws = undefined;
+      if (hub) {
+        hub.leave(conn);
+        if (sockets.byCreator.get(conn.creatorId)?.size === 1) hub.unfollowCreator(conn.creatorId);
+      }
       if (conn.slotted) limits.release(conn.connectionId, conn.creatorId, conn.sessionKey);
       sockets.delete(ws, conn);
       deps.sink?.remove(conn);

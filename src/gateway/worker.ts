@@ -20,6 +20,8 @@ import { RedisBus } from '../bus/redis.js';
 import { RedisLink } from '../redis/link.js';
 import { EmbeddedCluster } from '../cluster/embedded.js';
 import { RedisCluster } from '../cluster/redis.js';
+import { EmbeddedStreams } from '../streams/embedded.js';
+import { RedisStreams } from '../streams/redis.js';
 import { Gateway, type GatewayDeps } from './gateway.js';
 
 export async function runWorker(): Promise<void> {
@@ -108,15 +110,17 @@ export async function runWorker(): Promise<void> {
  * stats and keeps the session and creator budgets. Redis mode: every worker
  * is a node of the Redis bus, registry and budgets, over one RedisLink.
  */
-function clusterParts(cfg: Readonly<Config>, log: Logger, host: EmbeddedCluster): Pick<GatewayDeps, 'busFactory' | 'cluster' | 'rateStore' | 'redisHealth' | 'linkReady'> {
+function clusterParts(cfg: Readonly<Config>, log: Logger, host: EmbeddedCluster): Pick<GatewayDeps, 'busFactory' | 'cluster' | 'rateStore' | 'redisHealth' | 'linkReady' | 'streams'> {
   if (!cfg.redisUrl) {
-    return { busFactory: (onMessage) => new IpcBus(process, onMessage), cluster: host, rateStore: host.rateStore };
+    return { busFactory: (onMessage) => new IpcBus(process, onMessage), cluster: host, rateStore: host.rateStore, streams: (sink) => new EmbeddedStreams(host, sink) };
   }
   const nodeId = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const link = new RedisLink({ url: cfg.redisUrl, name: nodeId, log, commandTimeoutMs: cfg.redisCommandTimeoutMs, maxPendingBytes: cfg.redisMaxPendingBytes });
   const view = new RedisCluster(host, link, { prefix: cfg.redisPrefix, nodeId, leaseMs: cfg.registryLeaseS * 1000, log });
   return {
     busFactory: (onMessage) => new RedisBus(link, { prefix: cfg.redisPrefix, nodeId, log }, onMessage),
+    streams: (sink, hub) =>
+      new RedisStreams(link, view, sink, { ...cfg.history, prefix: cfg.redisPrefix, nodeId, log }, () => hub.positions(), (stream, epoch, top) => hub.behind(stream, epoch, top)),
     cluster: view,
     redisHealth: () => view.health(),
     linkReady: () => link.ready(),

@@ -38,11 +38,13 @@ export class Metrics {
   readonly dropped: Counter<'type'>;
   readonly aiLatency: Histogram;
   readonly aiFailures: Counter<'reason'>;
+  /** Stream appends that failed (the frame went to its socket without an offset). */
+  readonly historyFailures: Counter;
   readonly #lag = monitorEventLoopDelay({ resolution: 10 });
 
   /** Hot-path frame counts, by type: increment directly. */
   readonly in = { user_message: 0, ping: 0, invalid: 0 };
-  readonly out = { ai_response: 0, typing_indicator: 0, error: 0, pong: 0, connection_status: 0, message: 0 };
+  readonly out = { ai_response: 0, typing_indicator: 0, error: 0, pong: 0, connection_status: 0, message: 0, stream: 0 };
 
   constructor(sources: MetricSources) {
     const r = this.registry;
@@ -93,6 +95,7 @@ export class Metrics {
       registers: [r],
     });
     this.aiFailures = new Counter({ name: 'gateway_ai_failures_total', help: 'AI engine failures, by reason', labelNames: ['reason'], registers: [r] });
+    this.historyFailures = new Counter({ name: 'gateway_history_append_failures_total', help: 'Session-stream appends the store could not take; the frame went to its socket without an offset', registers: [r] });
 
     /** A counter copied from a running total kept elsewhere. */
     const totalCounter = (name: string, help: string, read: () => number | undefined) => {

@@ -10,13 +10,28 @@
  *
  * `typing_indicator false` follows only a `typing_indicator true` (the seed
  * sent it after every error).
+ *
+ * widget.v2 (the peer reads its session stream):
+ *   - the answer (or error) goes into the session stream, and still does
+ *     when the socket closed while the engine was answering;
+ *   - a streamed answer is relayed as `ai_response_chunk` frames, gathered
+ *     per event-loop turn, to every widget.v2 socket of the session on every
+ *     node (streams/hub.ts), then the final `ai_response` with the same
+ *     message id carries the whole content;
+ *   - `cancel` aborts the engine request and ends the answer with what was
+ *     sent so far (`"cancelled": true`);
+ *   - a `client_message_id` already claimed in the session is not sent to
+ *     the engine again: its answer comes from the history (or live, if it is
+ *     still being answered).
  */
+import { randomUUID } from 'node:crypto';
 import type { AiEngine } from '../ai/engine.js';
-import { aiFailureLabel } from '../errors.js';
+import { aiFailureLabel, GatewayError } from '../errors.js';
 import type { MessageLimit } from '../limits/admit.js';
 import * as frames from '../protocol/frames.js';
 import type { Logger } from '../observability/log.js';
 import type { Metrics } from '../observability/metrics.js';
+import type { Claim, Chunk } from '../streams/streams.js';
 
 /** What the pipeline needs of a connection. */
 export interface ChatPeer {
@@ -27,23 +42,41 @@ export interface ChatPeer {
   readonly closed: boolean;
   /** Pending messages of this connection (owned by the pipeline). */
   chat: ChatState | undefined;
+  /** widget.v2: the answer goes into the session stream (and still does after the socket closed). */
+  readonly v2: boolean;
   /** Sends a typing indicator (may be skipped under backpressure). */
   typing(isTyping: boolean): void;
-  /** Sends an ai_response frame. */
-  answer(a: frames.Answer): void;
-  /** Sends an error frame with this text. */
-  error(text: string): void;
-  /** Runs `fn` with the socket corked (needed for sends after an await). */
+  /** Sends an ai_response frame (widget.v2: resolves once in the session stream and delivered here). */
+  answer(a: frames.Answer, clientMessageId?: string): void | Promise<void>;
+  /** Sends an error frame with this text (widget.v2: likewise). */
+  error(text: string, clientMessageId?: string): void | Promise<void>;
+  /** Runs `fn` with the socket corked (needed for sends after an await); a closed socket runs it uncorked (its sends are no-ops, its appends are not). */
   cork(fn: () => void): void;
   /** Closes the socket after an unexpected fault (1011). */
   fail(): void;
 }
 
-export type OutKind = 'typing_indicator' | 'ai_response' | 'error' | 'pong' | 'connection_status' | 'message';
+/** widget.v2 peers: their session's stream (claims, chunks, a retried answer). */
+export interface SessionStreams {
+  claim(peer: ChatPeer, cmid: string): Promise<Claim>;
+  /** Sends this socket the stored answer at `at` again (a retried client_message_id); false if no longer kept. */
+  resend(peer: ChatPeer, at: { epoch: string; offset: number }): Promise<boolean>;
+  chunk(peer: ChatPeer, chunk: Chunk): void;
+}
+
+export type OutKind = 'typing_indicator' | 'ai_response' | 'error' | 'pong' | 'connection_status' | 'message' | 'stream';
+
+interface Item {
+  content: string;
+  cmid: string | undefined;
+  limited: MessageLimit | undefined;
+}
 
 export interface ChatState {
-  items: Array<string | { error: string }>;
+  items: Array<Item | { error: string }>;
   busy: boolean;
+  /** Answers with the engine now, by message id (cancel). */
+  inflight: Map<string, AbortController> | undefined;
 }
 
 export interface ChatOptions {
@@ -56,6 +89,7 @@ export class ChatPipeline {
     private readonly opts: ChatOptions,
     private readonly log: Logger,
     private readonly metrics: Metrics,
+    private readonly streams?: SessionStreams,
   ) {}
 
   /**
@@ -63,20 +97,38 @@ export class ChatPipeline {
    * refused it, answered with its error in turn. Called inside a uWS handler
    * (corked).
    */
-  submit(peer: ChatPeer, content: string, limited?: MessageLimit): void {
-    const state = (peer.chat ??= { items: [], busy: false });
+  submit(peer: ChatPeer, content: string, limited?: MessageLimit, cmid?: string): void {
+    const state = (peer.chat ??= { items: [], busy: false, inflight: undefined });
     if (state.items.length >= this.opts.maxQueued) {
-      peer.error(frames.ERRORS.QUEUE_FULL);
+      void peer.error(frames.ERRORS.QUEUE_FULL, cmid);
       return;
     }
-    state.items.push(limited === undefined ? content : { error: limited === 'session' ? frames.ERRORS.RATE_LIMITED : frames.ERRORS.AI_BUDGET });
-    if (!state.busy) {
-      this.#run(peer, state, false).catch((err: unknown) => {
-        // A fault in sending (never in the engine: that is answered) closes this socket only.
-        this.log.error({ conn: peer.connectionId, err: err instanceof Error ? err.message : String(err) }, 'socket handler failed');
-        peer.fail();
-      });
-    }
+    state.items.push({ content, cmid: peer.v2 ? cmid : undefined, limited });
+    this.#kick(peer, state);
+  }
+
+  /** Answers an error in turn with the other answers (widget.v2: a malformed client_message_id). */
+  refuse(peer: ChatPeer, error: string): void {
+    const state = (peer.chat ??= { items: [], busy: false, inflight: undefined });
+    state.items.push({ error });
+    this.#kick(peer, state);
+  }
+
+  /** widget.v2: aborts the answer `messageId` streaming on this connection; false if there is none. */
+  cancel(peer: ChatPeer, messageId: string | undefined): boolean {
+    const a = messageId === undefined ? undefined : peer.chat?.inflight?.get(messageId);
+    if (a === undefined) return false;
+    a.abort();
+    return true;
+  }
+
+  #kick(peer: ChatPeer, state: ChatState): void {
+    if (state.busy) return;
+    this.#run(peer, state, false).catch((err: unknown) => {
+      // A fault in sending (never in the engine: that is answered) closes this socket only.
+      this.log.error({ conn: peer.connectionId, err: err instanceof Error ? err.message : String(err) }, 'socket handler failed');
+      peer.fail();
+    });
   }
 
   async #run(peer: ChatPeer, state: ChatState, afterAwait: boolean): Promise<void> {
@@ -84,29 +136,22 @@ export class ChatPipeline {
     try {
       while (state.items.length > 0 && !peer.closed) {
         const item = state.items.shift()!;
-        if (typeof item !== 'string') {
-          this.#emit(peer, afterAwait, () => peer.error(item.error));
+        if (!('content' in item)) {
+          await this.#emit(peer, afterAwait, () => peer.error(item.error));
           continue;
         }
-        this.#emit(peer, afterAwait, () => peer.typing(true));
-        let out: frames.Answer | undefined;
-        const started = performance.now();
-        try {
-          const answer = await this.engine.ask({ query: item, creator_id: peer.creatorId, session_id: peer.sessionId });
-          out = answer;
-          this.metrics.aiLatency.observe((performance.now() - started) / 1000);
-        } catch (err) {
-          const reason = aiFailureLabel(err);
-          this.metrics.aiFailures.labels(reason).inc();
-          this.log.warn({ conn: peer.connectionId, reason, err: (err as Error).message }, 'AI engine request failed');
+        if (item.cmid !== undefined && this.streams) {
+          const claim = await this.streams.claim(peer, item.cmid).catch((): Claim => ({ state: 'new' }));
+          afterAwait = true;
+          if (claim.state === 'pending') continue; // being answered: it reaches this socket through the session stream
+          if (claim.state === 'answered' && (await this.streams.resend(peer, claim))) continue;
         }
+        if (item.limited !== undefined) {
+          await this.#emit(peer, afterAwait, () => peer.error(item.limited === 'session' ? frames.ERRORS.RATE_LIMITED : frames.ERRORS.AI_BUDGET, item.cmid));
+          continue;
+        }
+        await this.#ask(peer, state, item, afterAwait);
         afterAwait = true;
-        if (peer.closed) break;
-        peer.cork(() => {
-          if (out !== undefined) peer.answer(out);
-          else peer.error(frames.ERRORS.FAILED);
-          peer.typing(false);
-        });
       }
     } finally {
       state.busy = false;
@@ -114,8 +159,76 @@ export class ChatPipeline {
     }
   }
 
-  #emit(peer: ChatPeer, corkNeeded: boolean, fn: () => void): void {
-    if (corkNeeded) peer.cork(fn);
-    else fn();
+  async #ask(peer: ChatPeer, state: ChatState, item: Item, afterAwait: boolean): Promise<void> {
+    await this.#emit(peer, afterAwait, () => peer.typing(true));
+    const messageId = randomUUID();
+    const relay = peer.v2 && this.streams ? new AnswerRelay(this.streams, peer, messageId) : undefined;
+    const abort = new AbortController();
+    (state.inflight ??= new Map()).set(messageId, abort);
+    let out: frames.Answer | undefined;
+    const started = performance.now();
+    try {
+      const a = await this.engine.ask(
+        { query: item.content, creator_id: peer.creatorId, session_id: peer.sessionId },
+        relay ? { onDelta: (d) => relay.delta(d), signal: abort.signal } : { signal: abort.signal },
+      );
+      out = { ...a, messageId };
+      this.metrics.aiLatency.observe((performance.now() - started) / 1000);
+    } catch (err) {
+      if (err instanceof GatewayError && err.code === 'GW_ERR_AI_CANCELLED' && relay) {
+        // Cancelled: the answer ends with what was sent so far.
+        out = { response: relay.text, confidence: 0, sources: [], messageId, cancelled: true };
+      } else {
+        const reason = aiFailureLabel(err);
+        this.metrics.aiFailures.labels(reason).inc();
+        this.log.warn({ conn: peer.connectionId, reason, err: (err as Error).message }, 'AI engine request failed');
+      }
+    } finally {
+      state.inflight.delete(messageId);
+    }
+    relay?.flush();
+    // A widget.v1 socket that left gets nothing; a widget.v2 session keeps its answer.
+    if (peer.closed && !peer.v2) return;
+    if (out !== undefined) await this.#emit(peer, true, () => peer.answer(out, item.cmid));
+    else await this.#emit(peer, true, () => peer.error(frames.ERRORS.FAILED, item.cmid));
+    if (!peer.closed) peer.cork(() => peer.typing(false));
+  }
+
+  /** Runs a send, corked when after an await; waits for a widget.v2 append. */
+  async #emit(peer: ChatPeer, corkNeeded: boolean, fn: () => void | Promise<void>): Promise<void> {
+    let p: void | Promise<void> = undefined;
+    if (corkNeeded) peer.cork(() => (p = fn()));
+    else p = fn();
+    await p;
+  }
+}
+
+/**
+ * The chunks of one streamed answer: the engine's pieces gathered per
+ * event-loop turn, the text so far relayed to the session each turn.
+ */
+class AnswerRelay {
+  text = '';
+  #sent = 0;
+  #scheduled = false;
+
+  constructor(
+    private readonly streams: SessionStreams,
+    private readonly peer: ChatPeer,
+    private readonly messageId: string,
+  ) {}
+
+  delta(d: string): void {
+    this.text += d;
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  flush(): void {
+    this.#scheduled = false;
+    if (this.text.length === this.#sent) return;
+    this.#sent = this.text.length;
+    this.streams.chunk(this.peer, { messageId: this.messageId, text: this.text });
   }
 }

@@ -8,7 +8,9 @@
  * is interpreted per frame):
  * - `{"type":"ping"}`;
  * - `{"type":"user_message","content":S}`: S a string, trimmed, not empty,
- *   at most `maxContentChars` characters after trimming.
+ *   at most `maxContentChars` characters after trimming; widget.v2 may add
+ *   `"client_message_id"` (a string of 1-64 characters);
+ * - `{"type":"cancel","message_id":M}` (widget.v2).
  * Unknown fields are ignored on purpose, so that a newer widget can send a
  * field an older gateway does not know (forward compatibility); they never
  * reach the engine. An unknown type is an error.
@@ -26,7 +28,15 @@ export interface MessageSchema {
 
 export const DEFAULT_SCHEMA: MessageSchema = Object.freeze({ maxContentChars: 16_000 });
 
-export type ClientMessage = { type: 'ping' } | { type: 'user_message'; content: string };
+/**
+ * A valid client message. widget.v2 adds `client_message_id` (a retry is
+ * answered once) and `cancel`; a widget.v1 socket ignores the former and
+ * answers the latter "Unknown message type", as before.
+ */
+export type ClientMessage =
+  | { type: 'ping' }
+  | { type: 'user_message'; content: string; cmid?: string; badCmid?: true }
+  | { type: 'cancel'; messageId: string | undefined };
 
 /** A valid message, or an error frame's text. `limited`: the budget that refused a user_message (answered in order by the chat pipeline). */
 export type Decoded = { ok: true; msg: ClientMessage; limited?: MessageLimit } | { ok: false; error: string };
@@ -87,7 +97,14 @@ export function validateMessage(value: unknown, schema: MessageSchema = DEFAULT_
     const trimmed = content.trim();
     if (trimmed === '') return { ok: false, error: ERRORS.EMPTY };
     if (trimmed.length > schema.maxContentChars) return { ok: false, error: ERRORS.TOO_LONG };
-    return { ok: true, msg: { type: 'user_message', content: trimmed } };
+    const cmid = (value as { client_message_id?: unknown }).client_message_id;
+    if (cmid === undefined) return { ok: true, msg: { type: 'user_message', content: trimmed } };
+    if (typeof cmid === 'string' && cmid.length >= 1 && cmid.length <= 64) return { ok: true, msg: { type: 'user_message', content: trimmed, cmid } };
+    return { ok: true, msg: { type: 'user_message', content: trimmed, badCmid: true } };
+  }
+  if (type === 'cancel') {
+    const id = (value as { message_id?: unknown }).message_id;
+    return { ok: true, msg: { type: 'cancel', messageId: typeof id === 'string' && id.length <= 64 ? id : undefined } };
   }
   return { ok: false, error: unknownTypeError(type) };
 }

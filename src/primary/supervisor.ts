@@ -22,6 +22,7 @@ import { reloadEnv } from '../config/env-file.js';
 import { loadUws } from '../uws/loader.js';
 import { createLogger, type Logger } from '../observability/log.js';
 import { Relay, type RelayTarget } from './relay.js';
+import { StreamService } from './streams.js';
 import { chargedUpdate, MemoryRateStore } from '../limits/store.js';
 import { answer, IpcRequests, isTagged, type PrimaryOps, type PrimaryToWorker, type WorkerOps, type WorkerToPrimary } from '../cluster/ipc.js';
 import { addCount, counts, type ClusterStats } from '../cluster/view.js';
@@ -83,6 +84,8 @@ class Supervisor {
   readonly #relay = new Relay();
   /** Session and creator budgets shared by the workers (embedded mode; with Redis they use Redis). */
   readonly #rates = new MemoryRateStore();
+  /** Streams for widget.v2 (embedded mode, history on); with Redis they live in Redis. */
+  readonly #streams: StreamService | undefined;
   #failures = 0;
   #stopping = false;
   #wasReady = false;
@@ -98,6 +101,7 @@ class Supervisor {
   ) {
     // A generated development secret reaches the workers through their environment.
     if (cfg.jwt.generated) this.#forkEnv = { JWT_SECRET: cfg.jwt.key };
+    this.#streams = !cfg.redisUrl && cfg.history.size > 0 ? new StreamService(cfg.history) : undefined;
   }
 
   start(): void {
@@ -215,6 +219,12 @@ class Supervisor {
       case 'sub':
         this.#relay.update(slot.target, msg.add, msg.del);
         break;
+      case 'unfollow':
+        this.#streams?.unfollow(slot.target, msg.stream);
+        break;
+      case 'chunk':
+        this.#streams?.chunk(slot.target, msg.stream, msg.chunk);
+        break;
       case 'health':
         if (slot.healthy !== msg.ready) {
           slot.healthy = msg.ready;
@@ -236,6 +246,14 @@ class Supervisor {
               return this.#stats();
             case 'metrics':
               return this.#metrics();
+            case 'append':
+              return this.#stream().append(msg.arg ?? '', msg.payload ?? new Uint8Array(), { ...(msg.cmid !== undefined ? { cmid: msg.cmid } : {}), ...(msg.ends !== undefined ? { ends: msg.ends } : {}) });
+            case 'follow':
+              return this.#stream().follow(slot.target, msg.arg ?? '', msg.pos);
+            case 'claim':
+              return this.#stream().store.claim(msg.arg ?? '', msg.cmid ?? '');
+            case 'frame-at':
+              return this.#stream().store.frameAt(msg.arg ?? '', msg.pos ?? { epoch: '', offset: 0 }) ?? null;
             case 'rate': {
               const batch = msg.batch ?? { kind: '', intervalUs: 0, keys: [], counts: [] };
               return this.#rates.charge(batch).then((result) => {
@@ -257,6 +275,11 @@ class Supervisor {
       default:
         break;
     }
+  }
+
+  #stream(): StreamService {
+    if (!this.#streams) throw new Error('history is off (HISTORY_SIZE=0) or kept in Redis');
+    return this.#streams;
   }
 
   /** One request to each of `slots`, answers collected (undefined for a time-out or an error). */
@@ -310,6 +333,7 @@ class Supervisor {
     this.#slots.delete(slot.worker.id);
     slot.requests.close(`worker ${slot.worker.id} exited`);
     this.#relay.remove(slot.target);
+    this.#streams?.remove(slot.target);
     for (const w of slot.exitWaiters.splice(0)) w();
     if (this.#stopping) {
       if (this.#slots.size === 0) this.#exit(0);

@@ -66,8 +66,15 @@ export const CLOSE = def({
     code: 4001,
     reason: 'Authentication token required',
     client: 'token',
+    advice: 'with a token',
+    meaning: 'no token was given',
+  },
+  TOKEN_EXPIRED: {
+    code: 4001,
+    reason: 'Token expired',
+    client: 'token',
     advice: 'with a new token',
-    meaning: 'no token was given; for widget.v2 sockets also an expired token (reason "Token expired"), so a client fetches a fresh one',
+    meaning: 'widget.v2 only: the token has expired; fetch a fresh one and reconnect (widget.v1 clients get 4003, as before)',
   },
   AUTH_INVALID: {
     code: 4003,
@@ -108,8 +115,15 @@ export const CLOSE = def({
     code: 4400,
     reason: 'Invalid session id',
     client: 'stop',
-    advice: 'not with the same parameters',
-    meaning: '`session_id` over 128 characters or outside `A-Z a-z 0-9 . _ : -`; widget.v2: a malformed `resume_session` / `resume_broadcast` (reason "Invalid resume position")',
+    advice: 'not with the same session id',
+    meaning: '`session_id` over 128 characters or outside `A-Z a-z 0-9 . _ : -`',
+  },
+  BAD_RESUME: {
+    code: 4400,
+    reason: 'Invalid resume position',
+    client: 'stop',
+    advice: 'not with the same position',
+    meaning: 'widget.v2: `resume_session` or `resume_broadcast` is not `EPOCH:OFFSET` (an epoch of 1-64 characters of `A-Z a-z 0-9 _ -`, an offset of at most 15 digits)',
   },
 });
 

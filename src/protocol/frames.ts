@@ -18,6 +18,8 @@ export const ERRORS = Object.freeze({
   AI_BUDGET: 'AI request budget exceeded, try again later',
   INVALID_MSGPACK: 'Invalid MessagePack format',
   TOO_LONG: 'Message too long',
+  BAD_CMID: 'Invalid client_message_id',
+  CANCEL_UNKNOWN: 'Unknown or finished message_id',
 });
 
 /** When each error text is sent (the README's table is generated from this). */
@@ -33,6 +35,8 @@ export const ERROR_DOCS: Readonly<Record<keyof typeof ERRORS, string>> = Object.
   AI_BUDGET: "the creator's `AI_BUDGET_PER_MINUTE` is spent",
   INVALID_MSGPACK: "a msgpack socket's binary frame that is not one MessagePack value",
   TOO_LONG: '`content` is longer than `MAX_MESSAGE_CHARS` characters after trimming',
+  BAD_CMID: 'widget.v2: `client_message_id` is not a string of 1-64 characters',
+  CANCEL_UNKNOWN: 'widget.v2: a `cancel` names no answer streaming on this connection (unknown, finished, or running on another node)',
 });
 
 /** `Unknown message type: X` (X is the JSON text of the type, cut to 64 chars). */
@@ -57,11 +61,11 @@ export const PONG = '{"type":"pong"}';
 // Each frame as an object (encoded by the socket's framing: JSON, or
 // MessagePack for msgpack sockets) and as JSON text (the default path).
 
-export function connectionStatusObject(sessionId: string, connectionId: string) {
+export function connectionStatusObject(sessionId: string, connectionId: string, extra?: Record<string, unknown>) {
   return {
     type: 'connection_status',
     status: 'connected',
-    details: { session_id: sessionId, connection_id: connectionId },
+    details: { session_id: sessionId, connection_id: connectionId, ...extra },
     timestamp: isoNow(),
   };
 }
@@ -74,31 +78,40 @@ export function typing(isTyping: boolean): string {
   return `{"type":"typing_indicator","is_typing":${isTyping},"timestamp":"${isoNow()}"}`;
 }
 
-export function errorObject(message: string) {
-  return { type: 'error', error: message, timestamp: isoNow() };
+export function errorObject(message: string, clientMessageId?: string) {
+  return clientMessageId === undefined
+    ? { type: 'error', error: message, timestamp: isoNow() }
+    : { type: 'error', error: message, timestamp: isoNow(), client_message_id: clientMessageId };
 }
 
-export function error(message: string): string {
-  return JSON.stringify(errorObject(message));
+export function error(message: string, clientMessageId?: string): string {
+  return JSON.stringify(errorObject(message, clientMessageId));
 }
 
 export interface Answer {
   response: string;
   confidence: number;
   sources: unknown[];
+  /** The answer's id; a new UUID when absent (a streamed answer has its id from its first chunk). */
+  messageId?: string;
+  /** A cancelled streamed answer: what was sent so far (widget.v2). */
+  cancelled?: boolean;
 }
 
-export function aiResponseObject(a: Answer) {
-  return {
+export function aiResponseObject(a: Answer, clientMessageId?: string) {
+  const o: Record<string, unknown> = {
     type: 'ai_response',
     content: a.response,
     confidence: a.confidence,
     sources: a.sources,
     timestamp: isoNow(),
-    message_id: randomUUID(),
+    message_id: a.messageId ?? randomUUID(),
   };
+  if (a.cancelled) o.cancelled = true;
+  if (clientMessageId !== undefined) o.client_message_id = clientMessageId;
+  return o;
 }
 
-export function aiResponse(a: Answer): string {
-  return JSON.stringify(aiResponseObject(a));
+export function aiResponse(a: Answer, clientMessageId?: string): string {
+  return JSON.stringify(aiResponseObject(a, clientMessageId));
 }

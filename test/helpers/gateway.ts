@@ -6,9 +6,18 @@ import { createTokenVerifier } from '../../src/auth/verifier.js';
 import { createEngine, type AiEngine } from '../../src/ai/index.js';
 import type { RateStore } from '../../src/limits/store.js';
 import { MemoryBus, MemoryHub } from '../../src/bus/memory.js';
+import { LocalStreamHub, LocalStreams } from '../../src/streams/local.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { StandaloneCluster } from '../../src/cluster/standalone.js';
 import { SECRET } from './tokens.js';
+
+/** The one stream store of the gateways sharing a bus hub. */
+const shared = new WeakMap<MemoryHub, LocalStreamHub>();
+function streamsOf(hub: MemoryHub, cfg: Readonly<Config>): LocalStreamHub {
+  let s = shared.get(hub);
+  if (!s) shared.set(hub, (s = new LocalStreamHub(cfg.history)));
+  return s;
+}
 
 export interface TestGateway {
   gw: Gateway;
@@ -17,7 +26,11 @@ export interface TestGateway {
   close(): Promise<void>;
 }
 
-/** `rateStore`: shared session and creator budgets between gateways of one test (as the primary or Redis would). */
+/**
+ * Gateways of one test share what a cluster shares: pass the same `hub` (the
+ * bus) to several, and they share one stream store too (the primary's, in a
+ * real cluster). `rateStore`: shared session and creator budgets.
+ */
 export async function startGateway(env: Record<string, string> = {}, hub = new MemoryHub(), rateStore?: RateStore, engine?: AiEngine): Promise<TestGateway> {
   // TEST_VALIDATION_MODE runs a whole suite with frames validated in the pool (see *-pool.test.ts).
   const mode = process.env.TEST_VALIDATION_MODE ? { VALIDATION_MODE: process.env.TEST_VALIDATION_MODE } : {};
@@ -34,6 +47,7 @@ export async function startGateway(env: Record<string, string> = {}, hub = new M
     engine: engine ?? createEngine(cfg),
     rateStore,
     busFactory: (onMessage) => new MemoryBus(hub, onMessage),
+    streams: (sink) => new LocalStreams(streamsOf(hub, cfg), sink),
     cluster: new StandaloneCluster(),
   });
   const port = await gw.listen('127.0.0.1', 0);

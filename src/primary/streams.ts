@@ -1,0 +1,75 @@
+/**
+ * The primary's half of embedded-mode streams: the store (streams/memory.ts)
+ * and which worker follows which stream. An append is stored, relayed to
+ * every following worker (the appending one included) and then answered,
+ * all on each worker's one IPC channel, so every worker sees a stream's
+ * frames in offset order and the appender's own delivery precedes its answer.
+ */
+import { MemoryStreamStore } from '../streams/memory.js';
+import type { AppendOptions, Chunk, HistoryOptions, Position, ReadResult } from '../streams/streams.js';
+import type { PrimaryToWorker } from '../cluster/ipc.js';
+
+export interface StreamFollower {
+  send(msg: PrimaryToWorker): void;
+}
+
+export class StreamService {
+  readonly store: MemoryStreamStore;
+  /** stream -> follower -> follows. */
+  readonly #followers = new Map<string, Map<StreamFollower, number>>();
+
+  constructor(o: HistoryOptions) {
+    this.store = new MemoryStreamStore(o);
+  }
+
+  append(stream: string, payload: Uint8Array, o: AppendOptions): Position {
+    const pos = this.store.append(stream, payload, o);
+    const followers = this.#followers.get(stream);
+    if (followers) {
+      const msg: PrimaryToWorker = { t: 'smsg', stream, epoch: pos.epoch, offset: pos.offset, payload };
+      for (const f of followers.keys()) f.send(msg);
+    }
+    return pos;
+  }
+
+  /** A chunk of an answer streamed on `from`: kept as the text so far, relayed to the other followers. */
+  chunk(from: StreamFollower, stream: string, chunk: Chunk): void {
+    this.store.progress(stream, chunk);
+    const followers = this.#followers.get(stream);
+    if (!followers) return;
+    const msg: PrimaryToWorker = { t: 'chunk', stream, chunk };
+    for (const f of followers.keys()) if (f !== from) f.send(msg);
+  }
+
+  follow(from: StreamFollower, stream: string, after: Position | undefined): ReadResult {
+    let m = this.#followers.get(stream);
+    if (!m) this.#followers.set(stream, (m = new Map()));
+    m.set(from, (m.get(from) ?? 0) + 1);
+    return this.store.follow(stream, after);
+  }
+
+  unfollow(from: StreamFollower, stream: string): void {
+    const m = this.#followers.get(stream);
+    const n = m?.get(from);
+    if (m === undefined || n === undefined) return;
+    if (n <= 1) m.delete(from);
+    else m.set(from, n - 1);
+    if (m.size === 0) this.#followers.delete(stream);
+    this.store.unfollow(stream);
+  }
+
+  /** Forgets a worker that exited (its follows end with it). */
+  remove(from: StreamFollower): void {
+    for (const [stream, m] of this.#followers) {
+      const n = m.get(from);
+      if (n === undefined) continue;
+      for (let i = 0; i < n; i++) this.store.unfollow(stream);
+      m.delete(from);
+      if (m.size === 0) this.#followers.delete(stream);
+    }
+  }
+
+  close(): void {
+    this.store.close();
+  }
+}

@@ -1,0 +1,536 @@
+/**
+ * A worker's side of the streams: it follows the streams its sockets read,
+ * puts their frames in offset order, and delivers them.
+ *
+ * Node level, per stream: the last offset delivered here. A frame at
+ * last + 1 is delivered; an older one is a duplicate and dropped; a newer
+ * one waits while the gap is read from the history (a pub/sub message lost
+ * on the way); a gap the history no longer holds, or a new epoch (the store
+ * lost the stream), is told to the stream's widget.v2 readers as
+ * `continuity_lost`, never hidden.
+ *
+ * Delivery: a broadcast stream's frame goes to the creator's widget.v1 (and
+ * msgpack) sockets as POSTed, through native uWS topics, and to its
+ * widget.v2 sockets as `{"type":"broadcast","offset":N,"data":...}` through
+ * the topic `2c/<creator>` (built once per frame per worker). A session
+ * stream's frame (an ai_response, error or targeted `message`, stored
+ * without its offset) goes to each widget.v2 socket of the session with
+ * `"offset":N` added.
+ *
+ * A widget.v2 socket that opens (with or without a resume position) joins
+ * both its streams "recovering": the node follows the stream (so nothing
+ * appended from then on can miss it), reads the history since the
+ * position, and meanwhile buffers what arrives live; it then sends the
+ * replay, then the buffered frames past it, then goes live. No gap and no
+ * duplicate at the seam (issue "Nothing lost").
+ */
+import type { TemplatedApp } from '@trufflesuite/uws-js-unofficial';
+import type { Logger } from '../observability/log.js';
+import { broadcastStream, creatorOfStream, sessionStream, type Chunk, type Position, type ReadResult, type StoredFrame, type StreamSink, type StreamStore } from './streams.js';
+
+/** What the hub needs of a widget.v2 socket. */
+export interface StreamReader {
+  readonly creatorId: string;
+  readonly sessionId: string;
+  readonly closed: boolean;
+  /** Per-stream state, owned by the hub. */
+  reading: { session: ReaderState; broadcast: ReaderState; chunks: ChunkState } | undefined;
+  /** Sends a stream frame (JSON text) under the slow-consumer policy. */
+  sendFrame(frame: string): void;
+  /** Bytes buffered for the socket (chunks are merged while it is slow). */
+  buffered(): number;
+  /** Subscribes the socket to a uWS topic (the broadcast stream's live topic). */
+  subscribe(topic: string): void;
+}
+
+export interface ReaderState {
+  /** The last offset this socket was sent (or its starting point). */
+  sent: number;
+  /** Replay done: frames past `sent` go straight out. */
+  live: boolean;
+  /** Frames that arrived while the replay was read. */
+  buffer: Array<{ offset: number; frame: string }>;
+}
+
+/**
+ * A session reader's view of the answers streamed to it: per message id,
+ * how many characters it was sent, and the latest text known. A chunk frame
+ * carries the delta and its `index`, the position of its first character in
+ * the answer, so deltas are contiguous and a socket that joins mid-answer
+ * gets the text so far as one chunk at index 0. While the socket is slow,
+ * nothing is sent; the next send (or the drain) covers the whole backlog as
+ * one larger chunk, and no content is dropped.
+ */
+export interface ChunkState {
+  answers: Map<string, { sent: number; latest: string }>;
+}
+
+/** The uWS topic of a creator's widget.v2 broadcast frames. */
+export const v2Topic = (creatorId: string): string => `2c/${creatorId}`;
+
+interface NodeStream {
+  id: string;
+  creator: string;
+  broadcast: boolean;
+  /** Follows this node made of the stream (one per reader, plus one per v1-only creator follow). */
+  follows: number;
+  epoch: string | undefined;
+  last: number;
+  /** Frames ahead of `last + 1`, waiting for a gap to be filled. */
+  held: Map<number, StoredFrame>;
+  filling: boolean;
+  /** Frames that arrived before the first read told this node where the stream stands. */
+  early: Array<{ epoch: string; frame: StoredFrame }>;
+  /** Reads in flight. */
+  reading: number;
+  /** Session streams: every v2 reader. Broadcast streams: the readers not yet on the live topic. */
+  readers: Set<StreamReader>;
+}
+
+/** The message id of an ai_response frame (the end of a streamed answer), if `frame` is one. */
+function answerIdOf(frame: string): string | undefined {
+  if (!frame.includes('"type":"ai_response"')) return undefined;
+  const m = /"message_id":"([^"]+)"/.exec(frame);
+  return m?.[1];
+}
+
+const text = (f: StoredFrame): string => Buffer.from(f.payload.buffer, f.payload.byteOffset, f.payload.byteLength).toString('utf8');
+
+/** A broadcast stream frame as a widget.v2 socket receives it. */
+export function broadcastFrame(f: StoredFrame): string {
+  return `{"type":"broadcast","offset":${f.offset},"data":${text(f)}}`;
+}
+
+/** A session stream frame (stored without its offset) as a widget.v2 socket receives it. */
+export function sessionFrame(f: StoredFrame): string {
+  return `{"offset":${f.offset},${text(f).slice(1)}`;
+}
+
+export function chunkFrame(c: { messageId: string; index: number; delta: string }): string {
+  return `{"type":"ai_response_chunk","message_id":"${c.messageId}","index":${c.index},"delta":${JSON.stringify(c.delta)}}`;
+}
+
+export interface HubCounters {
+  /** Gaps filled from history. */
+  gapsFilled: number;
+  /** continuity_lost sent, by stream kind. */
+  continuityLost: { session: number; broadcast: number };
+  /** Resumes by result. */
+  resumes: { recovered: number; lost: number };
+  /** Chunks merged into a slow reader's backlog. */
+  chunksMerged: number;
+}
+
+export interface StreamHubOptions {
+  app: TemplatedApp;
+  log: Logger;
+  /** Local delivery of a broadcast's v1 frame (uWS topic and its msgpack twin, with the slow-consumer check). */
+  publishV1(creatorId: string, payload: Uint8Array): void;
+  /** Before a publish to a v2 topic (the slow-consumer check), with its size. */
+  beforePublish(creatorId: string, bytes: number): void;
+  /** A reader with more than this buffered gets chunks merged instead of one frame each. */
+  slowChunkBytes: number;
+}
+
+export class StreamHub {
+  readonly #streams = new Map<string, NodeStream>();
+  store!: StreamStore;
+  readonly counters: HubCounters = { gapsFilled: 0, continuityLost: { session: 0, broadcast: 0 }, resumes: { recovered: 0, lost: 0 }, chunksMerged: 0 };
+
+  constructor(private readonly o: StreamHubOptions) {}
+
+  /** Where the store delivers (give it to the store's constructor). */
+  readonly sink: StreamSink = {
+    frame: (stream, epoch, frame) => {
+      const ns = this.#streams.get(stream);
+      if (ns === undefined) return;
+      if (ns.epoch !== undefined) this.#ordered(ns, epoch, frame);
+      else if (ns.reading > 0) ns.early.push({ epoch, frame });
+      else this.#position(ns, epoch, frame.offset - 1, { epoch, frame });
+    },
+    chunk: (stream, chunk) => this.#chunkToReaders(stream, chunk),
+  };
+
+  // ---- following
+
+  #node(id: string): NodeStream {
+    let ns = this.#streams.get(id);
+    if (ns === undefined) {
+      const creator = creatorOfStream(id);
+      ns = {
+        id,
+        creator: creator ?? id.split('/')[1]!,
+        broadcast: creator !== undefined,
+        follows: 0,
+        epoch: undefined,
+        last: 0,
+        held: new Map(),
+        filling: false,
+        early: [],
+        reading: 0,
+        readers: new Set(),
+      };
+      this.#streams.set(id, ns);
+    }
+    return ns;
+  }
+
+  /**
+   * Follows `id` once more and reads it; the node's position is set by the
+   * first read. The follow counts even when the read fails (the store keeps
+   * wanting the stream, e.g. its Redis subscription): the caller unfollows
+   * when it gives up.
+   */
+  async #follow(ns: NodeStream, after?: Position): Promise<ReadResult> {
+    ns.follows++;
+    ns.reading++;
+    try {
+      const res = await this.store.follow(ns.id, after);
+      this.#position(ns, res.epoch, res.top);
+      return res;
+    } finally {
+      ns.reading--;
+      // A failed first read: the next live frame tells where the stream stands.
+      if (ns.epoch === undefined && ns.reading === 0) for (const e of ns.early.splice(0)) this.#position(ns, e.epoch, e.frame.offset - 1, e);
+    }
+  }
+
+  /** Sets the node's position in a stream it had none for, then delivers what arrived meanwhile. */
+  #position(ns: NodeStream, epoch: string, top: number, first?: { epoch: string; frame: StoredFrame }): void {
+    if (ns.epoch !== undefined) {
+      if (first) this.#ordered(ns, first.epoch, first.frame);
+      return;
+    }
+    ns.epoch = epoch;
+    ns.last = top;
+    if (first) this.#ordered(ns, first.epoch, first.frame);
+    for (const e of ns.early.splice(0)) this.#ordered(ns, e.epoch, e.frame);
+  }
+
+  #unfollow(ns: NodeStream): void {
+    if (ns.follows <= 0) return;
+    ns.follows--;
+    this.store.unfollow(ns.id);
+    if (ns.follows === 0 && ns.readers.size === 0) this.#streams.delete(ns.id);
+  }
+
+  /**
+   * Every socket of a creator (v1 too) makes this node follow its broadcast
+   * stream. A wanted state: the follow stands even if its read failed (Redis
+   * down); the first live frame then sets the node's position.
+   */
+  followCreator(creatorId: string): void {
+    const ns = this.#node(broadcastStream(creatorId));
+    this.#follow(ns).catch((err: Error) => this.o.log.warn({ stream: ns.id, err: err.message }, 'could not read a broadcast stream; following it anyway'));
+  }
+
+  unfollowCreator(creatorId: string): void {
+    const ns = this.#streams.get(broadcastStream(creatorId));
+    if (ns) this.#unfollow(ns);
+  }
+
+  // ---- widget.v2 sockets
+
+  /**
+   * Joins a widget.v2 socket to its two streams. Resolves with what
+   * connection_status reports; then `start` sends the replay (and any
+   * continuity_lost) and makes the socket live. Rejects (coded) when the
+   * store cannot be reached: the caller closes the socket with 1013.
+   */
+  async join(r: StreamReader, resume: { session?: Position; broadcast?: Position }): Promise<Joined> {
+    const s = this.#node(sessionStream(r.creatorId, r.sessionId));
+    const b = this.#node(broadcastStream(r.creatorId));
+    r.reading = { session: { sent: 0, live: false, buffer: [] }, broadcast: { sent: 0, live: false, buffer: [] }, chunks: { answers: new Map() } };
+    s.readers.add(r);
+    b.readers.add(r);
+    const [rs, rb] = await Promise.allSettled([this.#follow(s, resume.session), this.#follow(b, resume.broadcast)]);
+    if (rs.status === 'fulfilled' && rb.status === 'fulfilled') {
+      return { session: { ns: s, res: rs.value, asked: resume.session !== undefined }, broadcast: { ns: b, res: rb.value, asked: resume.broadcast !== undefined } };
+    }
+    // Not joined: leave both (each follow counted, failed or not).
+    s.readers.delete(r);
+    b.readers.delete(r);
+    r.reading = undefined;
+    this.#unfollow(s);
+    this.#unfollow(b);
+    throw rs.status === 'rejected' ? rs.reason : (rb as PromiseRejectedResult).reason;
+  }
+
+  /** After connection_status: replays each stream (or tells it lost), flushes what arrived meanwhile, goes live. */
+  start(r: StreamReader, j: Joined): void {
+    if (r.closed || r.reading === undefined) return;
+    this.#start(r, j.session, r.reading.session, 'session');
+    // An answer being streamed in this session: the text so far as one chunk, then the rest live.
+    const p = j.session.res.partial;
+    if (p) this.#sendChunk(r, p);
+    this.flushChunks(r);
+    this.#start(r, j.broadcast, r.reading.broadcast, 'broadcast');
+  }
+
+  #start(r: StreamReader, part: JoinedStream, st: ReaderState, kind: 'session' | 'broadcast'): void {
+    const { ns, res, asked } = part;
+    if (asked) {
+      if (res.lost) {
+        this.counters.resumes.lost++;
+        this.#tellLost(r, kind, res.epoch, res.top);
+      } else this.counters.resumes.recovered++;
+    }
+    st.sent = res.top;
+    if (asked && !res.lost) {
+      const before = res.frames[0]?.offset;
+      st.sent = before === undefined ? res.top : before - 1;
+      for (const f of res.frames) this.#offer(r, st, f.offset, this.#frame(ns, f));
+    }
+    st.live = true;
+    const buffered = st.buffer.splice(0).sort((x, y) => x.offset - y.offset);
+    for (const b of buffered) this.#offer(r, st, b.offset, b.frame);
+    if (ns.broadcast) this.#maybeToTopic(ns, r, st);
+  }
+
+  /** A broadcast reader joins the live topic once the node has delivered up to where it is. */
+  #maybeToTopic(ns: NodeStream, r: StreamReader, st: ReaderState): void {
+    if (!st.live || r.closed || ns.last < st.sent) return;
+    ns.readers.delete(r);
+    r.subscribe(v2Topic(ns.creator));
+  }
+
+  /** A widget.v2 socket closed: it leaves both streams. */
+  leave(r: StreamReader): void {
+    if (r.reading === undefined) return;
+    r.reading = undefined;
+    for (const id of [sessionStream(r.creatorId, r.sessionId), broadcastStream(r.creatorId)]) {
+      const ns = this.#streams.get(id);
+      if (!ns) continue;
+      ns.readers.delete(r);
+      this.#unfollow(ns);
+    }
+  }
+
+  // ---- chunks of streamed answers (ephemeral)
+
+  /**
+   * An answer streamed on this node: its text so far goes to this node's
+   * readers of the session now, and through the store to the other nodes
+   * (which also keeps it for a socket that joins mid-answer).
+   */
+  chunk(creatorId: string, sessionId: string, c: Chunk): void {
+    const stream = sessionStream(creatorId, sessionId);
+    this.#chunkToReaders(stream, c);
+    this.store.chunk(stream, c);
+  }
+
+  #chunkToReaders(stream: string, c: Chunk): void {
+    const ns = this.#streams.get(stream);
+    if (!ns) return;
+    for (const r of ns.readers) this.#sendChunk(r, c);
+  }
+
+  /** Sends a reader what it lacks of an answer, unless it is replaying or slow (then it is merged into the next send). */
+  #sendChunk(r: StreamReader, c: Chunk): void {
+    const st = r.reading;
+    if (!st || r.closed) return;
+    let a = st.chunks.answers.get(c.messageId);
+    if (a === undefined) st.chunks.answers.set(c.messageId, (a = { sent: 0, latest: c.text }));
+    else if (c.text.length > a.latest.length) a.latest = c.text;
+    if (!st.session.live) return;
+    if (a.sent >= a.latest.length) return;
+    if (r.buffered() > this.o.slowChunkBytes) {
+      this.counters.chunksMerged++;
+      return;
+    }
+    this.#sendDelta(r, c.messageId, a);
+  }
+
+  #sendDelta(r: StreamReader, messageId: string, a: { sent: number; latest: string }): void {
+    const delta = a.latest.slice(a.sent);
+    r.sendFrame(chunkFrame({ messageId, index: a.sent, delta }));
+    a.sent = a.latest.length;
+  }
+
+  /** Sends a reader what it lacks of its answers (the socket drained), or of one answer before its final frame. */
+  flushChunks(r: StreamReader, messageId?: string): void {
+    const st = r.reading;
+    if (!st || r.closed || !st.session.live) return;
+    for (const [m, a] of st.chunks.answers) {
+      if (messageId !== undefined && m !== messageId) continue;
+      if (messageId === undefined && r.buffered() > this.o.slowChunkBytes) return;
+      if (a.sent < a.latest.length) this.#sendDelta(r, m, a);
+    }
+  }
+
+  // ---- frames
+
+  /** The frame as a socket receives it. */
+  #frame(ns: NodeStream, f: StoredFrame): string {
+    return ns.broadcast ? broadcastFrame(f) : sessionFrame(f);
+  }
+
+  #ordered(ns: NodeStream, epoch: string, f: StoredFrame): void {
+    if (epoch !== ns.epoch) {
+      // The store lost the stream (restarted empty, expired, evicted): a new epoch.
+      this.o.log.warn({ stream: ns.id, from: ns.epoch, to: epoch }, 'stream history lost: new epoch');
+      ns.epoch = epoch;
+      ns.last = f.offset - 1;
+      ns.held.clear();
+      this.#lostToAll(ns, epoch, ns.last);
+    }
+    if (f.offset <= ns.last) return;
+    if (f.offset > ns.last + 1) {
+      ns.held.set(f.offset, f);
+      this.#fill(ns);
+      return;
+    }
+    this.#deliver(ns, f);
+    let next: StoredFrame | undefined;
+    while ((next = ns.held.get(ns.last + 1)) !== undefined) {
+      ns.held.delete(next.offset);
+      this.#deliver(ns, next);
+    }
+  }
+
+  /** Reads the gap after `last` from the history; what it no longer holds is told lost. */
+  #fill(ns: NodeStream): void {
+    if (ns.filling || ns.epoch === undefined) return;
+    ns.filling = true;
+    const from: Position = { epoch: ns.epoch, offset: ns.last };
+    this.store.follow(ns.id, from).then(
+      (res) => {
+        this.store.unfollow(ns.id);
+        ns.filling = false;
+        if (res.lost) {
+          const upTo = ns.held.size > 0 ? Math.min(...ns.held.keys()) - 1 : res.top;
+          this.o.log.warn({ stream: ns.id, from: ns.last, to: upTo }, 'a gap no longer in the history: continuity lost');
+          ns.epoch = res.epoch;
+          ns.last = res.epoch === from.epoch ? upTo : 0;
+          this.#lostToAll(ns, res.epoch, ns.last);
+        } else {
+          this.counters.gapsFilled++;
+          for (const f of res.frames) if (f.offset === ns.last + 1) this.#deliver(ns, f);
+        }
+        for (const k of [...ns.held.keys()].sort((a, b) => a - b)) {
+          const f = ns.held.get(k)!;
+          ns.held.delete(k);
+          if (f.offset === ns.last + 1) this.#deliver(ns, f);
+          else if (f.offset > ns.last + 1) {
+            ns.held.set(k, f);
+            this.#fill(ns);
+            break;
+          }
+        }
+      },
+      (err: Error) => {
+        ns.filling = false;
+        this.o.log.warn({ stream: ns.id, err: err.message }, 'could not read a stream gap; retrying');
+        setTimeout(() => this.#fill(ns), 500).unref();
+      },
+    );
+  }
+
+  #deliver(ns: NodeStream, f: StoredFrame): void {
+    ns.last = f.offset;
+    if (ns.broadcast) {
+      this.o.publishV1(ns.creator, f.payload);
+      const topic = v2Topic(ns.creator);
+      const hasTopic = this.o.app.numSubscribers(topic) > 0;
+      if (!hasTopic && ns.readers.size === 0) return;
+      const frame = this.#frame(ns, f);
+      if (hasTopic) {
+        this.o.beforePublish(ns.creator, frame.length);
+        this.o.app.publish(topic, frame, false);
+      }
+      for (const r of [...ns.readers]) {
+        const st = r.reading?.broadcast;
+        if (!st) continue;
+        this.#offer(r, st, f.offset, frame);
+        this.#maybeToTopic(ns, r, st);
+      }
+      return;
+    }
+    if (ns.readers.size === 0) return;
+    const frame = this.#frame(ns, f);
+    const ends = answerIdOf(frame);
+    for (const r of ns.readers) {
+      const st = r.reading?.session;
+      if (!st) continue;
+      if (ends !== undefined && r.reading) {
+        // The final answer: what its reader lacks of the chunks first, then it; the answer's chunk state is done.
+        this.flushChunks(r, ends);
+        r.reading.chunks.answers.delete(ends);
+      }
+      this.#offer(r, st, f.offset, frame);
+    }
+  }
+
+  #offer(r: StreamReader, st: ReaderState, offset: number, frame: string): void {
+    if (r.closed || offset <= st.sent) return;
+    if (!st.live) {
+      st.buffer.push({ offset, frame });
+      return;
+    }
+    st.sent = offset;
+    r.sendFrame(frame);
+  }
+
+  #lostToAll(ns: NodeStream, epoch: string, top: number): void {
+    const kind = ns.broadcast ? 'broadcast' : 'session';
+    const frame = lostFrame(kind, epoch, top);
+    if (ns.broadcast && this.o.app.numSubscribers(v2Topic(ns.creator)) > 0) {
+      this.counters.continuityLost.broadcast++;
+      this.o.app.publish(v2Topic(ns.creator), frame, false);
+    }
+    for (const r of ns.readers) {
+      const st = r.reading?.[kind];
+      if (!st) continue;
+      st.sent = top;
+      st.buffer.length = 0;
+      this.#tellLost(r, kind, epoch, top);
+    }
+  }
+
+  #tellLost(r: StreamReader, kind: 'session' | 'broadcast', epoch: string, top: number): void {
+    this.counters.continuityLost[kind]++;
+    r.sendFrame(lostFrame(kind, epoch, top));
+  }
+
+  /** The streams this node follows with their position (the Redis position check). */
+  positions(): Array<{ stream: string; epoch: string; last: number }> {
+    const out: Array<{ stream: string; epoch: string; last: number }> = [];
+    for (const ns of this.#streams.values()) if (ns.epoch !== undefined && ns.follows > 0) out.push({ stream: ns.id, epoch: ns.epoch, last: ns.last });
+    return out;
+  }
+
+  /** The store says `stream` is at `top` in `epoch`: fill what this node missed (a lost last message). */
+  behind(stream: string, epoch: string, top: number): void {
+    const ns = this.#streams.get(stream);
+    if (!ns || ns.epoch === undefined) return;
+    if (epoch !== ns.epoch) {
+      this.o.log.warn({ stream: ns.id, from: ns.epoch, to: epoch }, 'stream history lost: new epoch');
+      ns.epoch = epoch;
+      ns.last = top;
+      ns.held.clear();
+      this.#lostToAll(ns, epoch, top);
+      return;
+    }
+    if (top > ns.last) this.#fill(ns);
+  }
+
+  get following(): number {
+    return this.#streams.size;
+  }
+}
+
+interface JoinedStream {
+  ns: NodeStream;
+  res: ReadResult;
+  /** The socket asked to resume this stream. */
+  asked: boolean;
+}
+
+export interface Joined {
+  session: JoinedStream;
+  broadcast: JoinedStream;
+}
+
+export function lostFrame(stream: 'session' | 'broadcast', epoch: string, offset: number): string {
+  return `{"type":"continuity_lost","stream":"${stream}","epoch":"${epoch}","offset":${offset}}`;
+}

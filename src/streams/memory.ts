@@ -1,0 +1,160 @@
+/**
+ * Streams in memory: a ring of the last HISTORY_SIZE frames per stream, an
+ * epoch per stream, claimed client_message_ids, and a bound on the bytes
+ * kept in all (streams not followed and least recently appended go first).
+ * The primary holds one in embedded mode (it survives worker crashes), a
+ * standalone gateway holds one, and it is the reference the Redis script
+ * follows.
+ *
+ * Memory per stream: about 200 bytes plus, per kept frame, its bytes plus
+ * about 80 (bench/RESULTS.md measures it).
+ */
+import { newEpoch, recoverable, type AppendOptions, type Claim, type HistoryOptions, type Chunk, type Position, type ReadResult, type StoredFrame } from './streams.js';
+
+interface Stream {
+  epoch: string;
+  top: number;
+  /** Kept frames, oldest first (offsets top - frames.length + 1 .. top). */
+  frames: StoredFrame[];
+  bytes: number;
+  /** Last append or follow (ms): expiry and eviction order. */
+  touched: number;
+  /** Nodes following it (they keep it from expiring). */
+  followers: number;
+  /** client_message_id -> the offset of its answer (0: not answered yet), with when it was claimed. */
+  claims: Map<string, { offset: number; at: number }>;
+  /** The answer being streamed now. */
+  partial: Chunk | undefined;
+}
+
+export class MemoryStreamStore {
+  readonly #streams = new Map<string, Stream>();
+  #bytes = 0;
+  readonly #timer: NodeJS.Timeout;
+  /** Streams dropped for the byte bound (a metric). */
+  evicted = 0;
+
+  constructor(
+    private readonly o: HistoryOptions,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.#timer = setInterval(() => this.expire(), Math.min(10_000, Math.max(1000, o.ttlMs / 4)));
+    this.#timer.unref();
+  }
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  get size(): number {
+    return this.#streams.size;
+  }
+
+  #get(stream: string): Stream {
+    let s = this.#streams.get(stream);
+    if (s === undefined) {
+      s = { epoch: newEpoch(), top: 0, frames: [], bytes: 0, touched: this.now(), followers: 0, claims: new Map(), partial: undefined };
+      this.#streams.set(stream, s);
+    }
+    return s;
+  }
+
+  append(stream: string, payload: Uint8Array, o: AppendOptions = {}): Position {
+    const s = this.#get(stream);
+    const cmid = o.cmid;
+    if (o.ends !== undefined && s.partial?.messageId === o.ends) s.partial = undefined;
+    s.top++;
+    s.frames.push({ offset: s.top, payload });
+    s.bytes += payload.byteLength;
+    this.#bytes += payload.byteLength;
+    while (s.frames.length > this.o.size) {
+      const dropped = s.frames.shift()!;
+      s.bytes -= dropped.payload.byteLength;
+      this.#bytes -= dropped.payload.byteLength;
+    }
+    if (cmid !== undefined) s.claims.set(cmid, { offset: s.top, at: this.now() });
+    // Most recently appended last: Map order is the eviction order.
+    s.touched = this.now();
+    this.#streams.delete(stream);
+    this.#streams.set(stream, s);
+    if (this.#bytes > this.o.maxBytes) this.#evict(stream);
+    return { epoch: s.epoch, offset: s.top };
+  }
+
+  /** Reads `stream` (creating it, with a new epoch, if it does not exist). */
+  read(stream: string, after?: Position): ReadResult {
+    const s = this.#get(stream);
+    s.touched = this.now();
+    const partial = s.partial ? { partial: { ...s.partial } } : {};
+    if (after === undefined) return { epoch: s.epoch, top: s.top, frames: [], lost: false, ...partial };
+    const oldest = s.top - s.frames.length + 1;
+    if (!recoverable(after, s.epoch, s.top, oldest)) return { epoch: s.epoch, top: s.top, frames: [], lost: true, ...partial };
+    return { epoch: s.epoch, top: s.top, frames: s.frames.slice(after.offset + 1 - oldest), lost: false, ...partial };
+  }
+
+  /** A streamed answer's progress (the text so far, for a socket that joins mid-answer). */
+  progress(stream: string, c: Chunk): void {
+    const s = this.#get(stream);
+    if (s.partial === undefined || s.partial.messageId !== c.messageId || c.text.length >= s.partial.text.length) s.partial = c;
+  }
+
+  follow(stream: string, after?: Position): ReadResult {
+    this.#get(stream).followers++;
+    return this.read(stream, after);
+  }
+
+  unfollow(stream: string): void {
+    const s = this.#streams.get(stream);
+    if (s && s.followers > 0) s.followers--;
+  }
+
+  claim(stream: string, cmid: string): Claim {
+    const s = this.#get(stream);
+    const c = s.claims.get(cmid);
+    if (c === undefined) {
+      s.claims.set(cmid, { offset: 0, at: this.now() });
+      return { state: 'new' };
+    }
+    return c.offset === 0 ? { state: 'pending' } : { state: 'answered', epoch: s.epoch, offset: c.offset };
+  }
+
+  frameAt(stream: string, at: Position): StoredFrame | undefined {
+    const s = this.#streams.get(stream);
+    if (s === undefined || s.epoch !== at.epoch) return undefined;
+    return s.frames[at.offset - (s.top - s.frames.length + 1)];
+  }
+
+  /** Forgets streams not appended to for HISTORY_TTL_S that nobody follows, and claims older than it. */
+  expire(now = this.now()): void {
+    for (const [id, s] of this.#streams) {
+      if (s.followers === 0 && now - s.touched >= this.o.ttlMs) this.#drop(id, s);
+      else for (const [k, c] of s.claims) if (now - c.at >= this.o.ttlMs) s.claims.delete(k);
+    }
+  }
+
+  /**
+   * Over the byte bound: drop whole streams, least recently appended first,
+   * those nobody follows before the others, never `keep` (just appended).
+   * A dropped stream starts again in a new epoch: its readers are told
+   * (continuity_lost), never left with a silent gap.
+   */
+  #evict(keep: string): void {
+    for (const followedToo of [false, true]) {
+      for (const [id, s] of this.#streams) {
+        if (this.#bytes <= this.o.maxBytes) return;
+        if (id === keep || (s.followers > 0 && !followedToo)) continue;
+        this.#drop(id, s);
+        this.evicted++;
+      }
+    }
+  }
+
+  #drop(id: string, s: Stream): void {
+    this.#streams.delete(id);
+    this.#bytes -= s.bytes;
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+  }
+}

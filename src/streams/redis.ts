@@ -1,0 +1,354 @@
+/**
+ * Streams in Redis: every host reads and writes the same history.
+ *
+ * Keys of a stream, all with the stream as their hash tag (so every script
+ * touches one slot, and a Redis Cluster works):
+ *   <prefix>{<stream>}:m        hash: e (epoch), o (top offset)
+ *   <prefix>{<stream>}:l        list: the last HISTORY_SIZE frames, oldest first
+ *   <prefix>{<stream>}:n        set: nodes following the session stream
+ *   <prefix>{<stream>}:p        the answer being streamed now (msgpack [id, index, text])
+ *   <prefix>{<stream>}:c:<id>   a claimed client_message_id: "" (pending) or "epoch:offset"
+ * Every key expires HISTORY_TTL_S after its last use; the nodes following a
+ * stream refresh it every HISTORY_CHECK_S.
+ *
+ * One Lua script appends: the offset is taken, the frame stored and trimmed,
+ * and (broadcast streams) published on the stream's channel
+ * `<prefix>{<stream>}:live` in the same script, so history and live can
+ * never disagree; one round trip per broadcast, however many subscribers.
+ * A session stream's frame goes to the nodes in its `:n` set, which the
+ * script returns: the appending node delivers its own at once and publishes
+ * to the others' inboxes. A node follows a broadcast stream by subscribing
+ * its channel (confirmed before it reads), a session stream by adding itself
+ * to `:n` in the same script that reads it. Pub/sub loses messages (a
+ * reconnect, a failover): the hub fills every gap from the list, and a
+ * position check every HISTORY_CHECK_S finds a lost last message.
+ */
+import { Packr } from 'msgpackr';
+import type { Result } from 'ioredis';
+import { GatewayError } from '../errors.js';
+import type { Logger } from '../observability/log.js';
+import type { RedisLink } from '../redis/link.js';
+import { asBuffer } from '../redis/link.js';
+import type { RedisCluster } from '../cluster/redis.js';
+import { creatorOfStream, newEpoch, type AppendOptions, type Chunk, type Claim, type HistoryOptions, type Position, type ReadResult, type StoredFrame, type StreamSink, type StreamStore } from './streams.js';
+
+const packr = new Packr({ useRecords: false });
+
+/** KEYS: m, l, n, p, c. ARGV: payload, size, ttl, new epoch, channel ('' for none), cmid flag, ends (message id or ''). */
+const APPEND = `
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then e = ARGV[4]; redis.call('HSET', KEYS[1], 'e', e, 'o', 0) end
+local o = redis.call('HINCRBY', KEYS[1], 'o', 1)
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if ARGV[6] == '1' then redis.call('SET', KEYS[5], e .. ':' .. o, 'PX', ARGV[3]) end
+if ARGV[7] ~= '' then
+  local p = redis.call('GET', KEYS[4])
+  if p and cmsgpack.unpack(p)[1] == ARGV[7] then redis.call('DEL', KEYS[4]) end
+end
+if ARGV[5] ~= '' then
+  redis.call('PUBLISH', ARGV[5], cmsgpack.pack({e, o, ARGV[1]}))
+  return {e, o}
+end
+return {e, o, redis.call('SMEMBERS', KEYS[3])}
+`;
+
+/** KEYS: m, l, n, p. ARGV: after epoch ('' = none), after offset, ttl, new epoch, node to add ('' = none). */
+const READ = `
+local e = redis.call('HGET', KEYS[1], 'e')
+local top = 0
+if not e then
+  e = ARGV[4]
+  redis.call('HSET', KEYS[1], 'e', e, 'o', 0)
+else
+  top = tonumber(redis.call('HGET', KEYS[1], 'o'))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if ARGV[5] ~= '' then
+  redis.call('SADD', KEYS[3], ARGV[5])
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+end
+local partial = redis.call('GET', KEYS[4]) or ''
+local len = redis.call('LLEN', KEYS[2])
+local oldest = top - len + 1
+if ARGV[1] == '' then return {e, top, partial, 'ok'} end
+local after = tonumber(ARGV[2])
+if ARGV[1] ~= e or after > top or after + 1 < oldest then return {e, top, partial, 'lost'} end
+local out = {e, top, partial, 'ok'}
+local frames = redis.call('LRANGE', KEYS[2], after + 1 - oldest, -1)
+for i = 1, #frames do out[#out + 1] = frames[i] end
+return out
+`;
+
+/** KEYS: m, l, n, p. ARGV: ttl. The top, and every key of a followed stream kept alive. */
+const TOUCH = `
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+return {redis.call('HGET', KEYS[1], 'e') or '', tonumber(redis.call('HGET', KEYS[1], 'o') or '0')}
+`;
+
+/** KEYS: c. ARGV: ttl. -1: claimed now; else the stored value ('' pending, 'epoch:offset'). */
+const CLAIM = `
+if redis.call('SET', KEYS[1], '', 'NX', 'PX', ARGV[1]) then return -1 end
+return redis.call('GET', KEYS[1])
+`;
+
+/** KEYS: m, l. ARGV: epoch, offset. */
+const FRAME_AT = `
+if redis.call('HGET', KEYS[1], 'e') ~= ARGV[1] then return false end
+local top = tonumber(redis.call('HGET', KEYS[1], 'o'))
+local len = redis.call('LLEN', KEYS[2])
+local i = tonumber(ARGV[2]) - (top - len + 1)
+if i < 0 then return false end
+return redis.call('LINDEX', KEYS[2], i)
+`;
+
+export interface RedisStreamsOptions extends HistoryOptions {
+  prefix: string;
+  nodeId: string;
+  /** How often followed streams are checked against Redis (HISTORY_CHECK_S). */
+  checkMs: number;
+  log: Logger;
+}
+
+type Reply = Array<string | number | Buffer>;
+
+export class RedisStreams implements StreamStore {
+  /** stream -> follows made by this node. */
+  readonly #follows = new Map<string, number>();
+  /** Session stream -> the other nodes that followed it at the last append (chunks go to them too). */
+  readonly #readers = new Map<string, string[]>();
+  readonly #timer: NodeJS.Timeout;
+  #closed = false;
+
+  constructor(
+    private readonly link: RedisLink,
+    private readonly cluster: RedisCluster,
+    private readonly sink: StreamSink,
+    private readonly o: RedisStreamsOptions,
+    /** The streams this node follows with its position (the hub), for the position check. */
+    private readonly positions: () => Array<{ stream: string; epoch: string; last: number }>,
+    private readonly behind: (stream: string, epoch: string, top: number) => void,
+  ) {
+    const c = link.cmd;
+    c.defineCommand('cgwAppend', { numberOfKeys: 5, lua: APPEND });
+    c.defineCommand('cgwRead', { numberOfKeys: 4, lua: READ });
+    c.defineCommand('cgwTouch', { numberOfKeys: 4, lua: TOUCH });
+    c.defineCommand('cgwClaim', { numberOfKeys: 1, lua: CLAIM });
+    c.defineCommand('cgwFrameAt', { numberOfKeys: 2, lua: FRAME_AT });
+    // Broadcast streams' live channels.
+    link.sub.on(`${o.prefix}{b/`, (channel, message) => this.#live(channel, message));
+    cluster.onInbox('s', (m) => this.#inboxFrame(m));
+    cluster.onInbox('h', (m) => this.#inboxChunk(m));
+    this.#timer = setInterval(() => void this.#check(), o.checkMs);
+    this.#timer.unref();
+  }
+
+  #key(stream: string, part: string): string {
+    return `${this.o.prefix}{${stream}}:${part}`;
+  }
+
+  #keys(stream: string): [string, string, string, string] {
+    return [this.#key(stream, 'm'), this.#key(stream, 'l'), this.#key(stream, 'n'), this.#key(stream, 'p')];
+  }
+
+  #channel(stream: string): string {
+    return this.#key(stream, 'live');
+  }
+
+  async append(stream: string, payload: Uint8Array, o: AppendOptions = {}): Promise<Position> {
+    const broadcast = creatorOfStream(stream) !== undefined;
+    const cmidKey = o.cmid !== undefined ? this.#key(stream, `c:${o.cmid}`) : this.#key(stream, 'c:');
+    const sent = this.link.send(payload.byteLength + 256, (c) =>
+      c.cgwAppendBuffer(...this.#keys(stream), cmidKey, asBuffer(payload), this.o.size, this.o.ttlMs, newEpoch(), broadcast ? this.#channel(stream) : '', o.cmid !== undefined ? '1' : '0', o.ends ?? ''),
+    );
+    if (sent === undefined) throw new GatewayError('GW_ERR_OVERLOADED', 'Redis is unreachable or too much waits for it: append refused');
+    let r: Reply;
+    try {
+      r = (await sent) as Reply;
+    } catch (err) {
+      throw new GatewayError('GW_ERR_REDIS_UNAVAILABLE', `history append failed: ${(err as Error).message}`, { cause: err });
+    }
+    const epoch = String(r[0]);
+    const offset = Number(r[1]);
+    if (!broadcast) {
+      const nodes = ((r[2] ?? []) as unknown as Array<string | Buffer>).map(String);
+      const others = nodes.filter((n) => n !== this.o.nodeId);
+      this.#readers.set(stream, others);
+      const frame: StoredFrame = { offset, payload };
+      if (this.#follows.has(stream)) this.sink.frame(stream, epoch, frame);
+      for (const n of others) this.cluster.toInbox(n, ['s', stream, epoch, offset, payload]);
+    }
+    return { epoch, offset };
+  }
+
+  /**
+   * Keeps the text so far (for a socket that joins mid-answer) and sends it
+   * to the other nodes following the session, whose set comes back with the
+   * same round trip (for the next chunk: a node that joins meanwhile gets
+   * the partial in its read).
+   */
+  chunk(stream: string, chunk: Chunk): void {
+    const partial = packr.pack([chunk.messageId, chunk.text]);
+    this.link
+      .send(partial.byteLength + 64, (c) => c.multi().set(this.#key(stream, 'p'), partial, 'PX', this.o.ttlMs).smembers(this.#key(stream, 'n')).exec())
+      ?.then((r) => {
+        const nodes = (r?.[1]?.[1] ?? []) as string[];
+        if (this.#follows.has(stream)) this.#readers.set(stream, nodes.filter((n) => n !== this.o.nodeId));
+      })
+      .catch(() => {});
+    for (const n of this.#readers.get(stream) ?? []) this.cluster.toInbox(n, ['h', stream, chunk.messageId, chunk.text]);
+  }
+
+  async follow(stream: string, after?: Position): Promise<ReadResult> {
+    this.#follows.set(stream, (this.#follows.get(stream) ?? 0) + 1);
+    try {
+      const broadcast = creatorOfStream(stream) !== undefined;
+      if (broadcast) {
+        // Subscribed (and confirmed) before reading: nothing appended after the read can miss this node.
+        const ch = this.#channel(stream);
+        this.link.sub.want(ch);
+        await withDeadline(this.link.sub.whenConfirmed(ch), this.o.checkMs + 2000, 'subscription to a broadcast stream');
+      }
+      const r = (await this.link.run('history read', (c) =>
+        c.cgwReadBuffer(...this.#keys(stream), after?.epoch ?? '', after?.offset ?? 0, this.o.ttlMs, newEpoch(), broadcast ? '' : this.o.nodeId),
+      )) as Reply;
+      const epoch = String(r[0]);
+      const top = Number(r[1]);
+      const partialRaw = r[2] as Buffer | string;
+      const res: ReadResult = { epoch, top, frames: [], lost: String(r[3]) === 'lost' };
+      if (partialRaw && partialRaw.length > 0) {
+        const [messageId, text] = packr.unpack(Buffer.isBuffer(partialRaw) ? partialRaw : Buffer.from(partialRaw, 'latin1')) as [string, string];
+        res.partial = { messageId, text };
+      }
+      if (after !== undefined && !res.lost) {
+        const frames = r.slice(4) as Buffer[];
+        const first = top - frames.length + 1;
+        res.frames = frames.map((payload, i) => ({ offset: first + i, payload }));
+      }
+      return res;
+    } catch (err) {
+      // The follow stands (its subscription stays wanted): the caller unfollows when it gives up.
+      throw err instanceof GatewayError ? err : new GatewayError('GW_ERR_REDIS_UNAVAILABLE', `history read failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  unfollow(stream: string): void {
+    const n = this.#follows.get(stream);
+    if (n === undefined) return;
+    if (n > 1) {
+      this.#follows.set(stream, n - 1);
+      return;
+    }
+    this.#follows.delete(stream);
+    this.#readers.delete(stream);
+    if (creatorOfStream(stream) !== undefined) this.link.sub.unwant(this.#channel(stream));
+    else this.link.send(64, (c) => c.srem(this.#key(stream, 'n'), this.o.nodeId))?.catch(() => {});
+  }
+
+  async claim(stream: string, cmid: string): Promise<Claim> {
+    const v = (await this.link.run('claim', (c) => c.cgwClaim(this.#key(stream, `c:${cmid}`), this.o.ttlMs))) as number | string | Buffer;
+    if (v === -1) return { state: 'new' };
+    const s = String(v);
+    const i = s.lastIndexOf(':');
+    if (s === '' || i < 0) return { state: 'pending' };
+    return { state: 'answered', epoch: s.slice(0, i), offset: Number(s.slice(i + 1)) };
+  }
+
+  async frameAt(stream: string, at: Position): Promise<StoredFrame | undefined> {
+    const v = (await this.link.run('history read', (c) => c.cgwFrameAtBuffer(this.#key(stream, 'm'), this.#key(stream, 'l'), at.epoch, at.offset))) as Buffer | null;
+    return v ? { offset: at.offset, payload: v } : undefined;
+  }
+
+  /** A broadcast stream's frame from its channel. */
+  #live(channel: Buffer, message: Buffer): void {
+    if (this.#closed) return;
+    const name = channel.toString('latin1');
+    const stream = name.slice(this.o.prefix.length + 1, name.length - '}:live'.length);
+    let v: unknown;
+    try {
+      v = packr.unpack(message);
+    } catch {
+      return;
+    }
+    if (!Array.isArray(v) || v.length !== 3) return;
+    const [epoch, offset, payload] = v as [unknown, unknown, unknown];
+    this.sink.frame(stream, String(epoch), { offset: Number(offset), payload: payload instanceof Uint8Array ? payload : Buffer.from(String(payload)) });
+  }
+
+  #inboxFrame(m: unknown[]): void {
+    const [, stream, epoch, offset, payload] = m as [string, string, string, number, Uint8Array];
+    if (this.#follows.has(stream)) this.sink.frame(stream, epoch, { offset, payload });
+  }
+
+  #inboxChunk(m: unknown[]): void {
+    const [, stream, messageId, text] = m as [string, string, string, string];
+    if (this.#follows.has(stream)) this.sink.chunk(stream, { messageId, text });
+  }
+
+  /** Every HISTORY_CHECK_S: followed streams against their top in Redis (a lost last message), and kept alive. */
+  async #check(): Promise<void> {
+    if (this.#closed || this.link.cmd.status !== 'ready') return;
+    const mine = this.positions();
+    for (let i = 0; i < mine.length; i += 500) {
+      const batch = mine.slice(i, i + 500);
+      try {
+        const res = await this.link.run('history check', (c) => {
+          const p = c.pipeline();
+          for (const s of batch) p.cgwTouch(...this.#keys(s.stream), this.o.ttlMs);
+          return p.exec();
+        });
+        batch.forEach((s, j) => {
+          const [err, v] = res?.[j] ?? [];
+          if (err || !Array.isArray(v)) return;
+          const epoch = String(v[0]);
+          const top = Number(v[1]);
+          if (epoch !== '' && (epoch !== s.epoch || top > s.last)) this.behind(s.stream, epoch, top);
+        });
+      } catch (err) {
+        this.o.log.warn({ err: (err as Error).message }, 'history position check failed');
+        return;
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    for (const stream of [...this.#follows.keys()]) {
+      this.#follows.set(stream, 1);
+      this.unfollow(stream);
+    }
+  }
+}
+
+function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new GatewayError('GW_ERR_REDIS_TIMEOUT', `${what} not confirmed within ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    cgwAppendBuffer(m: string, l: string, n: string, p: string, c: string, payload: Buffer, size: number, ttl: number, epoch: string, channel: string, cmid: string, ends: string): Result<unknown, Context>;
+    cgwReadBuffer(m: string, l: string, n: string, p: string, afterEpoch: string, afterOffset: number, ttl: number, epoch: string, node: string): Result<unknown, Context>;
+    cgwTouch(m: string, l: string, n: string, p: string, ttl: number): Result<unknown, Context>;
+    cgwClaim(c: string, ttl: number): Result<unknown, Context>;
+    cgwFrameAtBuffer(m: string, l: string, epoch: string, offset: number): Result<unknown, Context>;
+  }
+  interface ChainableCommander {
+    cgwTouch(m: string, l: string, n: string, p: string, ttl: number): ChainableCommander;
+  }
+}
