@@ -39,7 +39,8 @@ class TestEngine implements AiEngine {
         this.aborted++;
         throw new GatewayError('GW_ERR_AI_CANCELLED', 'cancelled');
       }
-      await sleep(this.gapMs);
+      // gapMs 0: as fast as the event loop turns (each piece its own turn).
+      await (this.gapMs > 0 ? sleep(this.gapMs) : new Promise((r) => setImmediate(r)));
       if (o.signal?.aborted) {
         this.aborted++;
         throw new GatewayError('GW_ERR_AI_CANCELLED', 'cancelled');
@@ -309,5 +310,103 @@ t.test('cancel: the engine request is aborted; the answer ends with what was sen
   const v1 = await connectWidget(g.port, 'cx', widgetToken('cx'));
   v1.send({ type: 'cancel', message_id: 'x' });
   t.match(await v1.next(), { type: 'error', error: 'Unknown message type: cancel' }, 'v1 is unchanged');
+  v1.close();
+});
+
+/** A real HTTP engine in this process: `handler` per test. */
+async function httpEngine(handler: (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => void) {
+  const http = await import('node:http');
+  const srv = http.createServer(handler);
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(srv.address() as { port: number }).port}/answer`,
+    close: () => new Promise<void>((r) => { srv.closeAllConnections(); srv.close(() => r()); }),
+  };
+}
+
+t.test('a real HTTP engine streaming: SSE relayed; a broken, stalled or garbled stream ends in "Failed to process message"; cancel aborts the request', async (t) => {
+  let mode = 'sse';
+  let aborted = false;
+  const eng = await httpEngine((req, res) => {
+    req.resume();
+    const ndjson = (o: unknown) => `${JSON.stringify(o)}\n`;
+    switch (mode) {
+      case 'sse': {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const parts = ['One', ', two', ', three.'];
+        let i = 0;
+        const tick = () => {
+          if (i < parts.length) {
+            res.write(`data: ${JSON.stringify({ delta: parts[i++] })}\n\n`);
+            setTimeout(tick, 10);
+          } else res.end(`data: ${JSON.stringify({ confidence: 0.7, sources: [{ id: 1 }] })}\n\ndata: [DONE]\n\n`);
+        };
+        tick();
+        break;
+      }
+      case 'broken':
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.write(ndjson({ delta: 'half an ans' }));
+        setTimeout(() => res.socket?.destroy(), 30);
+        break;
+      case 'stall':
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.write(ndjson({ delta: 'then nothing' }));
+        break;
+      case 'garbage':
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.write(ndjson({ delta: 'ok so far' }));
+        res.end('<html>oops</html>\n');
+        break;
+      case 'endless':
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.on('close', () => (aborted = !res.writableEnded));
+        {
+          const iv = setInterval(() => (res.destroyed ? clearInterval(iv) : res.write(ndjson({ delta: 'more ' }))), 10);
+        }
+        break;
+    }
+  });
+  const ge = await startGateway({ AI_ENGINE_URL: eng.url, AI_ENGINE_IDLE_TIMEOUT_MS: '300', AI_ENGINE_TIMEOUT_MS: '5000', HISTORY_SIZE: '50' });
+  t.teardown(async () => {
+    await ge.close();
+    await eng.close();
+  });
+  const c = new V2Client(`ws://127.0.0.1:${ge.port}`, 'he', widgetToken('he'), 'he-1');
+  await c.connect();
+  const v1 = await connectWidget(ge.port, 'he', widgetToken('he'));
+
+  let from = c.frames.length;
+  c.send({ type: 'user_message', content: 'sse please' });
+  const final = await c.next((f) => f.type === 'ai_response', 3000, from);
+  t.match(final, { content: 'One, two, three.', confidence: 0.7, sources: [{ id: 1 }] });
+  t.equal(c.frames.slice(from).filter((f) => f.type === 'ai_response_chunk').map((x) => x.delta).join(''), final.content, 'SSE chunks add up');
+  t.match(await v1.ask('sse for v1'), { content: 'One, two, three.' }, 'v1 gets the final frame only');
+
+  for (const m of ['broken', 'stall', 'garbage']) {
+    mode = m;
+    from = c.frames.length;
+    c.send({ type: 'user_message', content: m });
+    const err = await c.next((f) => f.type === 'error', 3000, from);
+    t.match(err, { error: ERRORS.FAILED, message_id: String }, `${m}: "Failed to process message", naming the answer whose chunks to discard`);
+    const chunks = c.frames.slice(from).filter((f) => f.type === 'ai_response_chunk');
+    t.ok(chunks.length >= 1 && chunks.every((x) => x.message_id === err.message_id), `${m}: the chunks it had sent belong to it`);
+    await c.next((f) => f.type === 'typing_indicator' && f.is_typing === false, 2000, from);
+  }
+
+  mode = 'endless';
+  from = c.frames.length;
+  c.send({ type: 'user_message', content: 'never ends' });
+  const chunk = await c.next((f) => f.type === 'ai_response_chunk', 3000, from);
+  c.send({ type: 'cancel', message_id: chunk.message_id });
+  const cancelled = await c.next((f) => f.type === 'ai_response', 3000, from);
+  t.equal(cancelled.cancelled, true);
+  await sleep(100);
+  t.ok(aborted, 'the engine saw its HTTP request aborted');
+  const m = await fetch(`http://127.0.0.1:${ge.port}/metrics`).then((r) => r.text());
+  t.match(m, /gateway_ai_failures_total\{reason="unreachable"\} 1/, 'the broken stream counted');
+  t.match(m, /gateway_ai_failures_total\{reason="timeout"\} 1/, 'the stall counted');
+  t.match(m, /gateway_ai_failures_total\{reason="bad_answer"\} 1/, 'the garbage counted');
+  c.close();
   v1.close();
 });

@@ -262,11 +262,5 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     logLevel: read(env, 'LOG_LEVEL'),
     tls: readTls(env),
   };
-  // The slow-consumer policy closes at a soft limit below MAX_BACKPRESSURE_BYTES
-  // that leaves room for two frames (gateway/backpressure.ts).
-  const minBackpressure = 4 * (cfg.maxPayloadBytes + 1024);
-  if (cfg.maxBackpressureBytes < minBackpressure) {
-    throw new ConfigError('MAX_BACKPRESSURE_BYTES', `must be at least 4 x (MAX_PAYLOAD_BYTES + 1024) = ${minBackpressure}`, String(cfg.maxBackpressureBytes));
-  }
   return Object.freeze(cfg);
 }

@@ -5,20 +5,23 @@
  * uWS stops sending to a socket whose buffer is over its `maxBackpressure`
  * (the hard limit): a published frame is then skipped for it, and so is a
  * close frame, which is why closing at the hard limit gave clients a bare
- * TCP close (1006). The gateway therefore closes at a soft limit below it,
- * while a close frame still fits:
+ * TCP close (1006). The gateway therefore closes at MAX_BACKPRESSURE_BYTES
+ * (the soft limit) and gives uWS a hard limit above it by twice the largest
+ * frame it can send, so a close frame always still fits:
  *
- *   hard  = MAX_BACKPRESSURE_BYTES (uWS's limit; memory per socket stays under
- *           hard + one frame)
- *   soft  = hard - margin, margin = 2 x (MAX_PAYLOAD_BYTES + 1 KiB)
+ *   soft     = MAX_BACKPRESSURE_BYTES
+ *   largest  = 2 x max(MAX_PAYLOAD_BYTES, AI_ENGINE_MAX_RESPONSE_BYTES) + 4 KiB
+ *              (a broadcast body, or an answer, as a JSON frame: escaping may grow it)
+ *   hard     = soft + 2 x largest
  *
  * A socket is checked against `soft`:
  *   - before every direct send (answers, errors, targeted sends: Conn.send);
- *   - before a publish to its creator's topic once `checkEvery` bytes (half
- *     the margin) were published to that creator since its last check, so a
- *     socket at most `soft` at its last check is at most `soft + margin/2 +
- *     one frame` (under `hard`) when it is closed;
+ *     a frame that would pass it closes the socket, unless nothing at all is
+ *     buffered (one large answer to a socket that keeps up is fine);
+ *   - before a publish to its creator's topic once `checkEvery` bytes (one
+ *     broadcast frame) were published to that creator since its last check;
  *   - every SLOW_SWEEP_MS, for everything else.
+ * Memory per socket stays under the soft limit plus two frames.
  */
 export interface SlowConsumerPolicy {
   hard: number;
@@ -26,7 +29,7 @@ export interface SlowConsumerPolicy {
   checkEvery: number;
 }
 
-export function slowConsumerPolicy(maxBackpressureBytes: number, maxPayloadBytes: number): SlowConsumerPolicy {
-  const margin = 2 * (maxPayloadBytes + 1024);
-  return { hard: maxBackpressureBytes, soft: maxBackpressureBytes - margin, checkEvery: margin / 2 };
+export function slowConsumerPolicy(maxBackpressureBytes: number, maxPayloadBytes: number, maxAnswerBytes: number): SlowConsumerPolicy {
+  const largest = 2 * Math.max(maxPayloadBytes, maxAnswerBytes) + 4096;
+  return { soft: maxBackpressureBytes, hard: maxBackpressureBytes + 2 * largest, checkEvery: maxPayloadBytes + 1024 };
 }

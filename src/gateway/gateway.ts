@@ -98,9 +98,10 @@ export class Gateway {
       fds: () => ({ open: this.fds.open, pauses: this.fds.pauses }),
       ...(d.redisHealth ? { redis: d.redisHealth } : {}),
       breaker: () => breakerLevel(d.engine),
+      streams: () => this.streams?.counters ?? { gapsFilled: 0, chunksMerged: 0, continuityLost: { session: 0, broadcast: 0 }, resumes: { recovered: 0, lost: 0 } },
     });
     d.cluster.serve((id, payload) => this.deliverLocal(id, payload));
-    this.#backpressure = slowConsumerPolicy(d.cfg.maxBackpressureBytes, d.cfg.maxPayloadBytes);
+    this.#backpressure = slowConsumerPolicy(d.cfg.maxBackpressureBytes, d.cfg.maxPayloadBytes, d.cfg.aiEngineMaxResponseBytes);
     if (d.cfg.history.size > 0) {
       this.streams = new StreamHub({
         app: this.app,
@@ -108,6 +109,8 @@ export class Gateway {
         publishV1: (creator, payload) => this.fanout.deliverLocal(creatorTopic(creator), payload),
         beforePublish: (creator, bytes) => this.#beforePublish(v2Topic(creator), bytes),
         slowChunkBytes: this.#backpressure.soft / 4,
+        paceBytes: this.#backpressure.soft / 2,
+        maxQueuedBytes: this.#backpressure.soft,
       });
       this.streams.store = d.streams ? d.streams(this.streams.sink, this.streams) : new LocalStreams(new LocalStreamHub(d.cfg.history), this.streams.sink);
     }

@@ -113,9 +113,9 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
     this.send(this.msgpack ? packFrame(frames.aiResponseObject(a)) : frames.aiResponse(a), 'ai_response');
   }
 
-  error(text: string, cmid?: string): void | Promise<void> {
+  error(text: string, cmid?: string, messageId?: string): void | Promise<void> {
     this.env.metrics.errors.labels(ERROR_LABELS.get(text) ?? 'unknown_type').inc();
-    if (this.v2) return this.#append(frames.error(text, cmid), 'error', cmid);
+    if (this.v2) return this.#append(frames.error(text, cmid, messageId), 'error', cmid, messageId);
     if (this.closed) return;
     this.send(this.msgpack ? packFrame(frames.errorObject(text)) : frames.error(text), 'error');
   }
@@ -157,6 +157,12 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
     return this.closed || this.ws === undefined ? 0 : this.ws.getBufferedAmount();
   }
 
+  tooSlow(): void {
+    if (this.closed || this.ws === undefined) return;
+    this.env.metrics.slowConsumerCloses.inc();
+    this.ws.end(CLOSE.SLOW_CONSUMER.code, CLOSE.SLOW_CONSUMER.reason);
+  }
+
   pong(): void {
     this.send(this.msgpack ? PONG_MSGPACK : frames.PONG, 'pong');
   }
@@ -186,9 +192,9 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
    * msgpack), under the slow-consumer policy for direct sends
    * (gateway/backpressure.ts): droppable frames (typing indicators) are
    * skipped once half the soft limit is buffered; any other frame that would
-   * pass the soft limit closes the socket with 4009 instead, while there is
-   * still room for the close frame, so no answer is lost without the client
-   * knowing.
+   * pass the soft limit (unless nothing is buffered) closes the socket with
+   * 4009 instead, while there is still room for the close frame, so no
+   * answer is lost without the client knowing.
    */
   send(frame: string | Uint8Array, kind: OutKind, binary = typeof frame !== 'string'): void {
     const ws = this.ws;
@@ -199,7 +205,7 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
       metrics.dropped.labels(kind).inc();
       return;
     }
-    if (buffered + frame.length > backpressure.soft) {
+    if (buffered > 0 && buffered + frame.length > backpressure.soft) {
       metrics.slowConsumerCloses.inc();
       ws.end(CLOSE.SLOW_CONSUMER.code, CLOSE.SLOW_CONSUMER.reason);
       return;
@@ -594,7 +600,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     drain(ws) {
       // A slow widget.v2 reader caught up: send what it lacks of the answers streaming to it.
       const conn = ws.getUserData().c;
-      if (conn?.v2 && hub) hub.flushChunks(conn);
+      if (conn?.v2 && hub) hub.drain(conn);
     },
 
     subscription(_ws, topic, newCount, oldCount) {

@@ -10,6 +10,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Bus } from '../bus/bus.js';
 import type { LimitStats } from '../limits/index.js';
 import type { RedisHealth } from '../cluster/view.js';
+import type { HubCounters } from '../streams/hub.js';
 
 /** Where the metrics read what other components count. */
 export interface MetricSources {
@@ -23,6 +24,8 @@ export interface MetricSources {
   breaker?: () => number;
   /** Open descriptors at the FdGuard's last check, and how often it stopped accepting. */
   fds?: () => { open: number; pauses: number };
+  /** History on: what the streams hub counted. */
+  streams?: () => HubCounters;
 }
 
 export class Metrics {
@@ -176,6 +179,25 @@ export class Metrics {
         this.set({ worker }, sources.fds?.().open ?? 0);
       },
     });
+    totalCounter('gateway_stream_gaps_filled_total', 'Gaps in a stream (a lost pub/sub message) filled from the history', () => sources.streams?.().gapsFilled);
+    totalCounter('gateway_stream_chunks_merged_total', 'Streamed-answer chunks merged into a slow widget.v2 reader\'s next chunk instead of sent', () => sources.streams?.().chunksMerged);
+    const labelled = (name: string, help: string, label: string, read: () => Record<string, number> | undefined) => {
+      const last: Record<string, number> = {};
+      new Counter({
+        name,
+        help,
+        labelNames: [label],
+        registers: [r],
+        collect() {
+          for (const [k, v] of Object.entries(read() ?? {})) {
+            if (v > (last[k] ?? 0)) this.inc({ [label]: k }, v - (last[k] ?? 0));
+            last[k] = v;
+          }
+        },
+      });
+    };
+    labelled('gateway_stream_continuity_lost_total', 'continuity_lost frames sent to widget.v2 sockets, by stream (a resume that could not be served, or history lost)', 'stream', () => sources.streams?.().continuityLost);
+    labelled('gateway_stream_resumes_total', 'widget.v2 resumes, by result (recovered, lost)', 'result', () => sources.streams?.().resumes);
     totalCounter('gateway_accept_pauses_total', 'Times a worker stopped accepting connections because it neared its descriptor limit', () => sources.fds?.().pauses);
     new Gauge({
       name: 'gateway_ai_breaker_state',

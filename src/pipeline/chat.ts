@@ -48,8 +48,12 @@ export interface ChatPeer {
   typing(isTyping: boolean): void;
   /** Sends an ai_response frame (widget.v2: resolves once in the session stream and delivered here). */
   answer(a: frames.Answer, clientMessageId?: string): void | Promise<void>;
-  /** Sends an error frame with this text (widget.v2: likewise). */
-  error(text: string, clientMessageId?: string): void | Promise<void>;
+  /**
+   * Sends an error frame with this text (widget.v2: likewise). `messageId`:
+   * the streamed answer it ends (its chunks are to be discarded; the error
+   * frame names it).
+   */
+  error(text: string, clientMessageId?: string, messageId?: string): void | Promise<void>;
   /** Runs `fn` with the socket corked (needed for sends after an await); a closed socket runs it uncorked (its sends are no-ops, its appends are not). */
   cork(fn: () => void): void;
   /** Closes the socket after an unexpected fault (1011). */
@@ -190,7 +194,7 @@ export class ChatPipeline {
     // A widget.v1 socket that left gets nothing; a widget.v2 session keeps its answer.
     if (peer.closed && !peer.v2) return;
     if (out !== undefined) await this.#emit(peer, true, () => peer.answer(out, item.cmid));
-    else await this.#emit(peer, true, () => peer.error(frames.ERRORS.FAILED, item.cmid));
+    else await this.#emit(peer, true, () => peer.error(frames.ERRORS.FAILED, item.cmid, relay?.started ? messageId : undefined));
     if (!peer.closed) peer.cork(() => peer.typing(false));
   }
 
@@ -205,10 +209,12 @@ export class ChatPipeline {
 
 /**
  * The chunks of one streamed answer: the engine's pieces gathered per
- * event-loop turn, the text so far relayed to the session each turn.
+ * event-loop turn into one piece, relayed to the session.
  */
 class AnswerRelay {
-  text = '';
+  /** Pieces relayed, and those not yet (joined, never sliced: linear in the answer's length). */
+  readonly #parts: string[] = [];
+  #pending: string[] = [];
   #sent = 0;
   #scheduled = false;
 
@@ -218,8 +224,17 @@ class AnswerRelay {
     private readonly messageId: string,
   ) {}
 
+  get started(): boolean {
+    return this.#sent > 0;
+  }
+
+  /** What was relayed so far (a cancelled answer ends with it). */
+  get text(): string {
+    return this.#parts.join('');
+  }
+
   delta(d: string): void {
-    this.text += d;
+    this.#pending.push(d);
     if (this.#scheduled) return;
     this.#scheduled = true;
     setImmediate(() => this.flush());
@@ -227,8 +242,13 @@ class AnswerRelay {
 
   flush(): void {
     this.#scheduled = false;
-    if (this.text.length === this.#sent) return;
-    this.#sent = this.text.length;
-    this.streams.chunk(this.peer, { messageId: this.messageId, text: this.text });
+    if (this.#pending.length === 0) return;
+    const delta = this.#pending.join('');
+    this.#pending = [];
+    if (delta === '') return;
+    const chunk: Chunk = { messageId: this.messageId, index: this.#sent, delta };
+    this.#sent += delta.length;
+    this.#parts.push(delta);
+    this.streams.chunk(this.peer, chunk);
   }
 }

@@ -78,14 +78,16 @@ export function typing(isTyping: boolean): string {
   return `{"type":"typing_indicator","is_typing":${isTyping},"timestamp":"${isoNow()}"}`;
 }
 
-export function errorObject(message: string, clientMessageId?: string) {
-  return clientMessageId === undefined
-    ? { type: 'error', error: message, timestamp: isoNow() }
-    : { type: 'error', error: message, timestamp: isoNow(), client_message_id: clientMessageId };
+/** An error frame; widget.v2 adds the client_message_id it answers and the streamed answer it ends. */
+export function errorObject(message: string, clientMessageId?: string, messageId?: string) {
+  const o: Record<string, unknown> = { type: 'error', error: message, timestamp: isoNow() };
+  if (clientMessageId !== undefined) o.client_message_id = clientMessageId;
+  if (messageId !== undefined) o.message_id = messageId;
+  return o;
 }
 
-export function error(message: string, clientMessageId?: string): string {
-  return JSON.stringify(errorObject(message, clientMessageId));
+export function error(message: string, clientMessageId?: string, messageId?: string): string {
+  return JSON.stringify(errorObject(message, clientMessageId, messageId));
 }
 
 export interface Answer {

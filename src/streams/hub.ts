@@ -26,7 +26,7 @@
  */
 import type { TemplatedApp } from '@trufflesuite/uws-js-unofficial';
 import type { Logger } from '../observability/log.js';
-import { broadcastStream, creatorOfStream, sessionStream, type Chunk, type Position, type ReadResult, type StoredFrame, type StreamSink, type StreamStore } from './streams.js';
+import { broadcastStream, creatorOfStream, extend, sessionStream, type Chunk, type Partial, type Position, type ReadResult, type StoredFrame, type StreamSink, type StreamStore } from './streams.js';
 
 /** What the hub needs of a widget.v2 socket. */
 export interface StreamReader {
@@ -37,32 +37,42 @@ export interface StreamReader {
   reading: { session: ReaderState; broadcast: ReaderState; chunks: ChunkState } | undefined;
   /** Sends a stream frame (JSON text) under the slow-consumer policy. */
   sendFrame(frame: string): void;
-  /** Bytes buffered for the socket (chunks are merged while it is slow). */
+  /** Bytes buffered for the socket (chunks are merged while it is slow; a replay is paced). */
   buffered(): number;
+  /** Closes the socket as a slow consumer (4009): it could not keep up even with a paced replay. */
+  tooSlow(): void;
   /** Subscribes the socket to a uWS topic (the broadcast stream's live topic). */
   subscribe(topic: string): void;
 }
 
 export interface ReaderState {
-  /** The last offset this socket was sent (or its starting point). */
+  /** The last offset this socket was sent or queued (or its starting point). */
   sent: number;
-  /** Replay done: frames past `sent` go straight out. */
+  /** The replay was read: frames past `sent` go out (through `queue` while it is not empty). */
   live: boolean;
   /** Frames that arrived while the replay was read. */
   buffer: Array<{ offset: number; frame: string }>;
+  /**
+   * Frames to send, paced by the socket's buffer: a replay larger than the
+   * slow-consumer limit goes out as the client reads it (on drain), never
+   * tripping 4009 by itself. Live frames queued behind it are bounded.
+   */
+  queue: Array<string | StoredFrame>;
+  /** Bytes of live frames queued behind a replay. */
+  queuedLive: number;
 }
 
 /**
  * A session reader's view of the answers streamed to it: per message id,
- * how many characters it was sent, and the latest text known. A chunk frame
- * carries the delta and its `index`, the position of its first character in
- * the answer, so deltas are contiguous and a socket that joins mid-answer
- * gets the text so far as one chunk at index 0. While the socket is slow,
- * nothing is sent; the next send (or the drain) covers the whole backlog as
- * one larger chunk, and no content is dropped.
+ * how many characters of the node's text of it (NodeStream.answers) it was
+ * sent. A chunk frame carries a delta and its `index`, the position of its
+ * first character in the answer, so deltas are contiguous and a socket that
+ * joins mid-answer gets the text so far as one chunk at index 0. While the
+ * socket is slow, nothing is sent; the next send (or the drain) covers the
+ * whole backlog as one larger chunk, and no content is dropped.
  */
 export interface ChunkState {
-  answers: Map<string, { sent: number; latest: string }>;
+  answers: Map<string, number>;
 }
 
 /** The uWS topic of a creator's widget.v2 broadcast frames. */
@@ -85,11 +95,13 @@ interface NodeStream {
   reading: number;
   /** Session streams: every v2 reader. Broadcast streams: the readers not yet on the live topic. */
   readers: Set<StreamReader>;
+  /** Session streams: the answers streaming now, with their text so far at this node. */
+  answers: Map<string, string>;
 }
 
 /** The message id of an ai_response frame (the end of a streamed answer), if `frame` is one. */
 function answerIdOf(frame: string): string | undefined {
-  if (!frame.includes('"type":"ai_response"')) return undefined;
+  if (!frame.includes('"type":"ai_response"') && !frame.includes('"type":"error"')) return undefined;
   const m = /"message_id":"([^"]+)"/.exec(frame);
   return m?.[1];
 }
@@ -104,6 +116,16 @@ export function broadcastFrame(f: StoredFrame): string {
 /** A session stream frame (stored without its offset) as a widget.v2 socket receives it. */
 export function sessionFrame(f: StoredFrame): string {
   return `{"offset":${f.offset},${text(f).slice(1)}`;
+}
+
+/** The content of an ai_response frame. */
+function contentOf(frame: string): string | undefined {
+  try {
+    const c = (JSON.parse(frame) as { content?: unknown }).content;
+    return typeof c === 'string' ? c : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function chunkFrame(c: { messageId: string; index: number; delta: string }): string {
@@ -130,6 +152,10 @@ export interface StreamHubOptions {
   beforePublish(creatorId: string, bytes: number): void;
   /** A reader with more than this buffered gets chunks merged instead of one frame each. */
   slowChunkBytes: number;
+  /** A replay is sent while less than this is buffered for the socket, the rest on drain. */
+  paceBytes: number;
+  /** Live frames queued behind a replay beyond this close the socket (4009). */
+  maxQueuedBytes: number;
 }
 
 export class StreamHub {
@@ -148,7 +174,7 @@ export class StreamHub {
       else if (ns.reading > 0) ns.early.push({ epoch, frame });
       else this.#position(ns, epoch, frame.offset - 1, { epoch, frame });
     },
-    chunk: (stream, chunk) => this.#chunkToReaders(stream, chunk),
+    chunk: (stream, chunk) => this.#piece(stream, chunk, false),
   };
 
   // ---- following
@@ -169,6 +195,7 @@ export class StreamHub {
         early: [],
         reading: 0,
         readers: new Set(),
+        answers: new Map(),
       };
       this.#streams.set(id, ns);
     }
@@ -240,7 +267,8 @@ export class StreamHub {
   async join(r: StreamReader, resume: { session?: Position; broadcast?: Position }): Promise<Joined> {
     const s = this.#node(sessionStream(r.creatorId, r.sessionId));
     const b = this.#node(broadcastStream(r.creatorId));
-    r.reading = { session: { sent: 0, live: false, buffer: [] }, broadcast: { sent: 0, live: false, buffer: [] }, chunks: { answers: new Map() } };
+    const reader = (): ReaderState => ({ sent: 0, live: false, buffer: [], queue: [], queuedLive: 0 });
+    r.reading = { session: reader(), broadcast: reader(), chunks: { answers: new Map() } };
     s.readers.add(r);
     b.readers.add(r);
     const [rs, rb] = await Promise.allSettled([this.#follow(s, resume.session), this.#follow(b, resume.broadcast)]);
@@ -262,7 +290,7 @@ export class StreamHub {
     this.#start(r, j.session, r.reading.session, 'session');
     // An answer being streamed in this session: the text so far as one chunk, then the rest live.
     const p = j.session.res.partial;
-    if (p) this.#sendChunk(r, p);
+    if (p) this.#known(j.session.ns, p);
     this.flushChunks(r);
     this.#start(r, j.broadcast, r.reading.broadcast, 'broadcast');
   }
@@ -276,20 +304,44 @@ export class StreamHub {
       } else this.counters.resumes.recovered++;
     }
     st.sent = res.top;
-    if (asked && !res.lost) {
-      const before = res.frames[0]?.offset;
-      st.sent = before === undefined ? res.top : before - 1;
-      for (const f of res.frames) this.#offer(r, st, f.offset, this.#frame(ns, f));
+    if (asked && !res.lost && res.frames.length > 0) {
+      // The replay is queued as stored (turned into text as it is sent): paced by the socket.
+      st.queue.push(...res.frames);
+      st.sent = res.frames.at(-1)!.offset;
     }
     st.live = true;
     const buffered = st.buffer.splice(0).sort((x, y) => x.offset - y.offset);
     for (const b of buffered) this.#offer(r, st, b.offset, b.frame);
+    this.#pump(r, st, ns);
+  }
+
+  /** Sends a reader's queue while its socket keeps up; a broadcast reader then joins the live topic. */
+  #pump(r: StreamReader, st: ReaderState, ns: NodeStream): void {
+    while (st.queue.length > 0 && !r.closed && r.buffered() <= this.o.paceBytes) {
+      const next = st.queue.shift()!;
+      if (typeof next === 'string') {
+        st.queuedLive -= next.length;
+        r.sendFrame(next);
+      } else r.sendFrame(this.#frame(ns, next));
+    }
+    if (st.queue.length === 0) st.queuedLive = 0;
     if (ns.broadcast) this.#maybeToTopic(ns, r, st);
   }
 
-  /** A broadcast reader joins the live topic once the node has delivered up to where it is. */
+  /** The socket drained: its paced replays go on, then what it lacks of its streamed answers. */
+  drain(r: StreamReader): void {
+    const st = r.reading;
+    if (!st) return;
+    for (const [kind, id] of [['session', sessionStream(r.creatorId, r.sessionId)], ['broadcast', broadcastStream(r.creatorId)]] as const) {
+      const ns = this.#streams.get(id);
+      if (ns && st[kind].queue.length > 0) this.#pump(r, st[kind], ns);
+    }
+    this.flushChunks(r);
+  }
+
+  /** A broadcast reader joins the live topic once the node has delivered up to where it is, and its queue is sent. */
   #maybeToTopic(ns: NodeStream, r: StreamReader, st: ReaderState): void {
-    if (!st.live || r.closed || ns.last < st.sent) return;
+    if (!st.live || r.closed || st.queue.length > 0 || ns.last < st.sent || !ns.readers.has(r)) return;
     ns.readers.delete(r);
     r.subscribe(v2Topic(ns.creator));
   }
@@ -309,52 +361,87 @@ export class StreamHub {
   // ---- chunks of streamed answers (ephemeral)
 
   /**
-   * An answer streamed on this node: its text so far goes to this node's
-   * readers of the session now, and through the store to the other nodes
-   * (which also keeps it for a socket that joins mid-answer).
+   * A piece of an answer streamed on this node: to this node's readers of
+   * the session now, and through the store to the other nodes (which also
+   * keeps the text so far for a socket that joins mid-answer).
    */
   chunk(creatorId: string, sessionId: string, c: Chunk): void {
     const stream = sessionStream(creatorId, sessionId);
-    this.#chunkToReaders(stream, c);
+    this.#piece(stream, c, true);
     this.store.chunk(stream, c);
   }
 
-  #chunkToReaders(stream: string, c: Chunk): void {
+  /** A piece reaches this node: the answer's text grows; on a gap, the text so far is read from the store. */
+  #piece(stream: string, c: Chunk, own: boolean): void {
     const ns = this.#streams.get(stream);
-    if (!ns) return;
-    for (const r of ns.readers) this.#sendChunk(r, c);
+    if (!ns || (ns.readers.size === 0 && !own)) return;
+    const text = extend(ns.answers.get(c.messageId) ?? '', c);
+    if (text !== undefined) {
+      ns.answers.set(c.messageId, text);
+      for (const r of ns.readers) this.#sendChunk(r, c.messageId, text, c);
+      return;
+    }
+    // A piece went missing on the way (between nodes): read the text so far.
+    this.store.follow(stream).then(
+      (res) => {
+        this.store.unfollow(stream);
+        if (res.partial?.messageId === c.messageId) this.#known(ns, res.partial);
+      },
+      () => {},
+    );
   }
 
-  /** Sends a reader what it lacks of an answer, unless it is replaying or slow (then it is merged into the next send). */
-  #sendChunk(r: StreamReader, c: Chunk): void {
+  /** The text so far of an answer, from the store (a join, or a gap): readers get what they lack. */
+  #known(ns: NodeStream, p: Partial): void {
+    const have = ns.answers.get(p.messageId) ?? '';
+    if (p.text.length <= have.length) return;
+    ns.answers.set(p.messageId, p.text);
+    for (const r of ns.readers) this.#sendChunk(r, p.messageId, p.text);
+  }
+
+  /**
+   * Sends a reader what it lacks of an answer, unless it is replaying or
+   * slow (then it is merged into the next send). `piece`: the piece that
+   * just arrived, sent as it is when the reader is up to it (the common
+   * case: no slice of a long text).
+   */
+  #sendChunk(r: StreamReader, messageId: string, text: string, piece?: Chunk): void {
     const st = r.reading;
-    if (!st || r.closed) return;
-    let a = st.chunks.answers.get(c.messageId);
-    if (a === undefined) st.chunks.answers.set(c.messageId, (a = { sent: 0, latest: c.text }));
-    else if (c.text.length > a.latest.length) a.latest = c.text;
-    if (!st.session.live) return;
-    if (a.sent >= a.latest.length) return;
+    if (!st || r.closed || !st.session.live) return;
+    const sent = st.chunks.answers.get(messageId) ?? 0;
+    if (sent >= text.length) return;
     if (r.buffered() > this.o.slowChunkBytes) {
       this.counters.chunksMerged++;
       return;
     }
-    this.#sendDelta(r, c.messageId, a);
+    if (piece && piece.index === sent) {
+      st.chunks.answers.set(messageId, sent + piece.delta.length);
+      r.sendFrame(chunkFrame(piece));
+    } else this.#sendDelta(r, messageId, sent, text);
   }
 
-  #sendDelta(r: StreamReader, messageId: string, a: { sent: number; latest: string }): void {
-    const delta = a.latest.slice(a.sent);
-    r.sendFrame(chunkFrame({ messageId, index: a.sent, delta }));
-    a.sent = a.latest.length;
+  /** Sends what the reader lacks of `text`, at most `slowChunkBytes` of it at a time (the rest on the next piece or drain). */
+  #sendDelta(r: StreamReader, messageId: string, sent: number, text: string): void {
+    const chunks = r.reading?.chunks;
+    if (!chunks) return;
+    const end = Math.min(text.length, sent + this.o.slowChunkBytes);
+    chunks.answers.set(messageId, end);
+    r.sendFrame(chunkFrame({ messageId, index: sent, delta: text.slice(sent, end) }));
   }
 
-  /** Sends a reader what it lacks of its answers (the socket drained), or of one answer before its final frame. */
-  flushChunks(r: StreamReader, messageId?: string): void {
+  /** Sends a reader what it lacks of the answers streaming in its session (the socket drained, or it just joined). */
+  flushChunks(r: StreamReader): void {
     const st = r.reading;
     if (!st || r.closed || !st.session.live) return;
-    for (const [m, a] of st.chunks.answers) {
-      if (messageId !== undefined && m !== messageId) continue;
-      if (messageId === undefined && r.buffered() > this.o.slowChunkBytes) return;
-      if (a.sent < a.latest.length) this.#sendDelta(r, m, a);
+    const ns = this.#streams.get(sessionStream(r.creatorId, r.sessionId));
+    if (!ns) return;
+    for (const [m, text] of ns.answers) {
+      let sent = st.chunks.answers.get(m) ?? 0;
+      while (sent < text.length && !r.closed) {
+        if (r.buffered() > this.o.slowChunkBytes) return;
+        this.#sendDelta(r, m, sent, text);
+        sent = st.chunks.answers.get(m) ?? text.length;
+      }
     }
   }
 
@@ -449,16 +536,25 @@ export class StreamHub {
     if (ns.readers.size === 0) return;
     const frame = this.#frame(ns, f);
     const ends = answerIdOf(frame);
+    // The final answer of a streamed one: its content is the whole text (an
+    // error ends it as it is), so a reader first gets what it lacks of it,
+    // then the frame; the answer's chunk state is done.
+    const content = ends !== undefined && ns.answers.has(ends) ? contentOf(frame) : undefined;
     for (const r of ns.readers) {
       const st = r.reading?.session;
       if (!st) continue;
-      if (ends !== undefined && r.reading) {
-        // The final answer: what its reader lacks of the chunks first, then it; the answer's chunk state is done.
-        this.flushChunks(r, ends);
-        r.reading.chunks.answers.delete(ends);
+      const chunks = r.reading?.chunks;
+      if (ends !== undefined && chunks) {
+        const sent = chunks.answers.get(ends);
+        chunks.answers.delete(ends);
+        // (a send may close the socket at once: its close handler then runs before this returns)
+        if (content !== undefined && sent !== undefined && st.live && sent < content.length) {
+          r.sendFrame(chunkFrame({ messageId: ends, index: sent, delta: content.slice(sent) }));
+        }
       }
       this.#offer(r, st, f.offset, frame);
     }
+    if (ends !== undefined) ns.answers.delete(ends);
   }
 
   #offer(r: StreamReader, st: ReaderState, offset: number, frame: string): void {
@@ -468,7 +564,13 @@ export class StreamHub {
       return;
     }
     st.sent = offset;
-    r.sendFrame(frame);
+    if (st.queue.length === 0 && r.buffered() <= this.o.paceBytes) {
+      r.sendFrame(frame);
+      return;
+    }
+    st.queue.push(frame);
+    st.queuedLive += frame.length;
+    if (st.queuedLive > this.o.maxQueuedBytes) r.tooSlow();
   }
 
   #lostToAll(ns: NodeStream, epoch: string, top: number): void {
@@ -483,6 +585,8 @@ export class StreamHub {
       if (!st) continue;
       st.sent = top;
       st.buffer.length = 0;
+      st.queue.length = 0;
+      st.queuedLive = 0;
       this.#tellLost(r, kind, epoch, top);
     }
   }

@@ -9,7 +9,7 @@
  * Memory per stream: about 200 bytes plus, per kept frame, its bytes plus
  * about 80 (bench/RESULTS.md measures it).
  */
-import { newEpoch, recoverable, type AppendOptions, type Claim, type HistoryOptions, type Chunk, type Position, type ReadResult, type StoredFrame } from './streams.js';
+import { extend, newEpoch, recoverable, type AppendOptions, type Chunk, type Claim, type HistoryOptions, type Partial, type Position, type ReadResult, type StoredFrame } from './streams.js';
 
 interface Stream {
   epoch: string;
@@ -24,7 +24,7 @@ interface Stream {
   /** client_message_id -> the offset of its answer (0: not answered yet), with when it was claimed. */
   claims: Map<string, { offset: number; at: number }>;
   /** The answer being streamed now. */
-  partial: Chunk | undefined;
+  partial: Partial | undefined;
 }
 
 export class MemoryStreamStore {
@@ -92,10 +92,15 @@ export class MemoryStreamStore {
     return { epoch: s.epoch, top: s.top, frames: s.frames.slice(after.offset + 1 - oldest), lost: false, ...partial };
   }
 
-  /** A streamed answer's progress (the text so far, for a socket that joins mid-answer). */
+  /** A streamed answer's progress (its text so far, for a socket that joins mid-answer). */
   progress(stream: string, c: Chunk): void {
     const s = this.#get(stream);
-    if (s.partial === undefined || s.partial.messageId !== c.messageId || c.text.length >= s.partial.text.length) s.partial = c;
+    if (s.partial === undefined || s.partial.messageId !== c.messageId) {
+      if (c.index === 0) s.partial = { messageId: c.messageId, text: c.delta };
+      return;
+    }
+    const text = extend(s.partial.text, c);
+    if (text !== undefined) s.partial.text = text;
   }
 
   follow(stream: string, after?: Position): ReadResult {

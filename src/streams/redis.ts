@@ -46,7 +46,7 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 if ARGV[6] == '1' then redis.call('SET', KEYS[5], e .. ':' .. o, 'PX', ARGV[3]) end
 if ARGV[7] ~= '' then
   local p = redis.call('GET', KEYS[4])
-  if p and cmsgpack.unpack(p)[1] == ARGV[7] then redis.call('DEL', KEYS[4]) end
+  if p and string.sub(p, 1, #ARGV[7] + 1) == ARGV[7] .. '\\n' then redis.call('DEL', KEYS[4]) end
 end
 if ARGV[5] ~= '' then
   redis.call('PUBLISH', ARGV[5], cmsgpack.pack({e, o, ARGV[1]}))
@@ -87,6 +87,24 @@ return out
 const TOUCH = `
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 return {redis.call('HGET', KEYS[1], 'e') or '', tonumber(redis.call('HGET', KEYS[1], 'o') or '0')}
+`;
+
+/**
+ * KEYS: p, n. ARGV: message id, index, delta, ttl. The answer's text so far
+ * (`<message id>\\n<text>`) grows by each piece (one writer, in order: the
+ * node asking the engine); the first piece (index 0) starts it. Returns the
+ * nodes following the session: the next pieces go to them too.
+ */
+const PIECE = `
+local cur = redis.call('GET', KEYS[1])
+local head = ARGV[1] .. '\\n'
+if ARGV[2] == '0' then
+  redis.call('SET', KEYS[1], head .. ARGV[3])
+elseif cur and string.sub(cur, 1, #head) == head then
+  redis.call('APPEND', KEYS[1], ARGV[3])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return redis.call('SMEMBERS', KEYS[2])
 `;
 
 /** KEYS: c. ARGV: ttl. -1: claimed now; else the stored value ('' pending, 'epoch:offset'). */
@@ -137,6 +155,7 @@ export class RedisStreams implements StreamStore {
     c.defineCommand('cgwRead', { numberOfKeys: 4, lua: READ });
     c.defineCommand('cgwTouch', { numberOfKeys: 4, lua: TOUCH });
     c.defineCommand('cgwClaim', { numberOfKeys: 1, lua: CLAIM });
+    c.defineCommand('cgwPiece', { numberOfKeys: 2, lua: PIECE });
     c.defineCommand('cgwFrameAt', { numberOfKeys: 2, lua: FRAME_AT });
     // Broadcast streams' live channels.
     link.sub.on(`${o.prefix}{b/`, (channel, message) => this.#live(channel, message));
@@ -191,15 +210,13 @@ export class RedisStreams implements StreamStore {
    * the partial in its read).
    */
   chunk(stream: string, chunk: Chunk): void {
-    const partial = packr.pack([chunk.messageId, chunk.text]);
     this.link
-      .send(partial.byteLength + 64, (c) => c.multi().set(this.#key(stream, 'p'), partial, 'PX', this.o.ttlMs).smembers(this.#key(stream, 'n')).exec())
-      ?.then((r) => {
-        const nodes = (r?.[1]?.[1] ?? []) as string[];
-        if (this.#follows.has(stream)) this.#readers.set(stream, nodes.filter((n) => n !== this.o.nodeId));
+      .send(Buffer.byteLength(chunk.delta) + 128, (c) => c.cgwPiece(this.#key(stream, 'p'), this.#key(stream, 'n'), chunk.messageId, chunk.index, chunk.delta, this.o.ttlMs))
+      ?.then((nodes) => {
+        this.#readers.set(stream, (nodes as string[]).filter((n) => n !== this.o.nodeId));
       })
       .catch(() => {});
-    for (const n of this.#readers.get(stream) ?? []) this.cluster.toInbox(n, ['h', stream, chunk.messageId, chunk.text]);
+    for (const n of this.#readers.get(stream) ?? []) this.cluster.toInbox(n, ['h', stream, chunk.messageId, chunk.index, chunk.delta]);
   }
 
   async follow(stream: string, after?: Position): Promise<ReadResult> {
@@ -220,8 +237,9 @@ export class RedisStreams implements StreamStore {
       const partialRaw = r[2] as Buffer | string;
       const res: ReadResult = { epoch, top, frames: [], lost: String(r[3]) === 'lost' };
       if (partialRaw && partialRaw.length > 0) {
-        const [messageId, text] = packr.unpack(Buffer.isBuffer(partialRaw) ? partialRaw : Buffer.from(partialRaw, 'latin1')) as [string, string];
-        res.partial = { messageId, text };
+        const raw = Buffer.isBuffer(partialRaw) ? partialRaw.toString('utf8') : partialRaw;
+        const nl = raw.indexOf('\n');
+        if (nl > 0) res.partial = { messageId: raw.slice(0, nl), text: raw.slice(nl + 1) };
       }
       if (after !== undefined && !res.lost) {
         const frames = r.slice(4) as Buffer[];
@@ -284,8 +302,8 @@ export class RedisStreams implements StreamStore {
   }
 
   #inboxChunk(m: unknown[]): void {
-    const [, stream, messageId, text] = m as [string, string, string, string];
-    if (this.#follows.has(stream)) this.sink.chunk(stream, { messageId, text });
+    const [, stream, messageId, index, delta] = m as [string, string, string, number, string];
+    if (this.#follows.has(stream)) this.sink.chunk(stream, { messageId, index, delta });
   }
 
   /** Every HISTORY_CHECK_S: followed streams against their top in Redis (a lost last message), and kept alive. */
@@ -346,6 +364,7 @@ declare module 'ioredis' {
     cgwReadBuffer(m: string, l: string, n: string, p: string, afterEpoch: string, afterOffset: number, ttl: number, epoch: string, node: string): Result<unknown, Context>;
     cgwTouch(m: string, l: string, n: string, p: string, ttl: number): Result<unknown, Context>;
     cgwClaim(c: string, ttl: number): Result<unknown, Context>;
+    cgwPiece(p: string, n: string, messageId: string, index: number, delta: string, ttl: number): Result<unknown, Context>;
     cgwFrameAtBuffer(m: string, l: string, epoch: string, offset: number): Result<unknown, Context>;
   }
   interface ChainableCommander {

@@ -38,15 +38,29 @@ export interface StoredFrame {
 }
 
 /**
- * A streamed answer in progress in a session (issue "AI answers streamed"):
- * its id and the text so far. Between nodes, chunks travel as the text so
- * far, so a node computes each socket's next delta from what that socket
- * was sent: nothing is lost or doubled whichever chunks a node missed, and
- * a socket that joins mid-answer gets the whole text so far as one chunk.
+ * A piece of a streamed answer (issue "AI answers streamed"): `delta` starts
+ * at character `index` of the answer. Pieces travel between nodes as they
+ * are (linear, whatever the answer's length); a node keeps each answer's
+ * text so far, appends a piece that starts where the text ends, skips what
+ * it has, and reads the text so far from the store when it finds a gap.
  */
 export interface Chunk {
   messageId: string;
+  index: number;
+  delta: string;
+}
+
+/** A streamed answer's text so far. */
+export interface Partial {
+  messageId: string;
   text: string;
+}
+
+/** Appends `c` to an answer's text so far: the new text, or undefined on a gap (a piece went missing). */
+export function extend(text: string, c: Chunk): string | undefined {
+  if (c.index > text.length) return undefined;
+  const end = c.index + c.delta.length;
+  return end <= text.length ? text : text + c.delta.slice(text.length - c.index);
 }
 
 /** What `follow` read. */
@@ -61,7 +75,7 @@ export interface ReadResult {
   frames: StoredFrame[];
   lost: boolean;
   /** Session streams: the answer being streamed now, if one is. */
-  partial?: Chunk;
+  partial?: Partial;
 }
 
 /** A client_message_id's state in its session stream. */

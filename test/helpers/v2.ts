@@ -91,7 +91,7 @@ export class V2Client {
     for (;;) {
       const f = this.frames.slice(from).find(pred);
       if (f) return f;
-      if (Date.now() > end) throw new Error(`timed out waiting for a frame; got ${JSON.stringify(this.frames.slice(-5))}`);
+      if (Date.now() > end) throw new Error(`timed out waiting for a frame; last got ${JSON.stringify(this.frames.slice(-3)).slice(0, 600)}`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, Math.max(1, end - Date.now()));
         this.#waiters.push(() => {
@@ -105,6 +105,31 @@ export class V2Client {
   /** Frames of one stream, by offset, in arrival order. */
   offsets(stream: 'session' | 'broadcast'): number[] {
     return this.frames.filter((f) => typeof f.offset === 'number' && (stream === 'broadcast') === (f.type === 'broadcast')).map((f) => f.offset as number);
+  }
+
+  #auto = false;
+
+  /**
+   * Keeps reconnecting (with resume) whenever the socket closes, until
+   * `stop()`: what a browser SDK does, minimally. Each reconnect is recorded.
+   */
+  keepConnected(): void {
+    this.#auto = true;
+    const again = (delay: number): void => {
+      setTimeout(() => {
+        if (!this.#auto) return;
+        this.connect().then(
+          () => this.ws.once('close', () => again(20 + Math.random() * 50)),
+          () => again(Math.min(delay * 2, 500)),
+        );
+      }, delay);
+    };
+    this.ws.once('close', () => again(20 + Math.random() * 50));
+  }
+
+  stop(): void {
+    this.#auto = false;
+    this.ws?.close();
   }
 
   send(o: unknown): void {

@@ -1,0 +1,146 @@
+/**
+ * One contract suite for the stream stores (streams/streams.ts), run against
+ * every implementation: in this process (LocalStreams, the reference) and
+ * Redis (RedisStreams on a real redis-server, with two nodes). The embedded
+ * store (the primary's, over IPC) runs in the cluster suites.
+ */
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { LocalStreamHub, LocalStreams } from '../src/streams/local.js';
+import { RedisStreams } from '../src/streams/redis.js';
+import { RedisLink } from '../src/redis/link.js';
+import { RedisCluster } from '../src/cluster/redis.js';
+import { EmbeddedCluster } from '../src/cluster/embedded.js';
+import type { Chunk, StoredFrame, StreamSink, StreamStore } from '../src/streams/streams.js';
+import { createLogger } from '../src/observability/log.js';
+import { startRedis } from './helpers/redis.js';
+import { sleep, until } from './helpers/net.js';
+
+const log = createLogger('silent');
+const OPTS = { size: 5, ttlMs: 60_000, maxBytes: 1 << 20, checkMs: 5000 };
+
+interface Node {
+  store: StreamStore;
+  frames: Array<{ stream: string; epoch: string; offset: number; text: string }>;
+  chunks: Chunk[];
+}
+
+function sink(n: Node): StreamSink {
+  return {
+    frame: (stream: string, epoch: string, f: StoredFrame) => n.frames.push({ stream, epoch, offset: f.offset, text: Buffer.from(f.payload).toString() }),
+    chunk: (_stream: string, c: Chunk) => n.chunks.push(c),
+  };
+}
+
+const impls: Record<string, () => Promise<{ node(): Promise<Node>; cleanup(): Promise<void> }>> = {
+  async local() {
+    const hub = new LocalStreamHub(OPTS);
+    return {
+      async node() {
+        const n = { frames: [], chunks: [] } as unknown as Node;
+        n.store = new LocalStreams(hub, sink(n));
+        return n;
+      },
+      cleanup: async () => hub.store.close(),
+    };
+  },
+  async redis() {
+    const server = await startRedis();
+    const prefix = `sc${randomBytes(3).toString('hex')}:`;
+    const parts: Array<{ close(): Promise<void> }> = [];
+    let i = 0;
+    return {
+      async node() {
+        const nodeId = `node-${i++}`;
+        const link = new RedisLink({ url: server.url, name: nodeId, log, commandTimeoutMs: 2000, maxPendingBytes: 1 << 24 });
+        const host = new EmbeddedCluster({ connected: false, on: () => {}, off: () => {} });
+        const view = new RedisCluster(host, link, { prefix, nodeId, leaseMs: 10_000, log });
+        const n = { frames: [], chunks: [] } as unknown as Node;
+        n.store = new RedisStreams(link, view, sink(n), { ...OPTS, prefix, nodeId, log }, () => [], () => {});
+        parts.push({ close: async () => { await n.store.close(); await view.close(); } });
+        await until(() => link.status === 'ready' && link.sub.inSync(0), 5000, 'redis link');
+        return n;
+      },
+      async cleanup() {
+        for (const p of parts) await p.close();
+        await server.stop();
+      },
+    };
+  },
+};
+
+for (const [name, make] of Object.entries(impls)) {
+  t.test(`${name} streams`, async (t) => {
+    const impl = await make();
+    t.teardown(() => impl.cleanup());
+    const [a, b] = [await impl.node(), await impl.node()];
+    const enc = (s: string) => new Uint8Array(Buffer.from(s));
+
+    t.test('follow creates a stream with an epoch at offset 0; appends count from 1, contiguous', async (t) => {
+      const r = await a.store.follow('b/c1');
+      t.match(r, { epoch: /^[0-9a-f]{16}$/, top: 0, lost: false, frames: [] });
+      const p1 = await b.store.append('b/c1', enc('{"n":1}'));
+      const p2 = await b.store.append('b/c1', enc('{"n":2}'));
+      t.same([p1.offset, p2.offset], [1, 2]);
+      t.equal(p1.epoch, r.epoch, 'the same epoch');
+      await until(() => a.frames.length === 2, 3000, 'live delivery');
+      t.same(a.frames.map((f) => [f.stream, f.offset, f.text]), [['b/c1', 1, '{"n":1}'], ['b/c1', 2, '{"n":2}']], 'a following node gets both, in order');
+      t.equal(b.frames.length, 0, 'a node that does not follow gets nothing');
+      a.store.unfollow('b/c1');
+    });
+
+    t.test('history: frames after a position, the kept window, and lost positions', async (t) => {
+      const { epoch } = await a.store.follow('s/c2/x');
+      for (let i = 1; i <= 8; i++) await a.store.append('s/c2/x', enc(`{"i":${i}}`));
+      const r = await b.store.follow('s/c2/x', { epoch, offset: 5 });
+      t.same(r.frames.map((f) => [f.offset, Buffer.from(f.payload).toString()]), [[6, '{"i":6}'], [7, '{"i":7}'], [8, '{"i":8}']]);
+      t.equal(r.top, 8);
+      t.notOk(r.lost);
+      t.ok((await b.store.follow('s/c2/x', { epoch, offset: 3 })).lost === false, 'the oldest kept position (frames 4-8 kept: size 5)');
+      t.ok((await b.store.follow('s/c2/x', { epoch, offset: 2 })).lost, 'below the window');
+      t.ok((await b.store.follow('s/c2/x', { epoch: 'ffffffffffffffff', offset: 8 })).lost, 'another epoch');
+      t.ok((await b.store.follow('s/c2/x', { epoch, offset: 9 })).lost, 'from the future');
+      t.same((await b.store.follow('s/c2/x', { epoch, offset: 8 })).frames, [], 'at the top: nothing to send, not lost');
+      const f = await b.store.frameAt('s/c2/x', { epoch, offset: 7 });
+      t.equal(Buffer.from(f!.payload).toString(), '{"i":7}');
+      t.equal(await b.store.frameAt('s/c2/x', { epoch, offset: 1 }), undefined, 'trimmed');
+      for (let i = 0; i < 5; i++) b.store.unfollow('s/c2/x');
+      a.store.unfollow('s/c2/x');
+    });
+
+    t.test('session frames reach every node that follows the session', async (t) => {
+      await a.store.follow('s/c3/y');
+      await b.store.follow('s/c3/y');
+      a.frames.length = 0;
+      b.frames.length = 0;
+      await a.store.append('s/c3/y', enc('{"type":"ai_response"}'));
+      await until(() => a.frames.length === 1 && b.frames.length === 1, 3000, 'both nodes');
+      t.same([a.frames[0]!.offset, b.frames[0]!.offset], [1, 1]);
+      a.store.unfollow('s/c3/y');
+      b.store.unfollow('s/c3/y');
+    });
+
+    t.test('claims: first come new, then pending, then answered with its position', async (t) => {
+      t.same(await a.store.claim('s/c4/z', 'm1'), { state: 'new' });
+      t.same(await b.store.claim('s/c4/z', 'm1'), { state: 'pending' });
+      const pos = await a.store.append('s/c4/z', enc('{"type":"ai_response"}'), { cmid: 'm1' });
+      t.same(await b.store.claim('s/c4/z', 'm1'), { state: 'answered', epoch: pos.epoch, offset: pos.offset });
+      t.same(await b.store.claim('s/c4/z', 'm2'), { state: 'new' }, 'another id');
+    });
+
+    t.test('a streamed answer: pieces reach the other followers; a reader that joins gets the text so far; the final answer clears it', async (t) => {
+      await a.store.follow('s/c5/w');
+      await b.store.follow('s/c5/w');
+      b.chunks.length = 0;
+      a.store.chunk('s/c5/w', { messageId: 'M', index: 0, delta: 'Hel' });
+      await sleep(50);
+      a.store.chunk('s/c5/w', { messageId: 'M', index: 3, delta: 'lo' });
+      await until(() => b.chunks.length >= 1, 3000, 'pieces on the other node');
+      t.ok(b.chunks.every((c) => c.messageId === 'M'));
+      const joined = await b.store.follow('s/c5/w');
+      t.same(joined.partial, { messageId: 'M', text: 'Hello' }, 'the text so far');
+      await a.store.append('s/c5/w', enc('{"type":"ai_response","message_id":"M"}'), { ends: 'M' });
+      t.equal((await b.store.follow('s/c5/w')).partial, undefined, 'gone once answered');
+    });
+  });
+}
