@@ -39,8 +39,13 @@ node_modules/.package-lock.json: package-lock.json package.json
 
 deps: node_modules/.package-lock.json
 
+# The gateway (tsc), and the browser SDK bundled by esbuild: an ES module and
+# a single script defining `ChannelWidget`, with typings (served as /widget.js).
 build: deps
 	npx tsc -p tsconfig.json
+	npx esbuild src/sdk/index.ts --bundle --minify --format=esm --target=es2022 --outfile=dist/sdk/widget.mjs --log-level=warning
+	npx esbuild src/sdk/index.ts --bundle --minify --format=iife --global-name=ChannelWidget --target=es2022 --outfile=dist/sdk/widget.js --log-level=warning
+	npx tsc -p tsconfig.sdk.json
 
 # Type-checks the sources, the tests and the benchmarks (tsx runs the last
 # two without checking types).

@@ -32,6 +32,8 @@ export interface Config {
   host: string;
   /** NODE_ENV=production. */
   production: boolean;
+  /** GET /demo (and, outside production, /demo/token). */
+  demoPage: boolean;
   /** The internal listener for stats and metrics; undefined: they are on the widget port. */
   admin: { port: number; host: string } | undefined;
   workers: number;
@@ -215,6 +217,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     host: read(env, 'HOST'),
     admin: readAdmin(env),
     production: read(env, 'NODE_ENV') === 'production',
+    demoPage: read(env, 'DEMO_PAGE') === '' ? read(env, 'NODE_ENV') !== 'production' : read(env, 'DEMO_PAGE') === 'on',
     workers: read(env, 'WORKERS'),
     redisUrl: read(env, 'REDIS_URL'),
     redisPrefix: read(env, 'REDIS_PREFIX'),

@@ -282,6 +282,18 @@ export const VARIABLES = {
   VALIDATION_THREADS: intVar('validation', '1', 'pool threads per worker', 1, 64),
   VALIDATION_MAX_QUEUE: intVar('validation', '1024', 'frames waiting for the pool per worker; beyond it a frame is answered `Server busy, try again` instead of piling up', 1, 1_000_000),
 
+  // ---- browser
+  DEMO_PAGE: {
+    group: 'listen',
+    def: '',
+    shown: 'on, off with NODE_ENV=production',
+    doc: '`on` / `off`: `GET /demo`, a chat page using the SDK; with no JWT key configured it gets its token from `GET /demo/token`, which signs with the generated development secret and never exists in production',
+    parse: (n: string, v: string) => {
+      if (v !== '' && v !== 'on' && v !== 'off') throw new ConfigError(n, 'must be on or off', v);
+      return v;
+    },
+  },
+
   // ---- operations
   NODE_ENV: text('ops', '`production`: a missing JWT key stops start-up, and the development-only routes never exist'),
   GATEWAY_ENV_FILE: text('ops', 'an environment file (KEY=VALUE) the primary re-reads on SIGHUP before a rolling restart; the systemd unit sets it'),

@@ -23,6 +23,7 @@ import { createValidator, type Validator } from '../pipeline/validator.js';
 import { Fanout } from './fanout.js';
 import { SocketSet, widgetBehavior, type UserData } from './sockets.js';
 import { mountAdminRoutes, mountRoutes, type RouteDeps } from './routes.js';
+import { mountBrowser } from './demo.js';
 import { slowConsumerPolicy, type SlowConsumerPolicy } from './backpressure.js';
 import { FdGuard } from './fd-guard.js';
 import { creatorOfTopic, creatorTopic } from '../protocol/topics.js';
@@ -158,7 +159,7 @@ export class Gateway {
       broadcast: (creatorId, json) => this.broadcast(creatorId, json),
       metrics: () => d.cluster.metrics(this.metrics),
     };
-    mountRoutes(this.app, routes, { admin: d.cfg.admin === undefined });
+    mountRoutes(this.app, routes, { admin: d.cfg.admin === undefined, browser: (app) => mountBrowser(app, d.cfg) });
     if (d.cfg.admin) {
       this.#adminApp = d.uws.App();
       mountAdminRoutes(this.#adminApp, routes);

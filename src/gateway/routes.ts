@@ -36,10 +36,11 @@ const NOT_FOUND = '{"error":"Not found"}';
  * publishing API, and, unless an internal listener exists (`admin: false`),
  * stats and metrics too.
  */
-export function mountRoutes(app: TemplatedApp, d: RouteDeps, o: { admin: boolean } = { admin: true }): void {
+export function mountRoutes(app: TemplatedApp, d: RouteDeps, o: { admin: boolean; browser?: (app: TemplatedApp) => void } = { admin: true }): void {
   mountHealth(app, d);
   if (o.admin) mountAdmin(app, d, false);
   mountPublishing(app, d);
+  o.browser?.(app);
   app.any('/*', (res) => sendJson(res as Res, 404, NOT_FOUND));
 }
 

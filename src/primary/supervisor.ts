@@ -75,7 +75,8 @@ function warnDevSecret(cfg: Readonly<Config>, log: Logger): void {
     '\n  WARNING: no JWT_SECRET or JWT_PUBLIC_KEY set; generated a development secret for this run.\n' +
       '  Mint a widget token for it with:\n\n' +
       `    JWT_SECRET=${cfg.jwt.key} npm run --silent token -- --creator demo\n\n` +
-      `  then connect to ws://localhost:${cfg.port}/api/v1/channels/widget/demo/connect?token=<token>\n\n`,
+      `  then connect to ws://localhost:${cfg.port}/api/v1/channels/widget/demo/connect?token=<token>\n` +
+      (cfg.demoPage ? `  or open the demo chat page: http://localhost:${cfg.port}/demo\n\n` : '\n'),
   );
 }
 
