@@ -6,7 +6,7 @@ NPM   ?= npm
 # Root installs system packages directly; anyone else through sudo.
 SUDO  := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all run test build deps redis-server bench clean typecheck token release install uninstall install-redis deploy docs
+.PHONY: all run test build deps system-deps redis-server bench clean typecheck token release install uninstall install-redis deploy docs
 
 VERSION        := $(shell node -p "require('./package.json').version" 2>/dev/null)
 RELEASE        := release/channel-gateway-$(VERSION).tar.gz
@@ -57,17 +57,24 @@ typecheck: deps
 run: build
 	AI_ECHO_DELAY_MS=$${AI_ECHO_DELAY_MS:-40} node dist/main.js
 
-# The test suite needs a real redis-server binary (tests start and stop
-# their own, on free ports); install Debian's package when it is missing.
-redis-server:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server (Debian package)"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
-	  $(SUDO) systemctl disable --now redis-server >/dev/null 2>&1 || true; \
-	}
-	@redis-server --version
+# The tests use real parts, from Debian's packages when they are missing:
+# redis-server (tests start and stop their own, on free ports), chromium
+# (the widget in a real browser, driven by playwright-core: browsers cannot
+# be downloaded here) and haproxy (the client IP behind a balancer).
+SYSTEM_PACKAGES := redis-server:redis-server chromium:chromium haproxy:haproxy
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $${p%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${p%%:*} ] || missing="$$missing $${p##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian packages)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  $(SUDO) systemctl disable --now redis-server haproxy >/dev/null 2>&1 || true; \
+	fi
+	@redis-server --version | cut -c1-40; chromium --version 2>/dev/null || true; (haproxy -v 2>/dev/null || /usr/sbin/haproxy -v) | head -1
 
-test: deps redis-server build typecheck
+# Kept as a name for the one system part the Redis-mode tests need.
+redis-server: system-deps
+
+test: deps system-deps build typecheck
 	npx tap
 
 # The standard benchmark set against bare uWS and ws, measured in one run;

@@ -56,7 +56,7 @@ const impls: Record<string, () => Promise<{ node(): Promise<Node>; cleanup(): Pr
         const host = new EmbeddedCluster({ connected: false, on: () => {}, off: () => {} });
         const view = new RedisCluster(host, link, { prefix, nodeId, leaseMs: 10_000, log });
         const n = { frames: [], chunks: [] } as unknown as Node;
-        n.store = new RedisStreams(link, view, sink(n), { ...OPTS, prefix, nodeId, log }, () => [], () => {});
+        n.store = new RedisStreams(link, view, sink(n), { ...OPTS, prefix, nodeId, log, partialTtlMs: 30_000 }, () => [], () => {});
         parts.push({ close: async () => { await n.store.close(); await view.close(); } });
         await until(() => link.status === 'ready' && link.sub.inSync(0), 5000, 'redis link');
         return n;

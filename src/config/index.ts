@@ -194,7 +194,9 @@ function readStaticJwt(env: Env): Pick<Config['jwt'], 'key' | 'algorithms' | 'ge
   }
   if (secret !== '') {
     if (secret.length < 16) throw new ConfigError('JWT_SECRET', 'must be at least 16 characters', undefined);
-    return Object.freeze({ key: secret, algorithms: Object.freeze((algs.length ? algs : ['HS256']) as JwtAlgorithm[]), generated: false });
+    // A worker of a primary that generated the development secret knows it is one.
+    const generated = read(env, 'GATEWAY_DEV_SECRET') === '1' && read(env, 'NODE_ENV') !== 'production';
+    return Object.freeze({ key: secret, algorithms: Object.freeze((algs.length ? algs : ['HS256']) as JwtAlgorithm[]), generated });
   }
   if (read(env, 'NODE_ENV') === 'production') {
     throw new ConfigError('JWT_SECRET', 'or JWT_PUBLIC_KEY must be set when NODE_ENV=production', undefined);

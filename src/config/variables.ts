@@ -211,6 +211,7 @@ export const VARIABLES = {
 
   // ---- authentication
   JWT_SECRET: text('auth', 'HS256 (or JWT_ALGORITHMS\' HS*) shared secret, at least 16 characters', { secret: true }),
+  GATEWAY_DEV_SECRET: text('auth', 'internal: `1` when `JWT_SECRET` is the development secret the primary generated (it sets this for its workers); do not set it yourself'),
   JWT_PUBLIC_KEY: text('auth', 'PEM public key (RS256/PS256/ES256/EdDSA, from the key type); `\\n` escapes allowed'),
   JWT_PUBLIC_KEY_FILE: text('auth', 'reads `JWT_PUBLIC_KEY` from this file'),
   JWT_ALGORITHMS: {

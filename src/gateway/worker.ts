@@ -120,7 +120,14 @@ function clusterParts(cfg: Readonly<Config>, log: Logger, host: EmbeddedCluster)
   return {
     busFactory: (onMessage) => new RedisBus(link, { prefix: cfg.redisPrefix, nodeId, log }, onMessage),
     streams: (sink, hub) =>
-      new RedisStreams(link, view, sink, { ...cfg.history, prefix: cfg.redisPrefix, nodeId, log }, () => hub.positions(), (stream, epoch, top) => hub.behind(stream, epoch, top)),
+      new RedisStreams(
+        link,
+        view,
+        sink,
+        { ...cfg.history, prefix: cfg.redisPrefix, nodeId, log, partialTtlMs: cfg.aiEngineTimeoutMs + 5000 },
+        () => hub.positions(),
+        (stream, epoch, top) => hub.behind(stream, epoch, top),
+      ),
     cluster: view,
     redisHealth: () => view.health(),
     linkReady: () => link.ready(),

@@ -10,6 +10,7 @@ import type { AppendOptions, Chunk, HistoryOptions, Position, ReadResult } from 
 import type { PrimaryToWorker } from '../cluster/ipc.js';
 
 export interface StreamFollower {
+  readonly id: number;
   send(msg: PrimaryToWorker): void;
 }
 
@@ -34,7 +35,7 @@ export class StreamService {
 
   /** A chunk of an answer streamed on `from`: kept as the text so far, relayed to the other followers. */
   chunk(from: StreamFollower, stream: string, chunk: Chunk): void {
-    this.store.progress(stream, chunk);
+    this.store.progress(stream, chunk, String(from.id));
     const followers = this.#followers.get(stream);
     if (!followers) return;
     const msg: PrimaryToWorker = { t: 'chunk', stream, chunk };
@@ -58,8 +59,13 @@ export class StreamService {
     this.store.unfollow(stream);
   }
 
-  /** Forgets a worker that exited (its follows end with it). */
+  claim(from: StreamFollower, stream: string, cmid: string) {
+    return this.store.claim(stream, cmid, String(from.id));
+  }
+
+  /** Forgets a worker that exited: its follows end with it, its unanswered claims and unfinished answers are released. */
   remove(from: StreamFollower): void {
+    this.store.release(String(from.id));
     for (const [stream, m] of this.#followers) {
       const n = m.get(from);
       if (n === undefined) continue;

@@ -101,7 +101,7 @@ class Supervisor {
     private readonly log: Logger,
   ) {
     // A generated development secret reaches the workers through their environment.
-    if (cfg.jwt.generated) this.#forkEnv = { JWT_SECRET: cfg.jwt.key };
+    if (cfg.jwt.generated) this.#forkEnv = { JWT_SECRET: cfg.jwt.key, GATEWAY_DEV_SECRET: '1' };
     this.#streams = !cfg.redisUrl && cfg.history.size > 0 ? new StreamService(cfg.history) : undefined;
   }
 
@@ -148,7 +148,7 @@ class Supervisor {
       overlay = r.overlay;
       if (this.cfg.jwt.generated && !r.env.JWT_SECRET && !r.env.JWT_PUBLIC_KEY && !r.env.JWT_PUBLIC_KEY_FILE) {
         r.env.JWT_SECRET = this.cfg.jwt.key; // keep the development secret: issued tokens stay valid
-        overlay = { ...overlay, JWT_SECRET: this.cfg.jwt.key };
+        overlay = { ...overlay, JWT_SECRET: this.cfg.jwt.key, GATEWAY_DEV_SECRET: '1' };
       }
       next = loadConfig(r.env);
     } catch (err) {
@@ -252,7 +252,7 @@ class Supervisor {
             case 'follow':
               return this.#stream().follow(slot.target, msg.arg ?? '', msg.pos);
             case 'claim':
-              return this.#stream().store.claim(msg.arg ?? '', msg.cmid ?? '');
+              return this.#stream().claim(slot.target, msg.arg ?? '', msg.cmid ?? '');
             case 'frame-at':
               return this.#stream().store.frameAt(msg.arg ?? '', msg.pos ?? { epoch: '', offset: 0 }) ?? null;
             case 'rate': {

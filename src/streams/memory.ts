@@ -22,9 +22,9 @@ interface Stream {
   /** Nodes following it (they keep it from expiring). */
   followers: number;
   /** client_message_id -> the offset of its answer (0: not answered yet), with when it was claimed. */
-  claims: Map<string, { offset: number; at: number }>;
+  claims: Map<string, { offset: number; at: number; owner: string }>;
   /** The answer being streamed now. */
-  partial: Partial | undefined;
+  partial: (Partial & { owner: string }) | undefined;
 }
 
 export class MemoryStreamStore {
@@ -72,7 +72,7 @@ export class MemoryStreamStore {
       s.bytes -= dropped.payload.byteLength;
       this.#bytes -= dropped.payload.byteLength;
     }
-    if (cmid !== undefined) s.claims.set(cmid, { offset: s.top, at: this.now() });
+    if (cmid !== undefined) s.claims.set(cmid, { offset: s.top, at: this.now(), owner: '' });
     // Most recently appended last: Map order is the eviction order.
     s.touched = this.now();
     this.#streams.delete(stream);
@@ -85,7 +85,7 @@ export class MemoryStreamStore {
   read(stream: string, after?: Position): ReadResult {
     const s = this.#get(stream);
     s.touched = this.now();
-    const partial = s.partial ? { partial: { ...s.partial } } : {};
+    const partial = s.partial ? { partial: { messageId: s.partial.messageId, text: s.partial.text } } : {};
     if (after === undefined) return { epoch: s.epoch, top: s.top, frames: [], lost: false, ...partial };
     const oldest = s.top - s.frames.length + 1;
     if (!recoverable(after, s.epoch, s.top, oldest)) return { epoch: s.epoch, top: s.top, frames: [], lost: true, ...partial };
@@ -93,10 +93,10 @@ export class MemoryStreamStore {
   }
 
   /** A streamed answer's progress (its text so far, for a socket that joins mid-answer). */
-  progress(stream: string, c: Chunk): void {
+  progress(stream: string, c: Chunk, owner = ''): void {
     const s = this.#get(stream);
     if (s.partial === undefined || s.partial.messageId !== c.messageId) {
-      if (c.index === 0) s.partial = { messageId: c.messageId, text: c.delta };
+      if (c.index === 0) s.partial = { messageId: c.messageId, text: c.delta, owner };
       return;
     }
     const text = extend(s.partial.text, c);
@@ -113,11 +113,12 @@ export class MemoryStreamStore {
     if (s && s.followers > 0) s.followers--;
   }
 
-  claim(stream: string, cmid: string): Claim {
+  /** `owner`: who will answer (a worker); its pending claims are released if it dies (`release`). */
+  claim(stream: string, cmid: string, owner = ''): Claim {
     const s = this.#get(stream);
     const c = s.claims.get(cmid);
     if (c === undefined) {
-      s.claims.set(cmid, { offset: 0, at: this.now() });
+      s.claims.set(cmid, { offset: 0, at: this.now(), owner });
       return { state: 'new' };
     }
     return c.offset === 0 ? { state: 'pending' } : { state: 'answered', epoch: s.epoch, offset: c.offset };
@@ -127,6 +128,18 @@ export class MemoryStreamStore {
     const s = this.#streams.get(stream);
     if (s === undefined || s.epoch !== at.epoch) return undefined;
     return s.frames[at.offset - (s.top - s.frames.length + 1)];
+  }
+
+  /**
+   * A worker died: the messages it had claimed and not answered can be asked
+   * again (a client's retry gets a new answer instead of waiting forever),
+   * and the answers it was streaming will not complete.
+   */
+  release(owner: string): void {
+    for (const s of this.#streams.values()) {
+      for (const [k, c] of s.claims) if (c.owner === owner && c.offset === 0) s.claims.delete(k);
+      if (s.partial?.owner === owner) s.partial = undefined;
+    }
   }
 
   /** Forgets streams not appended to for HISTORY_TTL_S that nobody follows, and claims older than it. */

@@ -85,7 +85,7 @@ return out
 
 /** KEYS: m, l, n, p. ARGV: ttl. The top, and every key of a followed stream kept alive. */
 const TOUCH = `
-for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 return {redis.call('HGET', KEYS[1], 'e') or '', tonumber(redis.call('HGET', KEYS[1], 'o') or '0')}
 `;
 
@@ -107,10 +107,17 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return redis.call('SMEMBERS', KEYS[2])
 `;
 
-/** KEYS: c. ARGV: ttl. -1: claimed now; else the stored value ('' pending, 'epoch:offset'). */
+/** KEYS: c. ARGV: ttl, 'p:<node>'. -1: claimed now; else the stored value ('p:<node>' pending, 'epoch:offset'). */
 const CLAIM = `
-if redis.call('SET', KEYS[1], '', 'NX', 'PX', ARGV[1]) then return -1 end
+if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[1]) then return -1 end
 return redis.call('GET', KEYS[1])
+`;
+
+/** KEYS: c. ARGV: the pending value seen, the new one, ttl. Takes over a claim whose node died. */
+const TAKEOVER = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
 `;
 
 /** KEYS: m, l. ARGV: epoch, offset. */
@@ -128,6 +135,8 @@ export interface RedisStreamsOptions extends HistoryOptions {
   nodeId: string;
   /** How often followed streams are checked against Redis (HISTORY_CHECK_S). */
   checkMs: number;
+  /** A streamed answer's text so far outlives its last piece this long (it cannot stream longer than the engine's deadline). */
+  partialTtlMs: number;
   log: Logger;
 }
 
@@ -155,6 +164,7 @@ export class RedisStreams implements StreamStore {
     c.defineCommand('cgwRead', { numberOfKeys: 4, lua: READ });
     c.defineCommand('cgwTouch', { numberOfKeys: 4, lua: TOUCH });
     c.defineCommand('cgwClaim', { numberOfKeys: 1, lua: CLAIM });
+    c.defineCommand('cgwTakeover', { numberOfKeys: 1, lua: TAKEOVER });
     c.defineCommand('cgwPiece', { numberOfKeys: 2, lua: PIECE });
     c.defineCommand('cgwFrameAt', { numberOfKeys: 2, lua: FRAME_AT });
     // Broadcast streams' live channels.
@@ -211,7 +221,7 @@ export class RedisStreams implements StreamStore {
    */
   chunk(stream: string, chunk: Chunk): void {
     this.link
-      .send(Buffer.byteLength(chunk.delta) + 128, (c) => c.cgwPiece(this.#key(stream, 'p'), this.#key(stream, 'n'), chunk.messageId, chunk.index, chunk.delta, this.o.ttlMs))
+      .send(Buffer.byteLength(chunk.delta) + 128, (c) => c.cgwPiece(this.#key(stream, 'p'), this.#key(stream, 'n'), chunk.messageId, chunk.index, chunk.delta, this.o.partialTtlMs))
       ?.then((nodes) => {
         this.#readers.set(stream, (nodes as string[]).filter((n) => n !== this.o.nodeId));
       })
@@ -266,12 +276,25 @@ export class RedisStreams implements StreamStore {
     else this.link.send(64, (c) => c.srem(this.#key(stream, 'n'), this.o.nodeId))?.catch(() => {});
   }
 
+  /**
+   * Claims a client_message_id: pending under this node's id. A claim
+   * pending under a node whose lease is gone (it died before answering) is
+   * taken over: the retry is answered instead of waiting forever.
+   */
   async claim(stream: string, cmid: string): Promise<Claim> {
-    const v = (await this.link.run('claim', (c) => c.cgwClaim(this.#key(stream, `c:${cmid}`), this.o.ttlMs))) as number | string | Buffer;
+    const key = this.#key(stream, `c:${cmid}`);
+    const mine = `p:${this.o.nodeId}`;
+    const v = (await this.link.run('claim', (c) => c.cgwClaim(key, this.o.ttlMs, mine))) as number | string | Buffer;
     if (v === -1) return { state: 'new' };
     const s = String(v);
+    if (s.startsWith('p:')) {
+      const owner = s.slice(2);
+      if (owner === this.o.nodeId) return { state: 'pending' };
+      const alive = await this.link.run('claim', (c) => c.exists(`${this.o.prefix}node:${owner}`));
+      if (alive === 0 && (await this.link.run('claim', (c) => c.cgwTakeover(key, s, mine, this.o.ttlMs))) === 1) return { state: 'new' };
+      return { state: 'pending' };
+    }
     const i = s.lastIndexOf(':');
-    if (s === '' || i < 0) return { state: 'pending' };
     return { state: 'answered', epoch: s.slice(0, i), offset: Number(s.slice(i + 1)) };
   }
 
@@ -363,7 +386,8 @@ declare module 'ioredis' {
     cgwAppendBuffer(m: string, l: string, n: string, p: string, c: string, payload: Buffer, size: number, ttl: number, epoch: string, channel: string, cmid: string, ends: string): Result<unknown, Context>;
     cgwReadBuffer(m: string, l: string, n: string, p: string, afterEpoch: string, afterOffset: number, ttl: number, epoch: string, node: string): Result<unknown, Context>;
     cgwTouch(m: string, l: string, n: string, p: string, ttl: number): Result<unknown, Context>;
-    cgwClaim(c: string, ttl: number): Result<unknown, Context>;
+    cgwClaim(c: string, ttl: number, pending: string): Result<unknown, Context>;
+    cgwTakeover(c: string, seen: string, mine: string, ttl: number): Result<unknown, Context>;
     cgwPiece(p: string, n: string, messageId: string, index: number, delta: string, ttl: number): Result<unknown, Context>;
     cgwFrameAtBuffer(m: string, l: string, epoch: string, offset: number): Result<unknown, Context>;
   }
