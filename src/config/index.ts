@@ -58,6 +58,8 @@ export interface Config {
   };
   /** Origins allowed to open widget sockets (exact match); undefined: any. */
   allowedOrigins: readonly string[] | undefined;
+  /** Balancers whose PROXY header or X-Forwarded-For names the client. */
+  trustedProxies: readonly string[];
   /** Open sockets per client IP per worker; 0: no limit. */
   maxConnectionsPerIp: number;
   /** Open sockets per worker, kept under the process's file-descriptor limit. */
@@ -228,6 +230,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     registryLeaseS: read(env, 'REGISTRY_LEASE_S'),
     jwt: readJwt(env),
     allowedOrigins: read(env, 'ALLOWED_ORIGINS'),
+    trustedProxies: read(env, 'TRUSTED_PROXIES'),
     maxConnectionsPerIp: read(env, 'MAX_CONNECTIONS_PER_IP'),
     maxConnections: read(env, 'MAX_CONNECTIONS'),
     maxHeaderBytes: read(env, 'MAX_HEADER_BYTES'),

@@ -13,6 +13,7 @@
 import os from 'node:os';
 import { readFileSync } from 'node:fs';
 import { GatewayError } from '../errors.js';
+import { isIP } from 'node:net';
 
 export class ConfigError extends GatewayError {
   constructor(
@@ -141,6 +142,16 @@ function origins(name: string, raw: string): readonly string[] | undefined {
   return Object.freeze(list);
 }
 
+/** A TRUSTED_PROXIES entry: an IP address or a CIDR range. */
+export function validProxyEntry(e: string): boolean {
+  const [addr, bits, extra] = e.split('/');
+  const v = isIP(addr ?? '');
+  if (v === 0 || extra !== undefined) return false;
+  if (bits === undefined) return true;
+  const n = Number(bits);
+  return /^\d{1,3}$/.test(bits) && n >= 0 && n <= (v === 6 ? 128 : 32);
+}
+
 function list(name: string, raw: string, check: (item: string) => boolean, rule: string): readonly string[] {
   const items = raw.split(',').map((s) => s.trim()).filter(Boolean);
   for (const i of items) if (!check(i)) throw new ConfigError(name, rule, raw);
@@ -226,6 +237,13 @@ export const VARIABLES = {
   JWT_JWKS_MIN_REFRESH_S: intVar('auth', '30', 'an unknown `kid` triggers a refresh at most this often, so forged kids cannot make the gateway hammer the JWKS server', 1, 3600),
   JWT_ISSUER: text('auth', 'required `iss` claim'),
   JWT_AUDIENCE: text('auth', 'required `aud` claim'),
+  TRUSTED_PROXIES: {
+    group: 'door',
+    def: '',
+    shown: 'unset (none)',
+    doc: 'comma-separated addresses or CIDR ranges of load balancers whose word on the client address is taken: the PROXY protocol v2 header (HAProxy `send-proxy-v2`) or, for HTTP balancers, X-Forwarded-For. The per-IP limits and the logs then see each client\'s own address; any other peer is its TCP address, whatever it sends',
+    parse: (n: string, v: string) => list(n, v, validProxyEntry, 'must list IP addresses or CIDR ranges (10.0.0.0/8, ::1)'),
+  },
   ALLOWED_ORIGINS: {
     group: 'auth',
     def: '',
@@ -320,4 +338,3 @@ export function read<K extends VariableName>(env: Readonly<Record<string, string
   return spec.parse(name, raw === undefined || raw === '' ? spec.def : raw) as ReturnType<(typeof VARIABLES)[K]['parse']>;
 }
 
-export { list };

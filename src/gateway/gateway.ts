@@ -26,6 +26,7 @@ import { mountAdminRoutes, mountRoutes, type RouteDeps } from './routes.js';
 import { mountBrowser } from './demo.js';
 import { slowConsumerPolicy, type SlowConsumerPolicy } from './backpressure.js';
 import { FdGuard } from './fd-guard.js';
+import { TrustedProxies } from './client-ip.js';
 import { creatorOfTopic, creatorTopic } from '../protocol/topics.js';
 import { sessionFrame, StreamHub, v2Topic, type StreamReader } from '../streams/hub.js';
 import { LocalStreamHub, LocalStreams } from '../streams/local.js';
@@ -141,7 +142,7 @@ export class Gateway {
     this.app.ws<UserData>(
       '/api/v1/channels/widget/:creator_id/connect',
       widgetBehavior(
-        { cfg: d.cfg, verifier: d.verifier, chat, validator: this.validator, limits: this.limits, bus: this.fanout.bus, log: d.log, sink: d.cluster, metrics: this.metrics, accepting: () => this.#serving, fdPressure: () => this.fds.refusing, backpressure: this.#backpressure, streams: this.streams },
+        { cfg: d.cfg, verifier: d.verifier, chat, validator: this.validator, limits: this.limits, bus: this.fanout.bus, log: d.log, sink: d.cluster, metrics: this.metrics, accepting: () => this.#serving, fdPressure: () => this.fds.refusing, backpressure: this.#backpressure, streams: this.streams, trusted: new TrustedProxies(d.cfg.trustedProxies) },
         this.sockets,
       ),
     );

@@ -14,6 +14,7 @@ export interface Res extends HttpResponse {
   onData(cb: (chunk: ArrayBuffer, isLast: boolean) => void): Res;
   close(): Res;
   getRemoteAddressAsText(): ArrayBuffer;
+  getProxiedRemoteAddressAsText(): ArrayBuffer;
   /** Set by `guard`: true once the client went away or we answered. */
   done?: boolean;
 }

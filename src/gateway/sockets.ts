@@ -30,6 +30,7 @@ import type { Logger } from '../observability/log.js';
 import type { Res } from './http.js';
 import type { ConnectionSink } from '../cluster/view.js';
 import type { SlowConsumerPolicy } from './backpressure.js';
+import { clientIp, type TrustedProxies } from './client-ip.js';
 import { parsePosition, sessionStream, type Position } from '../streams/streams.js';
 import type { StreamHub, StreamReader } from '../streams/hub.js';
 
@@ -253,6 +254,8 @@ export interface SocketDeps {
   fdPressure: () => boolean;
   /** History on: the worker's streams; broadcasts reach this worker through them, and widget.v2 is offered. */
   streams: StreamHub | undefined;
+  /** TRUSTED_PROXIES: whose PROXY header or X-Forwarded-For names the client. */
+  trusted: TrustedProxies;
 }
 
 /**
@@ -479,7 +482,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         r.writeStatus('431 Request Header Fields Too Large').end('', true);
         return;
       }
-      const ip = Buffer.from(r.getRemoteAddressAsText()).toString();
+      const ip = clientIp(r, req, deps.trusted);
       if (cfg.maxConnectionsPerIp > 0 && sockets.ipCount(ip) >= cfg.maxConnectionsPerIp) {
         return reject(r, hs, ctx, CLOSE.TOO_MANY_CONNECTIONS);
       }
