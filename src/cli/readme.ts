@@ -52,7 +52,12 @@ function errorFrames(): string {
 }
 
 function metrics(): string {
-  const rows = describeMetrics().map((m) => `| \`${m.name}\` | ${m.type} | ${m.labels.length ? m.labels.map((l) => `\`${l}\``).join(', ') : '-'} | ${cell(m.help)} |`);
+  const all = describeMetrics();
+  const rows = all
+    .filter((m) => m.name.startsWith('gateway_'))
+    .map((m) => `| \`${m.name}\` | ${m.type} | ${m.labels.length ? m.labels.map((l) => `\`${l}\``).join(', ') : '-'} | ${cell(m.help)} |`);
+  const runtime = all.filter((m) => !m.name.startsWith('gateway_')).map((m) => `\`${m.name}\``);
+  rows.push(`| ${runtime.join(', ')} | (prom-client's default collectors) | \`worker\` | the process and runtime of each worker: CPU, resident memory, heap and heap spaces, GC, handles, event-loop lag |`);
   return ['| metric | type | labels | meaning |', '|---|---|---|---|', ...rows].join('\n');
 }
 

@@ -6,7 +6,7 @@
  * (prom-client's own inc() showed up at 3-4% of a worker's CPU in profiles).
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Bus } from '../bus/bus.js';
 import type { LimitStats } from '../limits/index.js';
 import type { RedisHealth } from '../cluster/view.js';
@@ -52,6 +52,10 @@ export class Metrics {
   constructor(sources: MetricSources) {
     const r = this.registry;
     const worker = String(process.pid);
+    // The process and runtime metrics operators expect of a Node service
+    // (CPU, resident memory, heap, GC, handles, event-loop lag), per worker:
+    // the label keeps each worker's series apart in the host's sum.
+    collectDefaultMetrics({ register: r, labels: { worker } });
     this.connections = new Gauge({
       name: 'gateway_connections',
       help: 'Open widget sockets, by worker process',
@@ -236,13 +240,13 @@ export class Metrics {
   }
 }
 
-/** Every metric a worker exports, with its type, labels and help (for the README's table). */
+/** Every metric a worker exports, with its type, labels and help (the README's table, the dashboard test). */
 export function describeMetrics(): Array<{ name: string; type: string; labels: string[]; help: string }> {
   const m = new Metrics({ connections: () => 0, bus: () => undefined, poolQueued: () => 0, limits: () => undefined });
   try {
     return m.registry.getMetricsAsArray().map((x) => {
       const o = x as unknown as { name: string; help: string; type: string; labelNames?: string[] };
-      return { name: o.name, type: o.type, labels: o.labelNames ?? [], help: o.help };
+      return { name: o.name, type: o.type, labels: o.name.startsWith('gateway_') ? (o.labelNames ?? []) : ['worker'], help: o.help };
     });
   } finally {
     m.close();
