@@ -6,7 +6,7 @@ NPM   ?= npm
 # Root installs system packages directly; anyone else through sudo.
 SUDO  := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all run test build deps system-deps redis-server bench clean typecheck token release install uninstall install-redis deploy docs
+.PHONY: all run test build deps system-deps redis-server bench clean typecheck token release install uninstall install-redis deploy docs lint
 
 VERSION        := $(shell node -p "require('./package.json').version" 2>/dev/null)
 RELEASE        := release/channel-gateway-$(VERSION).tar.gz
@@ -52,6 +52,12 @@ build: deps
 typecheck: deps
 	npx tsc -p tsconfig.test.json
 
+# Lints with oxlint's type-aware rules (.oxlintrc.json): promises nobody
+# awaits or catches, promises where a callback must return nothing, unused
+# names, and `any` outside the tests; plus oxlint's correctness set.
+lint: deps
+	npx oxlint --type-aware --deny-warnings src test bench
+
 # Starts the cluster in the foreground on the embedded default (no Redis).
 # The echo engine streams word by word with a pause, so streaming shows.
 run: build
@@ -74,7 +80,7 @@ system-deps:
 # Kept as a name for the one system part the Redis-mode tests need.
 redis-server: system-deps
 
-test: deps system-deps build typecheck
+test: deps system-deps build typecheck lint
 	npx tap
 
 # The standard benchmark set against bare uWS and ws, measured in one run;

@@ -57,7 +57,7 @@ function streamer(type: string, pieces: Array<string | Buffer>, gapMs = 5, end =
 const ndjson = (...objs: unknown[]) => objs.map((o) => `${JSON.stringify(o)}\n`);
 const sse = (...objs: unknown[]) => objs.map((o) => `data: ${typeof o === 'string' ? o : JSON.stringify(o)}\n\n`);
 
-t.test('a JSON answer, as before', async (t) => {
+void t.test('a JSON answer, as before', async (t) => {
   const eng = await engineServer((req, res) => {
     req.resume();
     res.setHeader('content-type', 'application/json');
@@ -79,7 +79,7 @@ for (const [name, type, body] of [
   // A piece split across TCP writes.
   ['NDJSON cut mid-line', 'application/x-ndjson', ['{"delta":"Hel"}\n{"del', 'ta":"lo, "}\n{"delta":"', 'wörld"}\n', '{"confidence":0.9,"sources":[{"u":1}]}\n']],
 ] as const) {
-  t.test(`a ${name} stream: pieces in order, joined into the answer`, async (t) => {
+  void t.test(`a ${name} stream: pieces in order, joined into the answer`, async (t) => {
     const eng = await engineServer(streamer(type, [...body]));
     const e = new HttpEngine({ url: eng.url, timeoutMs: 2000, firstPieceTimeoutMs: 1000, idleTimeoutMs: 1000, maxInflight: 10 });
     t.teardown(async () => {
@@ -94,7 +94,7 @@ for (const [name, type, body] of [
   });
 }
 
-t.test('a multi-byte character split across two TCP writes arrives whole', async (t) => {
+void t.test('a multi-byte character split across two TCP writes arrives whole', async (t) => {
   const all = Buffer.from('{"delta":"wö"}\n{"delta":"rld"}\n');
   const cut = all.indexOf(0xc3) + 1; // inside the two bytes of "ö"
   const eng = await engineServer(streamer('application/x-ndjson', [all.subarray(0, cut), all.subarray(cut)], 20));
@@ -108,7 +108,7 @@ t.test('a multi-byte character split across two TCP writes arrives whole', async
   t.same(deltas, ['wö', 'rld']);
 });
 
-t.test('every failure has its own code', async (t) => {
+void t.test('every failure has its own code', async (t) => {
   const cases: Array<[string, Handler, Record<string, number>, string]> = [
     ['an HTTP 500', (req, res) => { req.resume(); res.statusCode = 500; res.end('boom'); }, {}, 'GW_ERR_AI_HTTP_STATUS'],
     ['garbage', (req, res) => { req.resume(); res.end('<html>'); }, {}, 'GW_ERR_AI_BAD_ANSWER'],
@@ -139,7 +139,7 @@ t.test('every failure has its own code', async (t) => {
   await e.close();
 });
 
-t.test('an engine answering 400 MB: the body is cut at the bound, memory stays flat', async (t) => {
+void t.test('an engine answering 400 MB: the body is cut at the bound, memory stays flat', async (t) => {
   const eng = await engineServer((req, res) => {
     req.resume();
     res.setHeader('content-type', 'application/json');
@@ -163,7 +163,7 @@ t.test('an engine answering 400 MB: the body is cut at the bound, memory stays f
   t.ok(grew < 64, `RSS grew ${grew.toFixed(1)} MiB`);
 });
 
-t.test('cancel aborts the engine request', async (t) => {
+void t.test('cancel aborts the engine request', async (t) => {
   let aborted = false;
   const eng = await engineServer((req, res) => {
     req.resume();
@@ -183,7 +183,7 @@ t.test('cancel aborts the engine request', async (t) => {
   t.ok(aborted, 'the engine saw its request aborted');
 });
 
-t.test('the circuit breaker counts engine failures by code, not saturation or cancels', async (t) => {
+void t.test('the circuit breaker counts engine failures by code, not saturation or cancels', async (t) => {
   let now = 0;
   const failing = { ask: async () => { throw new GatewayError('GW_ERR_AI_HTTP_STATUS', 'reworded: anything at all'); }, close: async () => {} };
   const g = new GuardedEngine(failing, { maxInflightPerCreator: 10, failureThreshold: 2, cooldownMs: 1000 }, () => now);
@@ -200,7 +200,7 @@ t.test('the circuit breaker counts engine failures by code, not saturation or ca
   t.equal(h.state, 'closed', 'a cancel does not count against the engine (even if its text says "timed out")');
 });
 
-t.test('the echo engine streams word by word, and is instant without a listener', async (t) => {
+void t.test('the echo engine streams word by word, and is instant without a listener', async (t) => {
   const e = new EchoEngine(10);
   const deltas: string[] = [];
   const a = await e.ask({ ...Q, query: 'one two  three' }, { onDelta: (d) => deltas.push(d) });

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ROOT } from './helpers/cluster.js';
 
-t.test('bench/run.ts runs every scenario and writes the results file', async (t) => {
+void t.test('bench/run.ts runs every scenario and writes the results file', async (t) => {
   const out = path.join(mkdtempSync(path.join(tmpdir(), 'cgw-bench-')), 'RESULTS.md');
   const env = {
     ...process.env,

@@ -57,7 +57,7 @@ async function say(page: Page, text: string): Promise<void> {
   await page.click('button');
 }
 
-t.test('connect, send, typing shown, answer shown', async (t) => {
+void t.test('connect, send, typing shown, answer shown', async (t) => {
   const page = await openDemo('creator=b1&session=s1');
   await until(async () => (await state(page)) === 'open', 10_000, 'the page open');
   await say(page, 'hello from a real browser');
@@ -121,7 +121,7 @@ async function conversationThrough(t: Test, name: string, fault: () => Promise<v
   await page.context().close();
 }
 
-t.test('a rolling restart during a conversation: the page reconnects and shows every answer exactly once', async (t) => {
+void t.test('a rolling restart during a conversation: the page reconnects and shows every answer exactly once', async (t) => {
   await conversationThrough(
     t,
     'hup',
@@ -130,7 +130,7 @@ t.test('a rolling restart during a conversation: the page reconnects and shows e
   );
 });
 
-t.test('kill -9 of the worker holding the page\'s socket during a conversation: likewise', async (t) => {
+void t.test('kill -9 of the worker holding the page\'s socket during a conversation: likewise', async (t) => {
   await conversationThrough(t, 'kill', async () => {
     // The page's socket is the only one: its worker is the one with a connection.
     const text = await fetch(`http://127.0.0.1:${c.port}/metrics`).then((r) => r.text());
@@ -139,7 +139,7 @@ t.test('kill -9 of the worker holding the page\'s socket during a conversation: 
   }, () => until(async () => (await c.get('/readyz')).status === 200, 20_000, 'ready again'));
 });
 
-t.test('the network cut and restored: the heartbeat notices, the resume fills the gap', async (t) => {
+void t.test('the network cut and restored: the heartbeat notices, the resume fills the gap', async (t) => {
   const page = await openDemo('creator=net&session=net-s&heartbeat=500');
   await until(async () => (await state(page)) === 'open', 10_000, 'open');
   const service = createSigner({ key: secret, algorithm: 'HS256' })({ scope: 'publish' });
@@ -158,7 +158,7 @@ t.test('the network cut and restored: the heartbeat notices, the resume fills th
   await page.context().close();
 });
 
-t.test('a token refused with 4003: no reconnect loop; 4001 with a working getToken: back in', async (t) => {
+void t.test('a token refused with 4003: no reconnect loop; 4001 with a working getToken: back in', async (t) => {
   const wrong = createSigner({ key: 'not-the-gateways-secret-123456', algorithm: 'HS256' })({ creator_id: 'tok' });
   const refused = await openDemo(`creator=tok&token=${wrong}&once=1`);
   await until(async () => (await state(refused)) === 'closed (4003)', 10_000, 'closed with 4003');

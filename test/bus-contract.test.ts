@@ -126,13 +126,13 @@ const transports: Record<string, () => Promise<Transport>> = {
 };
 
 for (const [name, make] of Object.entries(transports)) {
-  t.test(`${name} bus`, async (t) => {
+  void t.test(`${name} bus`, async (t) => {
     const tr = await make();
     t.teardown(() => tr.cleanup());
     const [a, b, c] = [await tr.node(), await tr.node(), await tr.node()];
     const bytes = (s: string) => new Uint8Array(Buffer.from(s));
 
-    t.test('delivers to subscribers on other nodes only, without echo', async (t) => {
+    await t.test('delivers to subscribers on other nodes only, without echo', async (t) => {
       await a.subscribe('x');
       await b.subscribe('x');
       await tr.settle();
@@ -145,7 +145,7 @@ for (const [name, make] of Object.entries(transports)) {
       b.received.length = 0;
     });
 
-    t.test('after unsubscribe nothing more arrives', async (t) => {
+    await t.test('after unsubscribe nothing more arrives', async (t) => {
       await b.unsubscribe('x');
       await tr.settle();
       await c.publish('x', bytes('again'));
@@ -155,7 +155,7 @@ for (const [name, make] of Object.entries(transports)) {
       a.received.length = 0;
     });
 
-    t.test('subscribe and unsubscribe are idempotent', async (t) => {
+    await t.test('subscribe and unsubscribe are idempotent', async (t) => {
       await b.subscribe('y');
       await b.subscribe('y');
       await tr.settle();
@@ -170,7 +170,7 @@ for (const [name, make] of Object.entries(transports)) {
       b.received.length = 0;
     });
 
-    t.test('keeps the order of one publisher on one topic', async (t) => {
+    await t.test('keeps the order of one publisher on one topic', async (t) => {
       await c.subscribe('order');
       await tr.settle();
       for (let i = 0; i < 200; i++) await a.publish('order', bytes(String(i)));
@@ -179,7 +179,7 @@ for (const [name, make] of Object.entries(transports)) {
       c.received.length = 0;
     });
 
-    t.test('binary payloads arrive intact', async (t) => {
+    await t.test('binary payloads arrive intact', async (t) => {
       await c.subscribe('bin');
       await tr.settle();
       const payload = randomBytes(4096);
@@ -190,13 +190,13 @@ for (const [name, make] of Object.entries(transports)) {
       c.received.length = 0;
     });
 
-    t.test('stats count publishes and deliveries; ready until closed', async (t) => {
+    await t.test('stats count publishes and deliveries; ready until closed', async (t) => {
       t.equal(await a.status(), 'ready');
       t.ok((await a.stats()).published >= 3);
       t.ok((await c.stats()).delivered >= 201);
     });
 
-    t.test('close is idempotent; publishing after close drops and counts', async (t) => {
+    await t.test('close is idempotent; publishing after close drops and counts', async (t) => {
       await b.close();
       await b.close();
       t.equal(await b.status(), 'closed');

@@ -100,7 +100,7 @@ t.teardown(async () => {
 });
 
 for (const layer of ['l4', 'l7'] as const) {
-  t.test(`behind HAProxy at ${layer === 'l4' ? 'layer 4 (PROXY protocol v2)' : 'layer 7 (X-Forwarded-For)'}: each client is limited under its own address`, async (t) => {
+  void t.test(`behind HAProxy at ${layer === 'l4' ? 'layer 4 (PROXY protocol v2)' : 'layer 7 (X-Forwarded-For)'}: each client is limited under its own address`, async (t) => {
     const port = hp[layer];
     const a = await open(port, '127.0.0.2', 3);
     t.same(a.results, ['open', 'open', '4029'], 'client 127.0.0.2: two sockets, the third over MAX_CONNECTIONS_PER_IP');
@@ -111,7 +111,7 @@ for (const layer of ['l4', 'l7'] as const) {
   });
 }
 
-t.test('an untrusted sender cannot choose its address: its own PROXY header and X-Forwarded-For are ignored', async (t) => {
+void t.test('an untrusted sender cannot choose its address: its own PROXY header and X-Forwarded-For are ignored', async (t) => {
   // X-Forwarded-For from a client that is no proxy: limited under its TCP address.
   const spoofed = [];
   for (let i = 0; i < 3; i++) spoofed.push(await attempt(gw.port, '127.0.0.4', { 'x-forwarded-for': `203.0.113.${i}` }));
@@ -148,7 +148,7 @@ t.test('an untrusted sender cannot choose its address: its own PROXY header and 
   for (const x of spoofed) x.ws.close();
 });
 
-t.test('without TRUSTED_PROXIES, everyone behind the balancer shares its address (the defect this fixes)', async (t) => {
+void t.test('without TRUSTED_PROXIES, everyone behind the balancer shares its address (the defect this fixes)', async (t) => {
   const plain = await startCluster({ WORKERS: '1', MAX_CONNECTIONS_PER_IP: '2' });
   const proxy = await startHaproxy(plain.port);
   t.teardown(async () => {

@@ -37,7 +37,7 @@ async function broadcast(c: RunningCluster, creator: string, body: unknown): Pro
 }
 t.teardown(async () => Promise.all([...publishers.values()].map((p) => p.close())));
 
-t.test('fan-out and stats across two workers', async (t) => {
+void t.test('fan-out and stats across two workers', async (t) => {
   const c = await startCluster();
   t.teardown(() => c.stop('SIGKILL'));
   const alice = await openMany(c, 'alice', 24);
@@ -52,7 +52,7 @@ t.test('fan-out and stats across two workers', async (t) => {
   t.equal(perWorker.length, 2);
   t.ok(perWorker.every((n) => n > 0), `connections landed on both workers (${perWorker.join(' + ')})`);
 
-  t.test('a broadcast reaches every alice socket on both workers exactly once, and no bob socket', async (t) => {
+  await t.test('a broadcast reaches every alice socket on both workers exactly once, and no bob socket', async (t) => {
     for (let i = 0; i < 5; i++) t.equal((await broadcast(c, 'alice', { type: 'news', seq: i })).status, 202);
     for (const a of alice) {
       for (let i = 0; i < 5; i++) t.same(await a.next(), { type: 'news', seq: i });
@@ -62,7 +62,7 @@ t.test('fan-out and stats across two workers', async (t) => {
     t.ok(bob.every((b) => b.inbox.length === 0), 'bob received nothing');
   });
 
-  t.test('a targeted send reaches one connection whichever worker holds it', async (t) => {
+  await t.test('a targeted send reaches one connection whichever worker holds it', async (t) => {
     for (const target of alice.slice(0, 6)) {
       const r = await fetch(`http://127.0.0.1:${c.port}/api/v1/connections/${connectionId(target)}/messages`, {
         method: 'POST',
@@ -76,18 +76,18 @@ t.test('fan-out and stats across two workers', async (t) => {
     t.ok(alice.every((a) => a.inbox.length === 0), 'nobody else got it');
   });
 
-  t.test('chat works on both workers', async (t) => {
+  await t.test('chat works on both workers', async (t) => {
     for (const a of alice.slice(0, 8)) t.equal((await a.ask('hello')).content, 'hello');
   });
 
-  t.test('stats drop as sockets close', async (t) => {
+  await t.test('stats drop as sockets close', async (t) => {
     for (const b of bob) b.close();
     await until(async () => (await c.get('/api/v1/stats')).body.total_connections === 24, 5000, 'stats to drop');
     t.same((await c.get('/api/v1/stats')).body.connections_by_creator, { alice: 24 });
   });
 });
 
-t.test('a killed worker is replaced and the port keeps serving', async (t) => {
+void t.test('a killed worker is replaced and the port keeps serving', async (t) => {
   const c = await startCluster();
   t.teardown(() => c.stop('SIGKILL'));
   const socks = await openMany(c, 'alice', 16);
@@ -112,7 +112,7 @@ t.test('a killed worker is replaced and the port keeps serving', async (t) => {
   [...socks, ...fresh].forEach((s) => s.close());
 });
 
-t.test('every worker killed at once: the primary stays and replaces them all (it used to exit 0)', async (t) => {
+void t.test('every worker killed at once: the primary stays and replaces them all (it used to exit 0)', async (t) => {
   const c = await startCluster();
   t.teardown(() => c.stop('SIGKILL'));
   await openMany(c, 'alice', 8).then((socks) => socks.forEach((s) => s.close()));
@@ -128,7 +128,7 @@ t.test('every worker killed at once: the primary stays and replaces them all (it
   s.close();
 });
 
-t.test('SIGTERM: every client sees 1001 "Server shutdown" and the process exits 0 in time', async (t) => {
+void t.test('SIGTERM: every client sees 1001 "Server shutdown" and the process exits 0 in time', async (t) => {
   const c = await startCluster({ SHUTDOWN_TIMEOUT_S: '5' });
   const socks = await openMany(c, 'alice', 20);
   const started = Date.now();
@@ -139,7 +139,7 @@ t.test('SIGTERM: every client sees 1001 "Server shutdown" and the process exits 
   for (const s of socks) t.same(await s.closed, { code: 1001, reason: 'Server shutdown' });
 });
 
-t.test('SIGINT to the whole process group also shuts down cleanly', async (t) => {
+void t.test('SIGINT to the whole process group also shuts down cleanly', async (t) => {
   const c = await startCluster({ SHUTDOWN_TIMEOUT_S: '5' });
   const socks = await openMany(c, 'alice', 6);
   // Workers are in the primary's process group: signal them too, as a terminal's Ctrl-C would.
@@ -149,7 +149,7 @@ t.test('SIGINT to the whole process group also shuts down cleanly', async (t) =>
   for (const s of socks) t.equal((await s.closed).code, 1001);
 });
 
-t.test('readiness fails while a worker is missing', async (t) => {
+void t.test('readiness fails while a worker is missing', async (t) => {
   const c = await startCluster({ WORKERS: '2' });
   t.teardown(() => c.stop('SIGKILL'));
   const pids = Object.keys((await c.get('/api/v1/stats')).body.connections_by_worker).map(Number);
@@ -160,7 +160,7 @@ t.test('readiness fails while a worker is missing', async (t) => {
   t.pass('readiness recovered after the replacement');
 });
 
-t.test('kill -9 of the primary: the workers close their sockets with 1001, then exit', async (t) => {
+void t.test('kill -9 of the primary: the workers close their sockets with 1001, then exit', async (t) => {
   const c = await startCluster({ SHUTDOWN_TIMEOUT_S: '10' });
   const socks = await openMany(c, 'alice', 10);
   const pids = c.workerPids();
@@ -179,7 +179,7 @@ t.test('kill -9 of the primary: the workers close their sockets with 1001, then 
   t.ok(Date.now() - started < 5000, `workers gone ${Date.now() - started} ms after the primary`);
 });
 
-t.test('creator ids such as constructor, toString and __proto__ are counted like any other', async (t) => {
+void t.test('creator ids such as constructor, toString and __proto__ are counted like any other', async (t) => {
   const c = await startCluster();
   t.teardown(() => c.stop('SIGKILL'));
   const ids = ['constructor', 'toString', '__proto__', 'hasOwnProperty'];

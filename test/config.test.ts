@@ -9,7 +9,7 @@ import { freePort } from './helpers/net.js';
 
 const S = { JWT_SECRET: 'x'.repeat(32) };
 
-t.test('defaults', async (t) => {
+void t.test('defaults', async (t) => {
   const c = loadConfig(S);
   t.match(c, {
     port: 9001,
@@ -31,7 +31,7 @@ t.test('defaults', async (t) => {
   t.ok(Object.isFrozen(c.jwt), 'nested objects frozen');
 });
 
-t.test('each bad value throws a ConfigError naming the variable', async (t) => {
+void t.test('each bad value throws a ConfigError naming the variable', async (t) => {
   const bad: Array<[string, string]> = [
     ['PORT', 'abc'], ['PORT', '70000'], ['PORT', '-1'],
     ['HOST', 'a b'],
@@ -61,7 +61,7 @@ t.test('each bad value throws a ConfigError naming the variable', async (t) => {
   }
 });
 
-t.test('errors about secrets never echo the value, even a malformed one', async (t) => {
+void t.test('errors about secrets never echo the value, even a malformed one', async (t) => {
   for (const [name, value] of [['JWT_SECRET', 'hunter2'], ['REDIS_URL', 'http://:hunter2@x'], ['REDIS_URL', 'redis//hunter2']] as const) {
     const err = (() => {
       try {
@@ -84,22 +84,22 @@ t.test('errors about secrets never echo the value, even a malformed one', async 
   t.notMatch(fileErr, /hunter2/, 'and never shows it');
 });
 
-t.test('IDLE_TIMEOUT_S accepts 0 and 8..960 (uWS aborts on 1-7 and >960)', async (t) => {
+void t.test('IDLE_TIMEOUT_S accepts 0 and 8..960 (uWS aborts on 1-7 and >960)', async (t) => {
   for (const v of ['0', '8', '960']) t.equal(loadConfig({ ...S, IDLE_TIMEOUT_S: v }).idleTimeoutS, Number(v));
 });
 
-t.test('JWT keys', async (t) => {
-  t.test('no key: a random development secret, never "no verification"', async (t) => {
+void t.test('JWT keys', async (t) => {
+  await t.test('no key: a random development secret, never "no verification"', async (t) => {
     const a = loadConfig({});
     const b = loadConfig({});
     t.ok(a.jwt.generated);
     t.ok(a.jwt.key.length >= 32);
     t.not(a.jwt.key, b.jwt.key);
   });
-  t.test('no key in production stops start-up', async (t) => {
+  await t.test('no key in production stops start-up', async (t) => {
     t.throws(() => loadConfig({ NODE_ENV: 'production' }), /JWT_SECRET/);
   });
-  t.test('a public key picks its algorithm from the key type', async (t) => {
+  await t.test('a public key picks its algorithm from the key type', async (t) => {
     for (const [type, alg] of [['rsa', 'RS256'], ['ec', 'ES256'], ['ed25519', 'EdDSA']] as const) {
       const opts = type === 'rsa' ? { modulusLength: 2048 } : type === 'ec' ? { namedCurve: 'P-256' } : {};
       const { publicKey } = generateKeyPairSync(type as 'rsa', opts as never) as unknown as { publicKey: import('node:crypto').KeyObject };
@@ -107,7 +107,7 @@ t.test('JWT keys', async (t) => {
       t.same(c.jwt.algorithms, [alg], type);
     }
   });
-  t.test('secret and public key together are refused', async (t) => {
+  await t.test('secret and public key together are refused', async (t) => {
     t.throws(() => loadConfig({ ...S, JWT_PUBLIC_KEY: 'x' }), /JWT_SECRET/);
   });
 });
@@ -127,7 +127,7 @@ function startWith(env: Record<string, string>) {
   });
 }
 
-t.test('a bad value stops the real process with a message naming the variable', async (t) => {
+void t.test('a bad value stops the real process with a message naming the variable', async (t) => {
   const port = String(await freePort());
   for (const [name, value] of [['WORKERS', 'abc'], ['IDLE_TIMEOUT_S', '3'], ['PORT', 'http'], ['LOG_LEVEL', 'verbose']]) {
     const r = await startWith({ PORT: port, [name!]: value! });

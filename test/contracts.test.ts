@@ -53,14 +53,14 @@ const stores: Record<string, () => Promise<{ a: RateStore; b: RateStore; cleanup
 };
 
 for (const [name, make] of Object.entries(stores)) {
-  t.test(`${name} rate store`, async (t) => {
+  void t.test(`${name} rate store`, async (t) => {
     const { a, b, cleanup } = await make();
     t.teardown(cleanup);
     const updates: RateUpdate[] = [];
     b.onUpdate((u) => updates.push(u));
     await sleep(100); // the subscription (Redis)
 
-    t.test('a charge adds counts x interval to one shared TAT per key, from now', async (t) => {
+    await t.test('a charge adds counts x interval to one shared TAT per key, from now', async (t) => {
       const batch = { kind: 'session', intervalUs: 1_000_000, keys: ['k1', 'k2'], counts: [3, 0] };
       const [ahead1, ahead2] = await a.charge(batch);
       t.ok(ahead1! > 2_900_000 && ahead1! <= 3_000_000, `3 takes put k1 3 s ahead (${ahead1})`);
@@ -71,14 +71,14 @@ for (const [name, make] of Object.entries(stores)) {
       t.ok(read! > 4_700_000 && read! <= 5_000_000, 'a read sees both');
     });
 
-    t.test('kinds do not share keys', async (t) => {
+    await t.test('kinds do not share keys', async (t) => {
       const [s] = await a.charge({ kind: 'session', intervalUs: 1000, keys: ['same'], counts: [5] });
       const [c] = await a.charge({ kind: 'creator', intervalUs: 1000, keys: ['same'], counts: [0] });
       t.ok(s! > 0);
       t.equal(c, 0);
     });
 
-    t.test('other workers hear of a charge (not of a read)', async (t) => {
+    await t.test('other workers hear of a charge (not of a read)', async (t) => {
       updates.length = 0;
       await a.charge({ kind: 'creator', intervalUs: 1000, keys: ['told', 'read-only'], counts: [1, 0] });
       await until(() => updates.some((u) => u.keys.includes('told')), 3000, 'the update');
@@ -125,13 +125,13 @@ const views: Record<string, () => Promise<{ nodes: ViewNode[]; cleanup(): Promis
 };
 
 for (const [name, make] of Object.entries(views)) {
-  t.test(`${name} cluster view`, async (t) => {
+  void t.test(`${name} cluster view`, async (t) => {
     const { nodes, cleanup } = await make();
     t.teardown(cleanup);
     const [a, b] = [nodes[0]!, nodes.at(-1)!];
     const local = (n: ViewNode) => ({ pid: 1, total: n.local.size, byCreator: [...n.local].reduce<Array<[string, number]>>((acc) => acc, []) });
 
-    t.test('stats count every live node\'s connections, creator ids of any spelling included', async (t) => {
+    await t.test('stats count every live node\'s connections, creator ids of any spelling included', async (t) => {
       for (const [n, id, creator] of [[a, 'c1', '__proto__'], [a, 'c2', 'constructor'], [b, 'c3', 'constructor']] as const) {
         n.local.add(id);
         n.view.add(conn(id, creator));
@@ -147,7 +147,7 @@ for (const [name, make] of Object.entries(views)) {
       t.equal(Object.getPrototypeOf(s.connections_by_creator), null, 'keys of an object without a prototype');
     });
 
-    t.test('deliver reaches a connection on another node, once; false when no node holds it', async (t) => {
+    await t.test('deliver reaches a connection on another node, once; false when no node holds it', async (t) => {
       if (nodes.length === 1) {
         t.equal(await a.view.deliver('c1', Buffer.from('{"x":1}')), false, 'alone: there is no other node');
         return;
@@ -158,7 +158,7 @@ for (const [name, make] of Object.entries(views)) {
       t.equal(await a.view.deliver('nobody', Buffer.from('{}')), false, 'unknown: false (the API answers 404)');
     });
 
-    t.test('close removes this node\'s entries at once', async (t) => {
+    await t.test('close removes this node\'s entries at once', async (t) => {
       if (nodes.length === 1) return;
       await b.view.close();
       const s = await a.view.stats(local(a));

@@ -19,7 +19,7 @@ for (const m of describeMetrics()) {
 }
 const PROMQL = new Set(['sum', 'by', 'rate', 'max', 'min', 'histogram_quantile', 'le', 'avg', 'irate', 'increase', 'without', 'on']);
 
-t.test('every query names an exported metric, and only exported metrics', async (t) => {
+void t.test('every query names an exported metric, and only exported metrics', async (t) => {
   const used = new Set<string>();
   for (const p of dashboard.panels) {
     t.ok(p.targets.length > 0, `${p.title} has a query`);

@@ -35,7 +35,7 @@ const version = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')
 let releaseDir = '';
 const D = path.join(work, 'root');
 
-t.test('make release builds a versioned tarball with code, package files and deploy files', async (t) => {
+void t.test('make release builds a versioned tarball with code, package files and deploy files', async (t) => {
   const out = make(['release']);
   const tarball = path.join(ROOT, `release/channel-gateway-${version}.tar.gz`);
   t.match(out, `channel-gateway-${version}.tar.gz`);
@@ -48,7 +48,7 @@ t.test('make release builds a versioned tarball with code, package files and dep
   releaseDir = path.join(work, `channel-gateway-${version}`);
 });
 
-t.test('make install DESTDIR=... from the unpacked release lays out the files with their modes', async (t) => {
+void t.test('make install DESTDIR=... from the unpacked release lays out the files with their modes', async (t) => {
   make(['install', `DESTDIR=${D}`], releaseDir);
   const prefix = path.join(D, 'opt/channel-gateway');
   t.ok(existsSync(path.join(prefix, 'dist/main.js')), 'code under PREFIX');
@@ -74,7 +74,7 @@ t.test('make install DESTDIR=... from the unpacked release lays out the files wi
   }
 });
 
-t.test('systemd-analyze verify accepts the unit', async (t) => {
+void t.test('systemd-analyze verify accepts the unit', async (t) => {
   let analyze = '';
   try {
     analyze = execFileSync('sh', ['-c', 'command -v systemd-analyze'], { encoding: 'utf8' }).trim();
@@ -112,7 +112,7 @@ t.test('systemd-analyze verify accepts the unit', async (t) => {
   t.ok(refused, 'systemd-analyze refuses a unit with a relative ExecStart');
 });
 
-t.test('the installed tree starts with the unit\'s command and environment file, serves, and stops on SIGTERM', async (t) => {
+void t.test('the installed tree starts with the unit\'s command and environment file, serves, and stops on SIGTERM', async (t) => {
   const unit = readFileSync(path.join(D, 'etc/systemd/system/channel-gateway.service'), 'utf8');
   const [node, main] = /^ExecStart=(\S+) (\S+)$/m.exec(unit)!.slice(1) as [string, string];
   const envFile = path.join(D, 'etc/channel-gateway/gateway.env');
@@ -133,7 +133,7 @@ t.test('the installed tree starts with the unit\'s command and environment file,
   t.equal((await c.closed).code, 1001);
 });
 
-t.test('a second install keeps the environment file; uninstall keeps it and removes the rest', async (t) => {
+void t.test('a second install keeps the environment file; uninstall keeps it and removes the rest', async (t) => {
   const envFile = path.join(D, 'etc/channel-gateway/gateway.env');
   const before = readFileSync(envFile, 'utf8');
   const out = make(['install', `DESTDIR=${D}`], releaseDir);
@@ -146,7 +146,7 @@ t.test('a second install keeps the environment file; uninstall keeps it and remo
   t.ok(existsSync(envFile), 'environment file kept');
 });
 
-t.test('make deploy DRY_RUN=1 prints the rolling sequence host by host', async (t) => {
+void t.test('make deploy DRY_RUN=1 prints the rolling sequence host by host', async (t) => {
   const out = make(['deploy', 'DRY_RUN=1', 'HOSTS=gw1 gw2']);
   const lines = out.split('\n').filter((l) => /^(scp|ssh) /.test(l));
   const tarball = `release/channel-gateway-${version}.tar.gz`;
@@ -160,7 +160,7 @@ t.test('make deploy DRY_RUN=1 prints the rolling sequence host by host', async (
   }
 });
 
-t.test('make deploy stops at the first host that fails and names it', async (t) => {
+void t.test('make deploy stops at the first host that fails and names it', async (t) => {
   const fakeBin = path.join(work, 'bin');
   execFileSync('mkdir', ['-p', fakeBin]);
   // An ssh that fails for host "bad" only; scp always succeeds.

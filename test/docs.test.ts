@@ -13,19 +13,19 @@ import { ERRORS } from '../src/protocol/frames.js';
 
 const readme = readFileSync(README, 'utf8');
 
-t.test('every generated section of the README matches the code (run `make docs` after changing them)', async (t) => {
+void t.test('every generated section of the README matches the code (run `make docs` after changing them)', async (t) => {
   t.ok(Object.keys(SECTIONS).length >= 5);
   t.equal(render(readme), readme);
 });
 
-t.test('the generated tables hold every variable, close code, error code and error text', async (t) => {
+void t.test('the generated tables hold every variable, close code, error code and error text', async (t) => {
   for (const name of Object.keys(VARIABLES)) t.match(readme, `| \`${name}\` |`, name);
   for (const c of Object.values(CLOSE)) t.ok(readme.split('\n').some((l) => l.startsWith(`| ${c.code} | ${c.reason || '(none)'} |`)), `close code ${c.code}`);
   for (const code of Object.keys(ERROR_CODES)) t.match(readme, `\`${code}\``, code);
   for (const text of Object.values(ERRORS)) t.match(readme, `\`${text}\``, text);
 });
 
-t.test('no variable is read outside the table', async (t) => {
+void t.test('no variable is read outside the table', async (t) => {
   const { execFileSync } = await import('node:child_process');
   // process.env is read in one place: config/ (loadConfig, and the reload's overlay in the primary).
   const hits = execFileSync('grep', ['-rn', 'process\\.env\\.[A-Z_]*', 'src', '--include=*.ts'], { encoding: 'utf8' })

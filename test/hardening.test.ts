@@ -19,7 +19,7 @@ const metric = (text: string, re: RegExp) => {
   return m ? Number(m[1]) : NaN;
 };
 
-t.test('GET /metrics: Prometheus text summed over both workers', async (t) => {
+void t.test('GET /metrics: Prometheus text summed over both workers', async (t) => {
   const c = await startCluster();
   t.teardown(() => c.stop('SIGKILL'));
   const socks = await Promise.all(Array.from({ length: 12 }, () => connectWidget(c.port, 'alice', widgetToken('alice'))));
@@ -42,7 +42,7 @@ t.test('GET /metrics: Prometheus text summed over both workers', async (t) => {
   socks.forEach((s) => s.close());
 });
 
-t.test('a client that stops reading while broadcasts flow: bounded memory, closed, others unaffected', async (t) => {
+void t.test('a client that stops reading while broadcasts flow: bounded memory, closed, others unaffected', async (t) => {
   const c = await startCluster({ WORKERS: '1', MAX_BACKPRESSURE_BYTES: '262144', MAX_PAYLOAD_BYTES: '16384' });
   t.teardown(() => c.stop('SIGKILL'));
   const [pid] = await workerPids(c);
@@ -98,7 +98,7 @@ t.test('a client that stops reading while broadcasts flow: bounded memory, close
   reader.close();
 });
 
-t.test('a client that stops reading while 60 KB broadcasts flow reads 4009 "Slow consumer" when it reads again, not 1006', async (t) => {
+void t.test('a client that stops reading while 60 KB broadcasts flow reads 4009 "Slow consumer" when it reads again, not 1006', async (t) => {
   const c = await startCluster({ WORKERS: '1' });
   t.teardown(() => c.stop('SIGKILL'));
   const slow = await connectWidget(c.port, 'alice', widgetToken('alice'));
@@ -117,7 +117,7 @@ t.test('a client that stops reading while 60 KB broadcasts flow reads 4009 "Slow
   t.ok(got > 0 && got < 300, `it read the ${got} broadcasts buffered before the close, then the code`);
 });
 
-t.test('kill -9 of a worker under chat load: the other worker\'s clients see no error; the dead one\'s reconnect at once', async (t) => {
+void t.test('kill -9 of a worker under chat load: the other worker\'s clients see no error; the dead one\'s reconnect at once', async (t) => {
   const c = await startCluster({ RATE_LIMIT_MESSAGES: '1000000' });
   t.teardown(() => c.stop('SIGKILL'));
   const socks = await Promise.all(Array.from({ length: 30 }, () => connectWidget(c.port, 'alice', widgetToken('alice'))));
@@ -148,7 +148,7 @@ t.test('kill -9 of a worker under chat load: the other worker\'s clients see no 
   [...alive, ...back].forEach((s) => s.close());
 });
 
-t.test('fuzzer: random frames never kill the process; each gets an error frame or closes its own socket', async (t) => {
+void t.test('fuzzer: random frames never kill the process; each gets an error frame or closes its own socket', async (t) => {
   const c = await startCluster({ RATE_LIMIT_MESSAGES: '100000', MAX_PAYLOAD_BYTES: '4096' });
   t.teardown(() => c.stop('SIGKILL'));
   const bystander = await connectWidget(c.port, 'calm', widgetToken('calm'));
@@ -204,7 +204,7 @@ t.test('fuzzer: random frames never kill the process; each gets an error frame o
   bystander.close();
 });
 
-t.test('churn soak: cycles of connect, chat, disconnect leave no leak behind', async (t) => {
+void t.test('churn soak: cycles of connect, chat, disconnect leave no leak behind', async (t) => {
   const c = await startCluster();
   t.teardown(() => c.stop('SIGKILL'));
   const pids = await workerPids(c);

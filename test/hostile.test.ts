@@ -20,7 +20,7 @@ t.teardown(async () => {
 });
 /** A test whose last check is that a bystander on another socket still chats. */
 function hostile(name: string, fn: (t: Test) => Promise<void>): void {
-  t.test(name, async (t) => {
+  void t.test(name, async (t) => {
     await fn(t);
     const r = await bystander.ask(`still fine after ${name}`);
     t.equal(r.content, `still fine after ${name}`, 'a bystander keeps chatting');
@@ -115,7 +115,7 @@ hostile('an abrupt disconnect mid-exchange is harmless', async (t) => {
   t.pass('terminated');
 });
 
-t.test('an unexpected fault while answering closes only that socket, with 1011', async (t) => {
+void t.test('an unexpected fault while answering closes only that socket, with 1011', async (t) => {
   // An engine whose answer cannot be serialised (a BigInt among the sources): a fault inside the gateway's send path.
   const faulty = await startGateway({}, undefined, undefined, {
     ask: async (q) => ({ response: q.query, confidence: 1, sources: q.query === 'boom' ? [1n] : [] }),

@@ -71,11 +71,11 @@ async function msgpackClient(g: TestGateway, creator: string): Promise<MsgpackCl
 }
 
 for (const mode of ['inline', 'pool'] as const) {
-  t.test(`msgpack framing (${mode} validation)`, async (t) => {
+  void t.test(`msgpack framing (${mode} validation)`, async (t) => {
     const g = await startGateway({ VALIDATION_MODE: mode, RATE_LIMIT_MESSAGES: '1000', MAX_MESSAGE_CHARS: '65536' });
     t.teardown(() => g.close());
 
-    t.test('offering msgpack selects it; every server frame is binary MessagePack of the JSON shape', async (t) => {
+    await t.test('offering msgpack selects it; every server frame is binary MessagePack of the JSON shape', async (t) => {
       const c = await msgpackClient(g, 'alice');
       t.teardown(() => c.close());
       t.equal(c.ws.protocol, 'msgpack');
@@ -89,7 +89,7 @@ for (const mode of ['inline', 'pool'] as const) {
       t.same(c.text, [], 'no text frame at all');
     });
 
-    t.test('the same schema and errors as JSON', async (t) => {
+    await t.test('the same schema and errors as JSON', async (t) => {
       const c = await msgpackClient(g, 'alice');
       t.teardown(() => c.close());
       await c.next();
@@ -120,7 +120,7 @@ for (const mode of ['inline', 'pool'] as const) {
   });
 }
 
-t.test('broadcasts and targeted sends reach JSON and msgpack sockets, each in its framing, across nodes', async (t) => {
+void t.test('broadcasts and targeted sends reach JSON and msgpack sockets, each in its framing, across nodes', async (t) => {
   const hub = new MemoryHub();
   const g1 = await startGateway({}, hub);
   const g2 = await startGateway({}, hub);
@@ -149,7 +149,7 @@ t.test('broadcasts and targeted sends reach JSON and msgpack sockets, each in it
   mp2.close();
 });
 
-t.test('random bytes to a msgpack socket: error frames, and the process and a bystander carry on', async (t) => {
+void t.test('random bytes to a msgpack socket: error frames, and the process and a bystander carry on', async (t) => {
   const g = await startGateway({ RATE_LIMIT_MESSAGES: '100000' });
   t.teardown(() => g.close());
   const c = await msgpackClient(g, 'alice');
@@ -174,7 +174,7 @@ t.test('random bytes to a msgpack socket: error frames, and the process and a by
   bystander.close();
 });
 
-t.test('without msgpack in the offer, nothing changes: JSON text, binary frames read as UTF-8 JSON', async (t) => {
+void t.test('without msgpack in the offer, nothing changes: JSON text, binary frames read as UTF-8 JSON', async (t) => {
   const g = await startGateway();
   t.teardown(() => g.close());
   const c = await connectWidget(g.port, 'alice', widgetToken('alice'));
@@ -185,7 +185,7 @@ t.test('without msgpack in the offer, nothing changes: JSON text, binary frames 
   c.close();
 });
 
-t.test('the real cluster (2 workers): targeted sends and broadcasts reach msgpack sockets on either worker', async (t) => {
+void t.test('the real cluster (2 workers): targeted sends and broadcasts reach msgpack sockets on either worker', async (t) => {
   const host = await startCluster();
   t.teardown(() => host.stop('SIGKILL'));
   const clients: MsgpackClient[] = [];

@@ -128,7 +128,7 @@ async function allHoldEverything(t: Test, clients: V2Client[], least: number): P
   t.comment(`${reconnects} reconnects in all`);
 }
 
-t.test('a v2 client cut while the engine answers reconnects on another worker and gets that answer exactly once', async (t) => {
+void t.test('a v2 client cut while the engine answers reconnects on another worker and gets that answer exactly once', async (t) => {
   const eng = await engineServer();
   const c = await startCluster({ AI_ENGINE_URL: eng.url });
   t.teardown(async () => {
@@ -160,7 +160,7 @@ t.test('a v2 client cut while the engine answers reconnects on another worker an
   client.stop();
 });
 
-t.test('20 clients through a rolling restart, and through kill -9 of a worker: every broadcast exactly once, in order', async (t) => {
+void t.test('20 clients through a rolling restart, and through kill -9 of a worker: every broadcast exactly once, in order', async (t) => {
   const c = await startCluster({ SHUTDOWN_TIMEOUT_S: '10' });
   t.teardown(() => c.stop('SIGKILL'));
   for (const [fault, act] of [
@@ -183,7 +183,7 @@ t.test('20 clients through a rolling restart, and through kill -9 of a worker: e
   }
 });
 
-t.test('a slow consumer closed with 4009 resumes without a gap', async (t) => {
+void t.test('a slow consumer closed with 4009 resumes without a gap', async (t) => {
   const c = await startCluster({ WORKERS: '1', HISTORY_SIZE: '500' });
   t.teardown(() => c.stop('SIGKILL'));
   const client = new V2Client(`ws://127.0.0.1:${c.port}`, 'slow', widgetToken('slow'), 'slow-session');
@@ -204,7 +204,7 @@ t.test('a slow consumer closed with 4009 resumes without a gap', async (t) => {
   client.stop();
 });
 
-t.test('a retried client_message_id reaches the engine once, whichever worker the retry lands on', async (t) => {
+void t.test('a retried client_message_id reaches the engine once, whichever worker the retry lands on', async (t) => {
   const eng = await engineServer();
   const c = await startCluster({ AI_ENGINE_URL: eng.url });
   t.teardown(async () => {
@@ -222,7 +222,7 @@ t.test('a retried client_message_id reaches the engine once, whichever worker th
   tabs.forEach((x) => x.stop());
 });
 
-t.test('streamed answers on the real cluster: resumed on the other worker mid-answer, whole once, engine asked once', async (t) => {
+void t.test('streamed answers on the real cluster: resumed on the other worker mid-answer, whole once, engine asked once', async (t) => {
   const eng = await engineServer();
   const c = await startCluster({ AI_ENGINE_URL: eng.url });
   t.teardown(async () => {
@@ -256,7 +256,7 @@ t.test('streamed answers on the real cluster: resumed on the other worker mid-an
   client.stop();
 });
 
-t.test('a slow reader under a fast engine: chunks merged, the worker\'s memory as with a fast reader, content intact', async (t) => {
+void t.test('a slow reader under a fast engine: chunks merged, the worker\'s memory as with a fast reader, content intact', async (t) => {
   const eng = await engineServer();
   const c = await startCluster({ WORKERS: '1', AI_ENGINE_URL: eng.url, AI_ENGINE_MAX_RESPONSE_BYTES: String(32 << 20) });
   t.teardown(async () => {
@@ -314,7 +314,7 @@ t.test('a slow reader under a fast engine: chunks merged, the worker\'s memory a
   t.ok(slow.peak < fast.peak + 48, `the worker grew at most ${slow.peak.toFixed(0)} MiB with a reader that did not read, ${fast.peak.toFixed(0)} MiB with one that did`);
 });
 
-t.test('Redis mode, two hosts: kill -9 of a whole host; its clients resume on the other host without a gap', async (t) => {
+void t.test('Redis mode, two hosts: kill -9 of a whole host; its clients resume on the other host without a gap', async (t) => {
   const redis = await startRedis();
   const prefix = `nl${randomBytes(3).toString('hex')}:`;
   const env = { REDIS_URL: redis.url, REDIS_PREFIX: prefix, REGISTRY_LEASE_S: '3' };
@@ -338,7 +338,7 @@ t.test('Redis mode, two hosts: kill -9 of a whole host; its clients resume on th
   await publishing;
   await allHoldEverything(t, clients, 2000);
 
-  t.test('a streamed answer resumed on the other host', async (t) => {
+  await t.test('a streamed answer resumed on the other host', async (t) => {
     const eng = await engineServer();
     t.teardown(() => eng.close());
     const C = await startCluster({ ...env, AI_ENGINE_URL: eng.url });
@@ -361,7 +361,7 @@ t.test('Redis mode, two hosts: kill -9 of a whole host; its clients resume on th
     client.stop();
   });
 
-  t.test('Redis restarted empty: a new epoch, told as continuity_lost', async (t) => {
+  await t.test('Redis restarted empty: a new epoch, told as continuity_lost', async (t) => {
     const x = new V2Client(`ws://127.0.0.1:${A.port}`, 'hosts', widgetToken('hosts'));
     await x.connect();
     const epoch = x.broadcast!.epoch;

@@ -25,76 +25,76 @@ async function closeOf(url: string) {
   return c.closed;
 }
 
-t.test('authentication at the upgrade', async (t) => {
-  t.test('no token closes with 4001 "Authentication token required"', async (t) => {
+void t.test('authentication at the upgrade', async (t) => {
+  await t.test('no token closes with 4001 "Authentication token required"', async (t) => {
     const closed = await closeOf(widgetUrl(g.port, 'alice'));
     t.same(closed, { code: 4001, reason: 'Authentication token required' });
   });
 
-  t.test('an empty token closes with 4001', async (t) => {
+  await t.test('an empty token closes with 4001', async (t) => {
     t.equal((await closeOf(widgetUrl(g.port, 'alice', ''))).code, 4001);
   });
 
-  t.test('a token for another creator closes with 4003', async (t) => {
+  await t.test('a token for another creator closes with 4003', async (t) => {
     const closed = await closeOf(widgetUrl(g.port, 'alice', widgetToken('bob')));
     t.same(closed, { code: 4003, reason: CLOSE.AUTH_INVALID.reason });
   });
 
-  t.test('a token without creator_id closes with 4003', async (t) => {
+  await t.test('a token without creator_id closes with 4003', async (t) => {
     t.equal((await closeOf(widgetUrl(g.port, 'alice', widgetToken('x', { creator_id: undefined })))).code, 4003);
   });
 
-  t.test('a wrong signature closes with 4003', async (t) => {
+  await t.test('a wrong signature closes with 4003', async (t) => {
     const tok = signWith('another-secret-0123456789', { creator_id: 'alice' });
     t.equal((await closeOf(widgetUrl(g.port, 'alice', tok))).code, 4003);
   });
 
-  t.test('a tampered payload closes with 4003', async (t) => {
+  await t.test('a tampered payload closes with 4003', async (t) => {
     const [h, , s] = widgetToken('bob').split('.');
     const forged = `${h}.${Buffer.from(JSON.stringify({ creator_id: 'alice' })).toString('base64url')}.${s}`;
     t.equal((await closeOf(widgetUrl(g.port, 'alice', forged))).code, 4003);
   });
 
-  t.test('an expired token closes with 4003', async (t) => {
+  await t.test('an expired token closes with 4003', async (t) => {
     const tok = signWith(SECRET, { creator_id: 'alice', exp: Math.floor(Date.now() / 1000) - 60 });
     t.equal((await closeOf(widgetUrl(g.port, 'alice', tok))).code, 4003);
   });
 
-  t.test('a token not yet valid (nbf) closes with 4003', async (t) => {
+  await t.test('a token not yet valid (nbf) closes with 4003', async (t) => {
     const tok = signWith(SECRET, { creator_id: 'alice', nbf: Math.floor(Date.now() / 1000) + 600 });
     t.equal((await closeOf(widgetUrl(g.port, 'alice', tok))).code, 4003);
   });
 
-  t.test('alg "none" closes with 4003', async (t) => {
+  await t.test('alg "none" closes with 4003', async (t) => {
     t.equal((await closeOf(widgetUrl(g.port, 'alice', unsignedToken({ creator_id: 'alice' })))).code, 4003);
   });
 
-  t.test('an algorithm not allowed (HS512 when HS256 is configured) closes with 4003', async (t) => {
+  await t.test('an algorithm not allowed (HS512 when HS256 is configured) closes with 4003', async (t) => {
     const tok = createSigner({ key: SECRET, algorithm: 'HS512' })({ creator_id: 'alice' });
     t.equal((await closeOf(widgetUrl(g.port, 'alice', tok))).code, 4003);
   });
 
-  t.test('garbage closes with 4003', async (t) => {
+  await t.test('garbage closes with 4003', async (t) => {
     t.equal((await closeOf(widgetUrl(g.port, 'alice', 'not.a.jwt'))).code, 4003);
   });
 
-  t.test('an invalid creator id closes with 4003', async (t) => {
+  await t.test('an invalid creator id closes with 4003', async (t) => {
     const bad = 'a'.repeat(200);
     t.equal((await closeOf(widgetUrl(g.port, bad, widgetToken(bad)))).code, 4003);
     t.equal((await closeOf(widgetUrl(g.port, 'a%20b', widgetToken('a b')))).code, 4003);
   });
 
-  t.test('an invalid session id closes with 4400', async (t) => {
+  await t.test('an invalid session id closes with 4400', async (t) => {
     t.equal((await closeOf(widgetUrl(g.port, 'alice', widgetToken('alice'), 'bad session!'))).code, 4400);
     t.equal((await closeOf(widgetUrl(g.port, 'alice', widgetToken('alice'), 'x'.repeat(129)))).code, 4400);
   });
 
-  t.test('refused sockets leave no state behind', async (t) => {
+  await t.test('refused sockets leave no state behind', async (t) => {
     t.equal(g.gw.sockets.all.size, 0);
   });
 });
 
-t.test('public-key tokens: RS256 accepted, HS256 signed with the public key refused (key confusion)', async (t) => {
+void t.test('public-key tokens: RS256 accepted, HS256 signed with the public key refused (key confusion)', async (t) => {
   const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const pub = publicKey.export({ type: 'spki', format: 'pem' }).toString();
   const gk = await startGateway({ JWT_SECRET: '', JWT_PUBLIC_KEY: pub });
@@ -108,8 +108,8 @@ t.test('public-key tokens: RS256 accepted, HS256 signed with the public key refu
   t.equal((await closeOf(widgetUrl(gk.port, 'alice', confused))).code, 4003);
 });
 
-t.test('connection_status is the first frame', async (t) => {
-  t.test('with the given session id', async (t) => {
+void t.test('connection_status is the first frame', async (t) => {
+  await t.test('with the given session id', async (t) => {
     const c = new Client(widgetUrl(g.port, 'alice', widgetToken('alice'), 'sess-1'));
     const f = await c.next();
     t.equal(f.type, 'connection_status');
@@ -119,7 +119,7 @@ t.test('connection_status is the first frame', async (t) => {
     t.match(f.timestamp, ISO);
     c.close();
   });
-  t.test('with a fresh UUID when none is given', async (t) => {
+  await t.test('with a fresh UUID when none is given', async (t) => {
     const c = new Client(widgetUrl(g.port, 'alice', widgetToken('alice')));
     const f = await c.next();
     t.match((f.details as any).session_id, UUID);
@@ -127,14 +127,14 @@ t.test('connection_status is the first frame', async (t) => {
   });
 });
 
-t.test('ping gets pong', async (t) => {
+void t.test('ping gets pong', async (t) => {
   const c = await connectWidget(g.port, 'alice', widgetToken('alice'));
   c.send({ type: 'ping' });
   t.same(await c.next(), { type: 'pong' });
   c.close();
 });
 
-t.test('user_message: typing true, ai_response, typing false', async (t) => {
+void t.test('user_message: typing true, ai_response, typing false', async (t) => {
   const c = await connectWidget(g.port, 'alice', widgetToken('alice'));
   c.send({ type: 'user_message', content: '  hello there  ' });
   const a = await c.next();
@@ -151,14 +151,14 @@ t.test('user_message: typing true, ai_response, typing false', async (t) => {
   c.close();
 });
 
-t.test('answers come in the order the messages were sent', async (t) => {
+void t.test('answers come in the order the messages were sent', async (t) => {
   const c = await connectWidget(g.port, 'alice', widgetToken('alice'));
   for (let i = 0; i < 10; i++) c.send({ type: 'user_message', content: `m${i}` });
   for (let i = 0; i < 10; i++) t.equal((await c.nextOfType('ai_response')).content, `m${i}`);
   c.close();
 });
 
-t.test('error frames', async (t) => {
+void t.test('error frames', async (t) => {
   const c = await connectWidget(g.port, 'alice', widgetToken('alice'));
   t.teardown(() => c.close());
   const cases: Array<[string, unknown, string]> = [
@@ -178,7 +178,7 @@ t.test('error frames', async (t) => {
     ['null', 'null', ERRORS.INVALID_MESSAGE],
   ];
   for (const [name, frame, error] of cases) {
-    t.test(name, async (t) => {
+    void t.test(name, async (t) => {
       c.send(frame);
       const f = await c.next();
       t.equal(f.type, 'error');
@@ -186,7 +186,7 @@ t.test('error frames', async (t) => {
       t.match(f.timestamp, ISO);
     });
   }
-  t.test('no typing indicator follows an error that had none before it', async (t) => {
+  await t.test('no typing indicator follows an error that had none before it', async (t) => {
     c.send({ type: 'user_message', content: '' });
     await c.nextOfType('error');
     c.send({ type: 'ping' });
@@ -194,7 +194,7 @@ t.test('error frames', async (t) => {
   });
 });
 
-t.test('rate limit: the message over the limit gets "Rate limit exceeded", and the session keeps it across reconnects', async (t) => {
+void t.test('rate limit: the message over the limit gets "Rate limit exceeded", and the session keeps it across reconnects', async (t) => {
   const gr = await startGateway({ RATE_LIMIT_MESSAGES: '3', RATE_LIMIT_WINDOW_S: '60' });
   t.teardown(() => gr.close());
   const c = await connectWidget(gr.port, 'alice', widgetToken('alice'), 'limited');
@@ -226,8 +226,8 @@ async function engineServer(handler: http.RequestListener) {
   };
 }
 
-t.test('HTTP AI engine', async (t) => {
-  t.test('posts {query, creator_id, session_id} and relays the answer', async (t) => {
+void t.test('HTTP AI engine', async (t) => {
+  await t.test('posts {query, creator_id, session_id} and relays the answer', async (t) => {
     let seen: any;
     const eng = await engineServer((req, res) => {
       let b = '';
@@ -254,7 +254,7 @@ t.test('HTTP AI engine', async (t) => {
     ['a hang (time-out)', () => {}, 'timeout'],
     ['an answer over AI_ENGINE_MAX_RESPONSE_BYTES', (_req: http.IncomingMessage, res: http.ServerResponse) => res.end(`{"response":"${'x'.repeat(100_000)}"}`), 'too_large'],
   ] as const) {
-    t.test(`${name} gives "Failed to process message" then typing false, counted as ${reason}`, async (t) => {
+    void t.test(`${name} gives "Failed to process message" then typing false, counted as ${reason}`, async (t) => {
       const eng = await engineServer(handler);
       const ge = await startGateway({ AI_ENGINE_URL: eng.url, AI_ENGINE_TIMEOUT_MS: '300', AI_ENGINE_MAX_RESPONSE_BYTES: '65536' });
       t.teardown(async () => { await ge.close(); await eng.close(); });
@@ -269,7 +269,7 @@ t.test('HTTP AI engine', async (t) => {
     });
   }
 
-  t.test('a bounded per-connection queue refuses the excess with an error frame', async (t) => {
+  await t.test('a bounded per-connection queue refuses the excess with an error frame', async (t) => {
     const eng = await engineServer((req, res) => {
       req.resume();
       setTimeout(() => res.end('{"response":"slow","confidence":1,"sources":[]}'), 300);
@@ -287,7 +287,7 @@ t.test('HTTP AI engine', async (t) => {
   });
 });
 
-t.test('a client that closes while its answer is pending does not disturb the gateway', async (t) => {
+void t.test('a client that closes while its answer is pending does not disturb the gateway', async (t) => {
   const eng = await engineServer((req, res) => {
     req.resume();
     setTimeout(() => res.end('{"response":"late","confidence":1,"sources":[]}'), 200);
@@ -304,7 +304,7 @@ t.test('a client that closes while its answer is pending does not disturb the ga
   d.close();
 });
 
-t.test('session ids may repeat across tabs; each socket has its own connection id', async (t) => {
+void t.test('session ids may repeat across tabs; each socket has its own connection id', async (t) => {
   const s = randomUUID();
   const a = new Client(widgetUrl(g.port, 'alice', widgetToken('alice'), s));
   const b = new Client(widgetUrl(g.port, 'alice', widgetToken('alice'), s));

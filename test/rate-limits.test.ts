@@ -38,11 +38,11 @@ async function burst(c: Client, n: number): Promise<Tally> {
 
 const tab = (host: { port: number }, creator: string, session: string) => connectWidget(host.port, creator, widgetToken(creator), session);
 
-t.test('one process: each limit answers with its documented error, and recovers after its window', async (t) => {
+void t.test('one process: each limit answers with its documented error, and recovers after its window', async (t) => {
   const g = await startGateway({ RATE_LIMIT_MESSAGES: '2', RATE_LIMIT_WINDOW_S: '1', AI_BUDGET_PER_MINUTE: '3' });
   t.teardown(() => g.close());
 
-  t.test('session: "Rate limit exceeded" over the limit, one message back every window/limit', async (t) => {
+  await t.test('session: "Rate limit exceeded" over the limit, one message back every window/limit', async (t) => {
     const c = await tab(g, 'alice', 'recover');
     t.same(await burst(c, 3), { ok: 2, session: 1, creator: 0 });
     await sleep(600); // one token per 500 ms
@@ -50,7 +50,7 @@ t.test('one process: each limit answers with its documented error, and recovers 
     c.close();
   });
 
-  t.test('creator: "AI request budget exceeded" once the creator has used its budget, whatever the session', async (t) => {
+  await t.test('creator: "AI request budget exceeded" once the creator has used its budget, whatever the session', async (t) => {
     const a = await tab(g, 'shop', 's1');
     const b = await tab(g, 'shop', 's2');
     t.same(await burst(a, 2), { ok: 2, session: 0, creator: 0 });
@@ -76,7 +76,7 @@ async function tabsOnEveryWorker(t: Test, host: RunningCluster, creator: string,
   return tabs;
 }
 
-t.test('embedded cluster (2 workers, no Redis): a session has one budget on every worker of the host', async (t) => {
+void t.test('embedded cluster (2 workers, no Redis): a session has one budget on every worker of the host', async (t) => {
   const host = await startCluster({ RATE_LIMIT_MESSAGES: '4', RATE_LIMIT_WINDOW_S: '60' });
   t.teardown(() => host.stop('SIGKILL'));
   const tabs = await tabsOnEveryWorker(t, host, 'alice', 'two-workers');
@@ -111,7 +111,7 @@ t.test('embedded cluster (2 workers, no Redis): a session has one budget on ever
   for (const c of after) c.close();
 });
 
-t.test('Redis, two hosts: one budget per session and per creator across hosts', async (t) => {
+void t.test('Redis, two hosts: one budget per session and per creator across hosts', async (t) => {
   const redis = await startRedis();
   const prefix = `t${randomBytes(3).toString('hex')}:`;
   const env = { REDIS_URL: redis.url, REDIS_PREFIX: prefix, WORKERS: '1', RATE_LIMIT_MESSAGES: '5', RATE_LIMIT_WINDOW_S: '6', AI_BUDGET_PER_MINUTE: '12' };
@@ -121,7 +121,7 @@ t.test('Redis, two hosts: one budget per session and per creator across hosts', 
     await redis.stop();
   });
 
-  t.test('a second tab on the other host shares the budget; reconnecting does not reset it', async (t) => {
+  await t.test('a second tab on the other host shares the budget; reconnecting does not reset it', async (t) => {
     const a = await tab(A, 'c1', 'shared');
     const b = await tab(B, 'c1', 'shared');
     t.same(await burst(a, 5), { ok: 5, session: 0, creator: 0 });
@@ -137,7 +137,7 @@ t.test('Redis, two hosts: one budget per session and per creator across hosts', 
     }
   });
 
-  t.test('limits recover after the window', async (t) => {
+  await t.test('limits recover after the window', async (t) => {
     const a = await tab(A, 'c2', 'recover');
     t.same(await burst(a, 5), { ok: 5, session: 0, creator: 0 });
     await sleep(1400); // 6 s / 5 = one token per 1.2 s
@@ -147,7 +147,7 @@ t.test('Redis, two hosts: one budget per session and per creator across hosts', 
     b.close();
   });
 
-  t.test('overshoot: tabs on 2 hosts bursting at the same moment get at most limit + (2 - 1) x limit, and the excess is paid back', async (t) => {
+  await t.test('overshoot: tabs on 2 hosts bursting at the same moment get at most limit + (2 - 1) x limit, and the excess is paid back', async (t) => {
     const a = await tab(A, 'c3', 'race');
     const b = await tab(B, 'c3', 'race');
     const [ta, tb] = await Promise.all([burst(a, 10), burst(b, 10)]);
@@ -165,7 +165,7 @@ t.test('Redis, two hosts: one budget per session and per creator across hosts', 
     b.close();
   });
 
-  t.test('Redis down: each worker limits on its own, and reports the takes when Redis returns', async (t) => {
+  await t.test('Redis down: each worker limits on its own, and reports the takes when Redis returns', async (t) => {
     await redis.kill();
     const a = await tab(A, 'c4', 'offline'); // the upgrade does not wait for an unreachable store
     t.same(await burst(a, 7), { ok: 5, session: 2, creator: 0 }, "still limited, on host A's own bucket");
@@ -184,7 +184,7 @@ t.test('Redis, two hosts: one budget per session and per creator across hosts', 
     b.close();
   });
 
-  t.test('the creator budget is shared by every session on every host', async (t) => {
+  await t.test('the creator budget is shared by every session on every host', async (t) => {
     const x = await tab(A, 'shop', 'x');
     const y = await tab(B, 'shop', 'y');
     t.same(await burst(x, 5), { ok: 5, session: 0, creator: 0 });
@@ -200,7 +200,7 @@ t.test('Redis, two hosts: one budget per session and per creator across hosts', 
   });
 });
 
-t.test('start-up window: right after two hosts start on one Redis, sessions are limited exactly at the budget', async (t) => {
+void t.test('start-up window: right after two hosts start on one Redis, sessions are limited exactly at the budget', async (t) => {
   // A 60 s window: no token comes back during the test, so any message
   // admitted beyond the budget would be a lost take, not a refill.
   const redis = await startRedis();

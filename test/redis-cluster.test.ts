@@ -40,7 +40,7 @@ async function exactlyOnce(t: Test, clients: Client[], frame: object) {
   t.ok(clients.every((x) => x.inbox.length === 0), 'exactly once');
 }
 
-t.test('two hosts, one Redis', async (t) => {
+void t.test('two hosts, one Redis', async (t) => {
   const redis = await startRedis();
   const prefix = `t${randomBytes(3).toString('hex')}:`;
   const A = await startCluster(hostEnv(redis, prefix));
@@ -57,7 +57,7 @@ t.test('two hosts, one Redis', async (t) => {
   const bob = [...(await open(A, 'bob', 3)), ...(await open(B, 'bob', 3))];
   const alice = [...aliceA, ...aliceB];
 
-  t.test('stats agree on both hosts and count all four workers', async (t) => {
+  await t.test('stats agree on both hosts and count all four workers', async (t) => {
     await until(async () => (await stats(A)).total_connections === 26, 5000, 'stats on A');
     const [sa, sb] = [await stats(A), await stats(B)];
     t.same(sa.connections_by_creator, { alice: 20, bob: 6 });
@@ -68,7 +68,7 @@ t.test('two hosts, one Redis', async (t) => {
     t.match(entry, { creator_id: 'alice', session_id: String, connected_at: String, node: String });
   });
 
-  t.test('a broadcast entering either host reaches every alice socket on both, exactly once', async (t) => {
+  await t.test('a broadcast entering either host reaches every alice socket on both, exactly once', async (t) => {
     t.equal((await post(A, '/api/v1/creators/alice/broadcast', { type: 'news', via: 'A' })).status, 202);
     await exactlyOnce(t, alice, { type: 'news', via: 'A' });
     t.equal((await post(B, '/api/v1/creators/alice/broadcast', { type: 'news', via: 'B' })).status, 202);
@@ -76,7 +76,7 @@ t.test('two hosts, one Redis', async (t) => {
     t.ok(bob.every((b) => b.inbox.length === 0), 'bob got nothing');
   });
 
-  t.test('targeted sends cross hosts; unknown connections are 404', async (t) => {
+  await t.test('targeted sends cross hosts; unknown connections are 404', async (t) => {
     for (const [entry, target] of [[A, aliceB[3]!], [B, aliceA[4]!], [A, aliceA[5]!]] as const) {
       t.equal((await post(entry, `/api/v1/connections/${connectionId(target)}/messages`, { type: 'dm' })).status, 202);
       t.same(await target.next(), { type: 'dm' });
@@ -86,7 +86,7 @@ t.test('two hosts, one Redis', async (t) => {
     t.ok(alice.every((x) => x.inbox.length === 0), 'nobody else got a dm');
   });
 
-  t.test('SIGTERM removes the host\'s registry entries at once', async (t) => {
+  await t.test('SIGTERM removes the host\'s registry entries at once', async (t) => {
     const C = await startCluster(hostEnv(redis, prefix));
     await open(C, 'carol', 5);
     await until(async () => (await stats(A)).connections_by_creator.carol === 5, 5000, 'carol registered');
@@ -97,7 +97,7 @@ t.test('two hosts, one Redis', async (t) => {
     t.equal(s.workers, 4);
   });
 
-  t.test('Redis killed and restarted mid-traffic', async (t) => {
+  await t.test('Redis killed and restarted mid-traffic', async (t) => {
     await redis.kill();
     await until(async () => (await A.get('/readyz')).status === 503 && (await B.get('/readyz')).status === 503, 10_000, 'readyz 503');
     t.pass('/readyz answers 503 on both hosts while Redis is down');
@@ -127,7 +127,7 @@ t.test('two hosts, one Redis', async (t) => {
     t.ok(alice.every((x) => x.ws.readyState === x.ws.OPEN), 'no client was disconnected');
   });
 
-  t.test('kill -9 of a host: its entries disappear within the bound; the other host is unaffected', async (t) => {
+  await t.test('kill -9 of a host: its entries disappear within the bound; the other host is unaffected', async (t) => {
     const before = await rc.hlen(`${prefix}active_connections`);
     await B.killHost();
     const killed = Date.now();
@@ -145,7 +145,7 @@ t.test('two hosts, one Redis', async (t) => {
   });
 });
 
-t.test('a connect storm costs a handful of Redis round trips, not one per socket', async (t) => {
+void t.test('a connect storm costs a handful of Redis round trips, not one per socket', async (t) => {
   const redis = await startRedis();
   const prefix = `s${randomBytes(3).toString('hex')}:`;
   const A = await startCluster(hostEnv(redis, prefix));

@@ -60,7 +60,7 @@ async function everyoneGets(t: Test, c: RunningCluster, clients: Client[], creat
   t.equal(got, clients.length, `broadcast ${tag} reached ${got} of ${clients.length} sockets`);
 }
 
-t.test('subscriptions asked for while Redis is unreachable are made once it is back', async (t) => {
+void t.test('subscriptions asked for while Redis is unreachable are made once it is back', async (t) => {
   const redis = await startRedis({ start: false });
   const p = prefix();
   const host = await startCluster({ REDIS_URL: redis.url, REDIS_PREFIX: p, REGISTRY_LEASE_S: '3' }, { waitFor: '/healthz' });
@@ -81,7 +81,7 @@ t.test('subscriptions asked for while Redis is unreachable are made once it is b
     t.same(await target.next((f) => f.type === 'dm', 3000), { type: 'dm' });
   }
 
-  t.test('a creator whose first visitor connects during an outage', async (t) => {
+  await t.test('a creator whose first visitor connects during an outage', async (t) => {
     await redis.kill();
     await until(async () => (await host.get('/readyz')).status === 503, 10_000, '/readyz 503 while Redis is down');
     const late = [await connectWidget(host.port, 'late', widgetToken('late')), await connectWidget(host.port, 'late', widgetToken('late')), await connectWidget(host.port, 'late', widgetToken('late'))];
@@ -98,7 +98,7 @@ t.test('subscriptions asked for while Redis is unreachable are made once it is b
 /** The resident memory of a process, in MiB. */
 const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 
-t.test('a stalled Redis: bounded memory, 503 for publishes, deadlines for stats and targeted sends', async (t) => {
+void t.test('a stalled Redis: bounded memory, 503 for publishes, deadlines for stats and targeted sends', async (t) => {
   const redis = await startRedis();
   const p = prefix();
   const host = await startCluster({ WORKERS: '1', REDIS_URL: redis.url, REDIS_PREFIX: p, REDIS_MAX_PENDING_BYTES: String(4 << 20), REDIS_COMMAND_TIMEOUT_MS: '1000', MAX_PAYLOAD_BYTES: '65536' });
@@ -115,7 +115,7 @@ t.test('a stalled Redis: bounded memory, 503 for publishes, deadlines for stats 
     ['DEBUG SLEEP', async () => void admin.call('DEBUG', 'SLEEP', '6').catch(() => {}), async () => {}],
     ['a paused process (SIGSTOP)', async () => redis.pause(), async () => redis.resume()],
   ] as const) {
-    t.test(how, async (t) => {
+    void t.test(how, async (t) => {
       const before = rssMiB(pid!);
       await admin.ping();
       await stall();
@@ -151,7 +151,7 @@ t.test('a stalled Redis: bounded memory, 503 for publishes, deadlines for stats 
   }
 });
 
-t.test('a worker stalled past its lease rewrites its registry entries', async (t) => {
+void t.test('a worker stalled past its lease rewrites its registry entries', async (t) => {
   const redis = await startRedis();
   const p = prefix();
   const A = await startCluster({ WORKERS: '1', REDIS_URL: redis.url, REDIS_PREFIX: p, REGISTRY_LEASE_S: '1' });
@@ -177,7 +177,7 @@ t.test('a worker stalled past its lease rewrites its registry entries', async (t
   t.match(A.output(), /"why":"lease lapsed"/, 'the rewrite is logged');
 });
 
-t.test('kill -9 of a primary: its workers remove their registry entries before they exit (no wait for the lease)', async (t) => {
+void t.test('kill -9 of a primary: its workers remove their registry entries before they exit (no wait for the lease)', async (t) => {
   const redis = await startRedis();
   const p = prefix();
   const A = await startCluster({ REDIS_URL: redis.url, REDIS_PREFIX: p, REGISTRY_LEASE_S: '30' });

@@ -15,7 +15,7 @@ import { parseEnvFile } from '../src/config/env-file.js';
 
 const pidsOf = async (c: { get(p: string): Promise<{ body: any }> }) => Object.keys((await c.get('/api/v1/stats')).body.connections_by_worker).sort();
 
-t.test('parseEnvFile', async (t) => {
+void t.test('parseEnvFile', async (t) => {
   t.same(parseEnvFile('# c\nA=1\n\nexport B="two words"\nC=\'x=y\'\n'), { A: '1', B: 'two words', C: 'x=y' });
   t.throws(() => parseEnvFile('not a line'), /GATEWAY_ENV_FILE/);
 });
@@ -36,7 +36,7 @@ function enableMigrateReq(): string | undefined {
   }
 }
 
-t.test('rolling restart under load: no failed connection attempt, every old client gets 1012', async (t) => {
+void t.test('rolling restart under load: no failed connection attempt, every old client gets 1012', async (t) => {
   const cannot = enableMigrateReq();
   t.notOk(cannot, `net.ipv4.tcp_migrate_req=1 in this namespace${cannot ? `: ${cannot}` : ''}`);
   const dir = mkdtempSync(path.join(tmpdir(), 'cgw-'));
@@ -93,7 +93,7 @@ t.test('rolling restart under load: no failed connection attempt, every old clie
   await until(() => /rolling restart done/.test(c.output()), 5000, 'the primary to log the end of the restart');
 });
 
-t.test('an invalid configuration on SIGHUP is refused and the old one stays', async (t) => {
+void t.test('an invalid configuration on SIGHUP is refused and the old one stays', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'cgw-'));
   const envFile = path.join(dir, 'gateway.env');
   writeFileSync(envFile, '');
@@ -108,7 +108,7 @@ t.test('an invalid configuration on SIGHUP is refused and the old one stays', as
   t.same(await pidsOf(c), before, 'no worker was replaced');
   t.equal((await client.ask('still here')).content, 'still here');
 
-  t.test('a malformed line never reaches the log, nor does a secret\'s bad value', async (t) => {
+  await t.test('a malformed line never reaches the log, nor does a secret\'s bad value', async (t) => {
     const mark = c.output().length;
     writeFileSync(envFile, 'JWT_SECRET: hunter2-typo-secret-value\n');
     c.proc.kill('SIGHUP');
@@ -124,7 +124,7 @@ t.test('an invalid configuration on SIGHUP is refused and the old one stays', as
   client.close();
 });
 
-t.test('a SIGHUP during a rolling restart is remembered: the cluster rolls once more, with the newest file', async (t) => {
+void t.test('a SIGHUP during a rolling restart is remembered: the cluster rolls once more, with the newest file', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'cgw-'));
   const envFile = path.join(dir, 'gateway.env');
   writeFileSync(envFile, 'MAX_MESSAGE_CHARS=1000\n');
@@ -141,7 +141,7 @@ t.test('a SIGHUP during a rolling restart is remembered: the cluster rolls once 
   x.close();
 });
 
-t.test('a SIGHUP sent to the whole process group rolls the cluster once; the workers survive it', async (t) => {
+void t.test('a SIGHUP sent to the whole process group rolls the cluster once; the workers survive it', async (t) => {
   const c = await startCluster();
   t.teardown(() => c.stop('SIGKILL'));
   const before = await pidsOf(c);

@@ -22,20 +22,20 @@ import { freePort, sleep, until } from './helpers/net.js';
 
 const Ws = WebSocket as unknown as WsCtor;
 
-t.test('the SDK\'s close-code policy is the gateway\'s table', async (t) => {
+void t.test('the SDK\'s close-code policy is the gateway\'s table', async (t) => {
   const letter = { soon: 's', backoff: 'b', token: 't', stop: 'x', none: 'n' } as const;
   for (const c of Object.values(CLOSE)) t.equal(policyOf(c.code), letter[c.client], `${c.code} ${c.reason}: ${c.client}`);
   for (const code of Object.keys(POLICY).map(Number)) t.ok(Object.values(CLOSE).some((c) => c.code === code), `${code} is in the table`);
 });
 
-t.test('full-jitter back-off: within [0, min(cap, base x 2^attempt)), capped', async (t) => {
+void t.test('full-jitter back-off: within [0, min(cap, base x 2^attempt)), capped', async (t) => {
   t.equal(backoff(0, 500, 30_000, () => 0.999), 499);
   t.equal(backoff(3, 500, 30_000, () => 0.5), 2000);
   t.equal(backoff(20, 500, 30_000, () => 0.999), 29_970, 'capped at 30 s');
   t.equal(backoff(5, 500, 30_000, () => 0), 0, 'full jitter reaches 0');
 });
 
-t.test('the bundle: at most 6 KiB minified and gzipped, a global and an ES module', async (t) => {
+void t.test('the bundle: at most 6 KiB minified and gzipped, a global and an ES module', async (t) => {
   const iife = readFileSync(path.join(ROOT, 'dist/sdk/widget.js'));
   const esm = readFileSync(path.join(ROOT, 'dist/sdk/widget.mjs'));
   const gz = gzipSync(iife, { level: 9 }).length;
@@ -56,7 +56,7 @@ function watch(c: WidgetClient) {
   return e;
 }
 
-t.test('against a gateway: the token never in the URL; send and answer; resume after a cut; the queue answered once', async (t) => {
+void t.test('against a gateway: the token never in the URL; send and answer; resume after a cut; the queue answered once', async (t) => {
   const g = await startGateway({ RATE_LIMIT_MESSAGES: '100000' });
   t.teardown(() => g.close());
   const urls: string[] = [];
@@ -90,7 +90,7 @@ t.test('against a gateway: the token never in the URL; send and answer; resume a
   t.equal(c.status, 'closed');
 });
 
-t.test('4003 stops without a reconnect loop; 4001 with a working getToken is back in once', async (t) => {
+void t.test('4003 stops without a reconnect loop; 4001 with a working getToken is back in once', async (t) => {
   const g = await startGateway();
   t.teardown(() => g.close());
   const bad = createWidgetClient({ url: `ws://127.0.0.1:${g.port}`, creatorId: 'x', token: signWith('another-secret-0123456789', { creator_id: 'x' }), WebSocket: Ws });
@@ -110,7 +110,7 @@ t.test('4003 stops without a reconnect loop; 4001 with a working getToken is bac
   good.close();
 });
 
-t.test('a dead link is noticed by the heartbeat: close, reconnect', async (t) => {
+void t.test('a dead link is noticed by the heartbeat: close, reconnect', async (t) => {
   const g = await startGateway();
   t.teardown(() => g.close());
   // A TCP proxy that can freeze: the socket stays open but nothing passes (a dead NAT, a sleeping laptop).
@@ -137,7 +137,7 @@ t.test('a dead link is noticed by the heartbeat: close, reconnect', async (t) =>
   c.close();
 });
 
-t.test('200 SDK clients after a rolling restart: reconnects spread over the jitter window, none gives up', async (t) => {
+void t.test('200 SDK clients after a rolling restart: reconnects spread over the jitter window, none gives up', async (t) => {
   const g = await startCluster({ MAX_CONNECTIONS_PER_IP: '0' });
   t.teardown(() => g.stop('SIGKILL'));
   const reconnectedAt: number[] = [];

@@ -14,7 +14,7 @@ import { freePort, sleep, until } from './helpers/net.js';
 
 const closeOf = (url: string, opts?: WebSocket.ClientOptions) => new Client(url, opts).closed;
 
-t.test('the token can travel in Sec-WebSocket-Protocol; the server answers widget.v1 and never echoes it', async (t) => {
+void t.test('the token can travel in Sec-WebSocket-Protocol; the server answers widget.v1 and never echoes it', async (t) => {
   const g = await startGateway();
   t.teardown(() => g.close());
   const url = `ws://127.0.0.1:${g.port}/api/v1/channels/widget/alice/connect`;
@@ -40,7 +40,7 @@ t.test('the token can travel in Sec-WebSocket-Protocol; the server answers widge
   t.equal(none, 4001, 'no token anywhere closes with 4001');
 });
 
-t.test('tokens never reach the logs', async (t) => {
+void t.test('tokens never reach the logs', async (t) => {
   const c = await startCluster({ LOG_LEVEL: 'trace' });
   t.teardown(() => c.stop('SIGKILL'));
   const good = widgetToken('alice');
@@ -61,7 +61,7 @@ t.test('tokens never reach the logs', async (t) => {
   }
 });
 
-t.test('origins', async (t) => {
+void t.test('origins', async (t) => {
   const g = await startGateway({ ALLOWED_ORIGINS: 'https://shop.example.com,https://blog.example.com:8443' });
   t.teardown(() => g.close());
   const url = widgetUrl(g.port, 'alice', widgetToken('alice'));
@@ -79,7 +79,7 @@ t.test('origins', async (t) => {
   t.equal((await closeOf(widgetUrl(g.port, 'alice', pinned))).code, 4003, 'a pinned token needs an Origin');
 });
 
-t.test('iss and aud', async (t) => {
+void t.test('iss and aud', async (t) => {
   const g = await startGateway({ JWT_ISSUER: 'https://auth.example.com', JWT_AUDIENCE: 'channel-gateway' });
   t.teardown(() => g.close());
   const good = signWith(SECRET, { creator_id: 'alice', iss: 'https://auth.example.com', aud: 'channel-gateway' });
@@ -117,7 +117,7 @@ const rsa = () => generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signRs = (priv: KeyObject, kid: string, payload: object) =>
   createSigner({ key: priv.export({ type: 'pkcs8', format: 'pem' }).toString(), algorithm: 'RS256', kid })(payload);
 
-t.test('JWKS: kid selection, rotation, forged kids with a bounded refresh rate, no HS confusion', async (t) => {
+void t.test('JWKS: kid selection, rotation, forged kids with a bounded refresh rate, no HS confusion', async (t) => {
   const k1 = rsa();
   const k2 = rsa();
   const jwks = await jwksServer();
@@ -156,7 +156,7 @@ t.test('JWKS: kid selection, rotation, forged kids with a bounded refresh rate, 
   rotated.close();
 });
 
-t.test('connections per client IP', async (t) => {
+void t.test('connections per client IP', async (t) => {
   const g = await startGateway({ MAX_CONNECTIONS_PER_IP: '3' });
   t.teardown(() => g.close());
   const three = await Promise.all([1, 2, 3].map(() => connectWidget(g.port, 'alice', widgetToken('alice'))));
@@ -169,7 +169,7 @@ t.test('connections per client IP', async (t) => {
   [...three, again].forEach((c) => c.close());
 });
 
-t.test('the per-worker connection cap refuses with 1013', async (t) => {
+void t.test('the per-worker connection cap refuses with 1013', async (t) => {
   const g = await startGateway({ MAX_CONNECTIONS: '5' });
   t.teardown(() => g.close());
   const five = await Promise.all([1, 2, 3, 4, 5].map(() => connectWidget(g.port, 'alice', widgetToken('alice'))));
@@ -178,7 +178,7 @@ t.test('the per-worker connection cap refuses with 1013', async (t) => {
   five.forEach((c) => c.close());
 });
 
-t.test('near the file-descriptor limit the gateway refuses cleanly instead of failing with EMFILE', async (t) => {
+void t.test('near the file-descriptor limit the gateway refuses cleanly instead of failing with EMFILE', async (t) => {
   // A real process with a low descriptor limit: MAX_CONNECTIONS defaults to the limit minus 256.
   const c = await startCluster({ WORKERS: '1', GATEWAY_TEST_NOFILE: '700' });
   t.teardown(() => c.stop('SIGKILL'));
@@ -200,7 +200,7 @@ t.test('near the file-descriptor limit the gateway refuses cleanly instead of fa
   results.forEach((r) => r.x.close());
 });
 
-t.test('idle TCP connects and bad-token upgrades past the descriptor limit: no EMFILE spin, clean refusals, recovery by itself', async (t) => {
+void t.test('idle TCP connects and bad-token upgrades past the descriptor limit: no EMFILE spin, clean refusals, recovery by itself', async (t) => {
   // NODE_OPTIONS cleared: tap's coverage hook in the child lazily opens files,
   // which fails once descriptors run out, and would crash the worker it measures.
   const c = await startCluster({ WORKERS: '1', GATEWAY_TEST_NOFILE: '1100', NODE_OPTIONS: '' });
@@ -262,7 +262,7 @@ t.test('idle TCP connects and bad-token upgrades past the descriptor limit: no E
   bystander.close();
 });
 
-t.test('oversized upgrade headers get HTTP 431', async (t) => {
+void t.test('oversized upgrade headers get HTTP 431', async (t) => {
   const g = await startGateway({ MAX_HEADER_BYTES: '1024' });
   t.teardown(() => g.close());
   const status = await new Promise<number>((resolve) => {
@@ -273,7 +273,7 @@ t.test('oversized upgrade headers get HTTP 431', async (t) => {
   t.equal(status, 431);
 });
 
-t.test('abuse caps: frames per socket per second (4008) and new sockets per IP per second (4030)', async (t) => {
+void t.test('abuse caps: frames per socket per second (4008) and new sockets per IP per second (4030)', async (t) => {
   const g = await startGateway({ FRAME_RATE_LIMIT: '20', CONNECT_RATE_PER_IP: '5' });
   t.teardown(() => g.close());
   const five = [];
@@ -292,7 +292,7 @@ t.test('abuse caps: frames per socket per second (4008) and new sockets per IP p
   [...five, later].forEach((c) => c.close());
 });
 
-t.test('ADMIN_PORT: stats and metrics on the internal listener only; the widget port keeps health and readiness', async (t) => {
+void t.test('ADMIN_PORT: stats and metrics on the internal listener only; the widget port keeps health and readiness', async (t) => {
   const admin = await freePort();
   const c = await startCluster({ ADMIN_PORT: String(admin) });
   t.teardown(() => c.stop('SIGKILL'));
@@ -310,7 +310,7 @@ t.test('ADMIN_PORT: stats and metrics on the internal listener only; the widget 
   x.close();
 });
 
-t.test('production without ADMIN_PORT warns at start-up', async (t) => {
+void t.test('production without ADMIN_PORT warns at start-up', async (t) => {
   const c = await startCluster({ NODE_ENV: 'production' });
   t.teardown(() => c.stop('SIGKILL'));
   t.match(c.output(), /ADMIN_PORT is unset/);

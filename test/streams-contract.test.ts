@@ -70,13 +70,13 @@ const impls: Record<string, () => Promise<{ node(): Promise<Node>; cleanup(): Pr
 };
 
 for (const [name, make] of Object.entries(impls)) {
-  t.test(`${name} streams`, async (t) => {
+  void t.test(`${name} streams`, async (t) => {
     const impl = await make();
     t.teardown(() => impl.cleanup());
     const [a, b] = [await impl.node(), await impl.node()];
     const enc = (s: string) => new Uint8Array(Buffer.from(s));
 
-    t.test('follow creates a stream with an epoch at offset 0; appends count from 1, contiguous', async (t) => {
+    await t.test('follow creates a stream with an epoch at offset 0; appends count from 1, contiguous', async (t) => {
       const r = await a.store.follow('b/c1');
       t.match(r, { epoch: /^[0-9a-f]{16}$/, top: 0, lost: false, frames: [] });
       const p1 = await b.store.append('b/c1', enc('{"n":1}'));
@@ -89,7 +89,7 @@ for (const [name, make] of Object.entries(impls)) {
       a.store.unfollow('b/c1');
     });
 
-    t.test('history: frames after a position, the kept window, and lost positions', async (t) => {
+    await t.test('history: frames after a position, the kept window, and lost positions', async (t) => {
       const { epoch } = await a.store.follow('s/c2/x');
       for (let i = 1; i <= 8; i++) await a.store.append('s/c2/x', enc(`{"i":${i}}`));
       const r = await b.store.follow('s/c2/x', { epoch, offset: 5 });
@@ -108,7 +108,7 @@ for (const [name, make] of Object.entries(impls)) {
       a.store.unfollow('s/c2/x');
     });
 
-    t.test('session frames reach every node that follows the session', async (t) => {
+    await t.test('session frames reach every node that follows the session', async (t) => {
       await a.store.follow('s/c3/y');
       await b.store.follow('s/c3/y');
       a.frames.length = 0;
@@ -120,7 +120,7 @@ for (const [name, make] of Object.entries(impls)) {
       b.store.unfollow('s/c3/y');
     });
 
-    t.test('claims: first come new, then pending, then answered with its position', async (t) => {
+    await t.test('claims: first come new, then pending, then answered with its position', async (t) => {
       t.same(await a.store.claim('s/c4/z', 'm1'), { state: 'new' });
       t.same(await b.store.claim('s/c4/z', 'm1'), { state: 'pending' });
       const pos = await a.store.append('s/c4/z', enc('{"type":"ai_response"}'), { cmid: 'm1' });
@@ -128,7 +128,7 @@ for (const [name, make] of Object.entries(impls)) {
       t.same(await b.store.claim('s/c4/z', 'm2'), { state: 'new' }, 'another id');
     });
 
-    t.test('a streamed answer: pieces reach the other followers; a reader that joins gets the text so far; the final answer clears it', async (t) => {
+    await t.test('a streamed answer: pieces reach the other followers; a reader that joins gets the text so far; the final answer clears it', async (t) => {
       await a.store.follow('s/c5/w');
       await b.store.follow('s/c5/w');
       b.chunks.length = 0;

@@ -17,7 +17,7 @@ execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyo
   '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
 const ca = readFileSync(cert);
 
-t.test('wss:// and https:// with TLS_CERT_FILE / TLS_KEY_FILE', async (t) => {
+void t.test('wss:// and https:// with TLS_CERT_FILE / TLS_KEY_FILE', async (t) => {
   const g = await startGateway({ TLS_CERT_FILE: cert, TLS_KEY_FILE: key });
   t.teardown(() => g.close());
   const c = new Client(`wss://127.0.0.1:${g.port}/api/v1/channels/widget/alice/connect?token=${widgetToken('alice')}`, { ca });
@@ -30,7 +30,7 @@ t.test('wss:// and https:// with TLS_CERT_FILE / TLS_KEY_FILE', async (t) => {
   t.equal(status, 200);
 });
 
-t.test('TLS settings are validated', async (t) => {
+void t.test('TLS settings are validated', async (t) => {
   const base = { JWT_SECRET: 'x'.repeat(32) };
   for (const [env, variable] of [
     [{ TLS_CERT_FILE: cert }, 'TLS_KEY_FILE'],

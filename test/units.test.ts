@@ -12,7 +12,7 @@ import type { PrimaryToWorker } from '../src/cluster/ipc.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
-t.test('decodeFrame', async (t) => {
+void t.test('decodeFrame', async (t) => {
   t.same(decodeFrame(enc('{"type":"ping"}'), false), { ok: true, msg: { type: 'ping' } });
   t.same(decodeFrame(enc('{"type":"user_message","content":" hi "}'), false), { ok: true, msg: { type: 'user_message', content: 'hi' } });
   t.same(decodeFrame(new Uint8Array([0xff, 0xfe]), true), { ok: false, error: ERRORS.INVALID_JSON });
@@ -23,8 +23,8 @@ t.test('decodeFrame', async (t) => {
   t.same(validateMessage({ type: 'user_message', content: 'abcd' }, { maxContentChars: 3 }), { ok: false, error: ERRORS.TOO_LONG });
 });
 
-t.test('shared token buckets (GCRA)', async (t) => {
-  t.test('a burst of the limit, then one per window/limit, never more than the limit', async (t) => {
+void t.test('shared token buckets (GCRA)', async (t) => {
+  await t.test('a burst of the limit, then one per window/limit, never more than the limit', async (t) => {
     const b = BucketTable.create(4, 3, 3000); // 3 per 3 s
     let now = 1e15;
     const takes = () => [b.take(1, now), b.take(1, now), b.take(1, now), b.take(1, now)];
@@ -38,7 +38,7 @@ t.test('shared token buckets (GCRA)', async (t) => {
     t.same(takes(), [true, true, true, false], 'refills to the limit, no more');
   });
 
-  t.test('counted tables count takes for the store; adopt only moves forward', async (t) => {
+  await t.test('counted tables count takes for the store; adopt only moves forward', async (t) => {
     const b = BucketTable.create(2, 10, 1000, true);
     const now = 1e15;
     for (let i = 0; i < 4; i++) b.take(1, now);
@@ -50,7 +50,7 @@ t.test('shared token buckets (GCRA)', async (t) => {
     t.notOk(b.take(1, now), 'adopting an older TAT changes nothing');
   });
 
-  t.test('threads share one table: concurrent takes never exceed the limit', async (t) => {
+  await t.test('threads share one table: concurrent takes never exceed the limit', async (t) => {
     const { Worker } = await import('node:worker_threads');
     const b = BucketTable.create(2, 5000, 3_600_000, true); // 5000 per hour: no refill during the test
     const src = `
@@ -77,7 +77,7 @@ t.test('shared token buckets (GCRA)', async (t) => {
     t.equal(b.drainCharged(1), 5000, 'and counted once each');
   });
 
-  t.test('keyed buckets: held keys keep their slot, full idle ones are freed, overflow shares slot 0', async (t) => {
+  await t.test('keyed buckets: held keys keep their slot, full idle ones are freed, overflow shares slot 0', async (t) => {
     const k = new KeyedBuckets('session', 2, 1, 60_000);
     t.teardown(() => k.close());
     const a = k.acquire('a');
@@ -99,7 +99,7 @@ t.test('shared token buckets (GCRA)', async (t) => {
     t.equal(idle.size, 0, 'a released key with a full bucket is freed');
   });
 
-  t.test('the memory store charges one shared TAT per key (the GCRA the Redis script follows)', async (t) => {
+  await t.test('the memory store charges one shared TAT per key (the GCRA the Redis script follows)', async (t) => {
     let now = 1e15;
     const s = new MemoryRateStore(() => now);
     t.teardown(() => s.close());
@@ -111,7 +111,7 @@ t.test('shared token buckets (GCRA)', async (t) => {
   });
 });
 
-t.test('Relay forwards to interested workers, never back to the publisher', async (t) => {
+void t.test('Relay forwards to interested workers, never back to the publisher', async (t) => {
   const got: Record<number, string[]> = { 1: [], 2: [], 3: [] };
   const w = (id: number): RelayTarget => ({ id, send: (m: PrimaryToWorker) => m.t === 'msg' && got[id]!.push(m.topic) });
   const [a, b, c] = [w(1), w(2), w(3)];
@@ -129,11 +129,11 @@ t.test('Relay forwards to interested workers, never back to the publisher', asyn
   t.equal(r.topics, 0, 'nothing left behind when workers go');
 });
 
-t.test('respawn back-off grows and is capped', async (t) => {
+void t.test('respawn back-off grows and is capped', async (t) => {
   t.same([0, 1, 2, 3, 8, 20].map(backoffMs), [0, 250, 500, 1000, 30000, 30000]);
 });
 
-t.test('uWS loader', async (t) => {
+void t.test('uWS loader', async (t) => {
   const u = loadUws();
   t.equal(u.source, '@trufflesuite/uws-js-unofficial');
   t.match(u.binary, /uws_linux_x64_\d+\.node$/);
@@ -155,7 +155,7 @@ t.test('uWS loader', async (t) => {
   t.match((err as Error).message, /no-such-dir.*Cannot find module/);
 });
 
-t.test('GuardedEngine: circuit breaker and per-creator bound', async (t) => {
+void t.test('GuardedEngine: circuit breaker and per-creator bound', async (t) => {
   const { GuardedEngine } = await import('../src/ai/guard.js');
   let now = 0;
   let fail = true;

@@ -32,7 +32,7 @@ function collect(n: number) {
   };
 }
 
-t.test('auto: a large frame goes to the pool, the small ones after it wait for it (order per connection)', async (t) => {
+void t.test('auto: a large frame goes to the pool, the small ones after it wait for it (order per connection)', async (t) => {
   const v = createValidator({ tables, schema, mode: 'auto', decode: decodeFrame, thresholdBytes: 1000, threads: 1, maxQueuedFrames: 100 });
   t.teardown(() => v.close());
   const conn: Ordered = newConn();
@@ -51,7 +51,7 @@ t.test('auto: a large frame goes to the pool, the small ones after it wait for i
   t.equal(v.queued, 0);
 });
 
-t.test('pool mode answers exactly as inline does', async (t) => {
+void t.test('pool mode answers exactly as inline does', async (t) => {
   const v = createValidator({ tables, schema, mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 2, maxQueuedFrames: 1000 });
   t.teardown(() => v.close());
   const frames = ['{"type":"ping"}', '[]', '42', '{"type":"x"}', '{"type":"user_message","content":" a "}', '{', '{"type":"user_message","content":1}'];
@@ -62,7 +62,7 @@ t.test('pool mode answers exactly as inline does', async (t) => {
   t.same(c.got, frames.map((f) => describe(decodeFrame(ab(f), false))));
 });
 
-t.test('a full pool queue answers "Server busy", in order, and recovers', async (t) => {
+void t.test('a full pool queue answers "Server busy", in order, and recovers', async (t) => {
   const v = createValidator({ tables, schema, mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 1, maxQueuedFrames: 3 });
   t.teardown(() => v.close());
   const conn: Ordered = newConn();
@@ -76,7 +76,7 @@ t.test('a full pool queue answers "Server busy", in order, and recovers', async 
   t.same(again.got, ['later'], 'accepted again once the queue drained');
 });
 
-t.test('the pool survives a task that throws and a thread that dies', async (t) => {
+void t.test('the pool survives a task that throws and a thread that dies', async (t) => {
   const taskFile = new URL('./fixtures/failing-task.ts', import.meta.url).href;
   const v = createValidator({ tables, schema, mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 1, maxQueuedFrames: 100, taskFile });
   t.teardown(() => v.close());
@@ -95,7 +95,7 @@ t.test('the pool survives a task that throws and a thread that dies', async (t) 
   t.same(await run(['{"type":"ping"}', '{"type":"user_message","content":"ok"}']), ['ping', 'ok'], 'piscina replaced the thread');
 });
 
-t.test('rate limits are the same whichever path a frame takes: one shared bucket for the pool and the uWS thread', async (t) => {
+void t.test('rate limits are the same whichever path a frame takes: one shared bucket for the pool and the uWS thread', async (t) => {
   const limited = new MessageTables(BucketTable.create(4, 5, 60_000), BucketTable.create(4, 7, 60_000));
   const v = createValidator({ tables: limited, schema, mode: 'auto', decode: decodeFrame, thresholdBytes: 1000, threads: 2, maxQueuedFrames: 100 });
   t.teardown(() => v.close());

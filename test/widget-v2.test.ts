@@ -68,7 +68,7 @@ const post = (path: string, body: unknown) =>
 
 const ask = (c: V2Client, content: string, extra: Record<string, unknown> = {}) => c.send({ type: 'user_message', content, ...extra });
 
-t.test('offering widget.v2: the server answers it; connection_status gives both streams', async (t) => {
+void t.test('offering widget.v2: the server answers it; connection_status gives both streams', async (t) => {
   const c = new V2Client(base, 'neg', widgetToken('neg'));
   const st = await c.connect();
   t.equal(c.protocol, 'widget.v2');
@@ -77,7 +77,7 @@ t.test('offering widget.v2: the server answers it; connection_status gives both 
   c.close();
 });
 
-t.test('recoverable frames carry offsets; ephemeral ones do not; v1 sockets see the seed\'s frames', async (t) => {
+void t.test('recoverable frames carry offsets; ephemeral ones do not; v1 sockets see the seed\'s frames', async (t) => {
   const c = new V2Client(base, 'off', widgetToken('off'));
   await c.connect();
   const v1 = await connectWidget(g.port, 'off', widgetToken('off'));
@@ -102,7 +102,7 @@ t.test('recoverable frames carry offsets; ephemeral ones do not; v1 sockets see 
   v1.close();
 });
 
-t.test('resume: what was published while away comes first, in order, then live; no gap, no duplicate', async (t) => {
+void t.test('resume: what was published while away comes first, in order, then live; no gap, no duplicate', async (t) => {
   const c = new V2Client(base, 'res', widgetToken('res'), 'res-1');
   await c.connect();
   for (let i = 1; i <= 5; i++) await post('/api/v1/creators/res/broadcast', { n: i });
@@ -120,7 +120,7 @@ t.test('resume: what was published while away comes first, in order, then live; 
   c.close();
 });
 
-t.test('an answer that arrives after the socket was cut is kept, and a resume gets it exactly once', async (t) => {
+void t.test('an answer that arrives after the socket was cut is kept, and a resume gets it exactly once', async (t) => {
   engine.delayMs = 300;
   const c = new V2Client(base, 'cut', widgetToken('cut'), 'cut-1');
   await c.connect();
@@ -138,7 +138,7 @@ t.test('an answer that arrives after the socket was cut is kept, and a resume ge
   c.close();
 });
 
-t.test('continuity_lost: an old epoch, an offset below the kept window, or from the future', async (t) => {
+void t.test('continuity_lost: an old epoch, an offset below the kept window, or from the future', async (t) => {
   const c = new V2Client(base, 'lost', widgetToken('lost'), 'lost-1');
   await c.connect();
   const epoch = c.broadcast!.epoch;
@@ -166,7 +166,7 @@ t.test('continuity_lost: an old epoch, an offset below the kept window, or from 
   ok.close();
 });
 
-t.test('hostile resume values: 4400 "Invalid resume position", the process unharmed', async (t) => {
+void t.test('hostile resume values: 4400 "Invalid resume position", the process unharmed', async (t) => {
   for (const v of ['-1', 'abc', ':5', 'e:-3', 'e:1.5', 'e:99999999999999999', 'e'.repeat(65) + ':1', 'ok:1:2x', '%00:1']) {
     const ws = new WebSocket(`${base}/api/v1/channels/widget/h/connect?resume_session=${encodeURIComponent(v)}`, ['widget.v2', `bearer.${widgetToken('h')}`]);
     ws.on('error', () => {});
@@ -186,7 +186,7 @@ t.test('hostile resume values: 4400 "Invalid resume position", the process unhar
   c.close();
 });
 
-t.test('client_message_id: a retry is not sent to the engine again; the client gets the original answer', async (t) => {
+void t.test('client_message_id: a retry is not sent to the engine again; the client gets the original answer', async (t) => {
   const c = new V2Client(base, 'cm', widgetToken('cm'), 'cm-1');
   await c.connect();
   const before = engine.asked.length;
@@ -206,7 +206,7 @@ t.test('client_message_id: a retry is not sent to the engine again; the client g
   other.close();
 });
 
-t.test('an expired token: 4001 "Token expired" for widget.v2 (v1 keeps 4003)', async (t) => {
+void t.test('an expired token: 4001 "Token expired" for widget.v2 (v1 keeps 4003)', async (t) => {
   const expired = signWith(SECRET, { creator_id: 'x', exp: Math.floor(Date.now() / 1000) - 60 });
   const v2 = new WebSocket(`${base}/api/v1/channels/widget/x/connect`, ['widget.v2', `bearer.${expired}`]);
   v2.on('error', () => {});
@@ -215,7 +215,7 @@ t.test('an expired token: 4001 "Token expired" for widget.v2 (v1 keeps 4003)', a
   t.same(await v1.closed, { code: 4003, reason: 'Invalid or unauthorized token' });
 });
 
-t.test('HISTORY_SIZE=0: widget.v2 is not offered; a client that also offers widget.v1 gets it', async (t) => {
+void t.test('HISTORY_SIZE=0: widget.v2 is not offered; a client that also offers widget.v1 gets it', async (t) => {
   const off = await startGateway({ HISTORY_SIZE: '0' });
   t.teardown(() => off.close());
   const c = new V2Client(`ws://127.0.0.1:${off.port}`, 'h0', widgetToken('h0'));
@@ -225,7 +225,7 @@ t.test('HISTORY_SIZE=0: widget.v2 is not offered; a client that also offers widg
   c.close();
 });
 
-t.test('streamed answers (widget.v2): chunks in order, deltas adding up to the final content; v1 sees only the final frame', async (t) => {
+void t.test('streamed answers (widget.v2): chunks in order, deltas adding up to the final content; v1 sees only the final frame', async (t) => {
   engine.pieces = ['Hel', 'lo', ', ', 'wör', 'ld', '!'];
   t.teardown(() => (engine.pieces = undefined));
   const c = new V2Client(base, 'st', widgetToken('st'), 'st-1');
@@ -260,7 +260,7 @@ t.test('streamed answers (widget.v2): chunks in order, deltas adding up to the f
   v1.close();
 });
 
-t.test('a socket that joins mid-answer gets the text so far as one chunk, then the rest live', async (t) => {
+void t.test('a socket that joins mid-answer gets the text so far as one chunk, then the rest live', async (t) => {
   engine.pieces = Array.from({ length: 20 }, (_, i) => `w${i} `);
   engine.gapMs = 20;
   t.teardown(() => {
@@ -285,7 +285,7 @@ t.test('a socket that joins mid-answer gets the text so far as one chunk, then t
   c.close();
 });
 
-t.test('cancel: the engine request is aborted; the answer ends with what was sent and "cancelled": true', async (t) => {
+void t.test('cancel: the engine request is aborted; the answer ends with what was sent and "cancelled": true', async (t) => {
   engine.pieces = Array.from({ length: 50 }, (_, i) => `p${i} `);
   engine.gapMs = 20;
   t.teardown(() => {
@@ -324,7 +324,7 @@ async function httpEngine(handler: (req: import('node:http').IncomingMessage, re
   };
 }
 
-t.test('a real HTTP engine streaming: SSE relayed; a broken, stalled or garbled stream ends in "Failed to process message"; cancel aborts the request', async (t) => {
+void t.test('a real HTTP engine streaming: SSE relayed; a broken, stalled or garbled stream ends in "Failed to process message"; cancel aborts the request', async (t) => {
   let mode = 'sse';
   let aborted = false;
   const eng = await httpEngine((req, res) => {

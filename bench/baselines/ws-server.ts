@@ -64,7 +64,7 @@ if (cluster.isPrimary) {
       const session = url.searchParams.get('session_id') || randomUUID();
       ws.send(JSON.stringify({ type: 'connection_status', status: 'connected', details: { session_id: session }, timestamp: new Date().toISOString() }));
       ws.on('message', (data) => {
-        let m: any;
+        let m: { type?: unknown; content?: unknown } | null;
         try {
           m = JSON.parse(data.toString());
         } catch {

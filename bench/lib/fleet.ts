@@ -24,7 +24,7 @@ export class Fleet {
       Array.from({ length: n }, async () => {
         const p = fork(LOADGEN, { execArgv: ['--import', 'tsx', '--max-old-space-size=4096'], stdio: 'inherit' });
         f.procs.push(p);
-        p.on('message', (m: any) => m?.t === 'seq' && f.#onSeq(m.seq));
+        p.on('message', (m: { t?: string; seq?: number }) => m?.t === 'seq' && f.#onSeq(m.seq!));
         await new Promise<void>((r) => p.once('message', () => r()));
       }),
     );
@@ -60,13 +60,13 @@ export class Fleet {
   }
 
   /** Sends `cmd(i)` to process i and waits for every answer. */
-  all<T = any>(cmd: (i: number) => object): Promise<T[]> {
+  all<T>(cmd: (i: number) => object): Promise<T[]> {
     return Promise.all(
       this.procs.map(
         (p, i) =>
           new Promise<T>((resolve) => {
             const id = this.#id++;
-            const on = (m: any) => {
+            const on = (m: { id?: number }) => {
               if (m?.id !== id) return;
               p.off('message', on);
               resolve(m as T);

@@ -238,7 +238,9 @@ async function fanoutStop(cmd: Extract<Cmd, { op: 'fanout-stop' }>): Promise<voi
   reply({ id: cmd.id, delivered: fanDelivered, dup: fanDup, lost, ms, cpuMs: (cpu.user + cpu.system) / 1000, samples: fanSamples.take(), closed: closedDuring });
 }
 
-process.on('message', async (cmd: Cmd) => {
+process.on('message', (cmd: Cmd) => void onCommand(cmd));
+
+async function onCommand(cmd: Cmd): Promise<void> {
   switch (cmd.op) {
     case 'open':
       return open(cmd);
@@ -257,5 +259,5 @@ process.on('message', async (cmd: Cmd) => {
     case 'exit':
       process.exit(0);
   }
-});
+}
 process.send!({ ready: true });

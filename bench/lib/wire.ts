@@ -52,7 +52,7 @@ export class WireConn {
   closed = false;
   closeCode = 0;
   /** Free for the scenario's per-connection state. */
-  state: any = undefined;
+  state: unknown = undefined;
   #buf: Buffer | undefined;
   #handshaken = false;
 

@@ -143,7 +143,7 @@ function publishRoute(res: Res, req: HttpRequest, d: RouteDeps, creatorId: strin
     if (auth === 'unauthenticated') return sendJson(res, 401, { error: 'Invalid token' }, true);
     if (auth === 'forbidden') return sendJson(res, 403, { error: 'Token lacks the publish scope for this target' }, true);
     return afterAuth(res, d, reading, publish);
-  });
+  }, () => sendJson(res, 500, { error: 'Token check failed' }, true));
 }
 
 function afterAuth(res: Res, d: RouteDeps, reading: Promise<Buffer>, publish: Publish): void {

@@ -201,8 +201,11 @@ export class ChatPipeline {
   /** Runs a send, corked when after an await; waits for a widget.v2 append. */
   async #emit(peer: ChatPeer, corkNeeded: boolean, fn: () => void | Promise<void>): Promise<void> {
     let p: void | Promise<void> = undefined;
-    if (corkNeeded) peer.cork(() => (p = fn()));
-    else p = fn();
+    if (corkNeeded) {
+      peer.cork(() => {
+        p = fn();
+      });
+    } else p = fn();
     await p;
   }
 }

@@ -15,7 +15,7 @@ export interface RunningCluster {
   output: () => string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** GET a path, parsed JSON with its status. */
-  get(p: string): Promise<{ status: number; body: any }>;
+  get(p: string): Promise<{ status: number; body: any }>; // oxlint-disable-line typescript/no-explicit-any -- a test reads any JSON field
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** kill -9 of the whole process group: the host dies without cleaning up. */
   killHost(): Promise<void>;
