@@ -25,8 +25,9 @@ const SCENARIOS: Record<string, () => Promise<Scenario>> = {
   crosshost: async () => (await import('./scenarios/crosshost.js')).run,
   validation: async () => (await import('./scenarios/validation.js')).run,
   limits: async () => (await import('./scenarios/limits.js')).run,
+  history: async () => (await import('./scenarios/history.js')).run,
 };
-const STANDARD = ['chat', 'fanout', 'storm', 'http', 'slow-engine', 'crosshost', 'validation', 'limits'];
+const STANDARD = ['chat', 'fanout', 'storm', 'http', 'slow-engine', 'crosshost', 'validation', 'limits', 'history'];
 
 function usage(msg?: string): never {
   if (msg) process.stderr.write(`bench: ${msg}\n\n`);
@@ -44,6 +45,10 @@ environment:
   BENCH_STORM_N            connect-storm connections (30000)
   BENCH_SLOW_SESSIONS      slow-engine sessions (5000)
   BENCH_SLOW_THINK_MS      pause between a session's answer and its next message (1000)
+  BENCH_VALIDATION_CONNS   chat connections per validation run (100)
+  BENCH_LIMITS_CONNS       chat connections per rate-limit run (100)
+  BENCH_WARMUP_S           warm-up before each measured run (1)
+  BENCH_SMOKE              1: the smallest matrix of every scenario, to check the code (figures mean nothing)
   BENCH_OUT                results file (bench/RESULTS.md); "-" for stdout only
   BENCH_NODE_ARGS          extra node flags for the gateway, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
 `);

@@ -191,3 +191,38 @@ void t.test('GuardedEngine: circuit breaker and per-creator bound', async (t) =>
   await held;
   t.equal(g.state, 'closed', 'saturation does not count against the engine');
 });
+
+void t.test('BatchingPort over a real IPC channel: one turn, few IPC messages, order kept both ways', async (t) => {
+  const { fork } = await import('node:child_process');
+  const { BatchingPort, MAX_BATCH } = await import('../src/cluster/ipc-port.js');
+  const child = fork(new URL('./fixtures/batch-echo.ts', import.meta.url).pathname, { execArgv: ['--import', 'tsx'], serialization: 'advanced' });
+  t.teardown(() => void child.kill());
+  let raw = 0;
+  child.on('message', () => raw++);
+  const port = new BatchingPort<{ t: string; i?: number; payload?: Uint8Array }>({
+    send: (m) => child.send(m as never),
+    get connected() {
+      return child.connected;
+    },
+    on: (_e, fn) => child.on('message', fn),
+  });
+  const got: number[] = [];
+  let count = -1;
+  const up = new Promise<void>((r) => port.on('message', (m) => (m as { t: string }).t === 'up' && r()));
+  port.on('message', (m) => {
+    const x = m as { t: string; i?: number; raw?: number; payload?: Uint8Array };
+    if (x.t === 'n') got.push(x.i!);
+    if (x.t === 'count') count = x.raw!;
+  });
+  await up;
+  raw = 0;
+  const n = MAX_BATCH * 2 + 5;
+  for (let i = 0; i < n; i++) port.send({ t: 'n', i, payload: new Uint8Array([i & 255]) });
+  port.send({ t: 'count' });
+  while (count < 0) await new Promise((r) => setTimeout(r, 10));
+  t.same(got, Array.from({ length: n }, (_, i) => i), 'every message back, in order');
+  t.equal(count, 3, `the ${n + 1} messages of one turn crossed as 3 IPC messages (batches of at most ${MAX_BATCH})`);
+  t.ok(raw <= 4, `and came back as few (${raw})`);
+  child.kill();
+  t.equal(port.send({ t: 'n', i: 0 }) || !child.connected, true, 'a send after the other end is gone does not throw');
+});

@@ -16,6 +16,14 @@ export interface Ctx {
   stormN: number;
   slowSessions: number;
   slowThinkMs: number;
+  /** Warm-up before each measured run. */
+  warmupMs: number;
+  /**
+   * BENCH_SMOKE=1: the smallest matrix of every scenario (one size, one
+   * rate, one mode where a scenario varies them), so the test suite can check
+   * the benchmark code in seconds. Its figures mean nothing.
+   */
+  smoke: boolean;
 }
 
 export function readCtx(): Ctx {
@@ -30,5 +38,7 @@ export function readCtx(): Ctx {
     stormN: Number(process.env.BENCH_STORM_N ?? 30_000),
     slowSessions: Number(process.env.BENCH_SLOW_SESSIONS ?? 5000),
     slowThinkMs: Number(process.env.BENCH_SLOW_THINK_MS ?? 1000),
+    warmupMs: Number(process.env.BENCH_WARMUP_S ?? 1) * 1000,
+    smoke: process.env.BENCH_SMOKE === '1',
   };
 }

@@ -59,7 +59,8 @@ let fanDup = 0;
 let fanSamples = new Samples();
 
 // What a frame starts with after its opening ('{', or a MessagePack map header).
-const AI_JSON = Buffer.from('"type":"ai_response"');
+// (The comma: "ai_response_chunk", a widget.v2 piece, is not an answer.)
+const AI_JSON = Buffer.from('"type":"ai_response",');
 const ERR_JSON = Buffer.from('"type":"error"');
 const AI_MSGPACK = Buffer.concat([pack('type'), pack('ai_response')]);
 const ERR_MSGPACK = Buffer.concat([pack('type'), pack('error')]);
@@ -67,9 +68,19 @@ let AI = AI_JSON;
 let ERR = ERR_JSON;
 let msgpackFrames = false;
 
-/** Where a frame's first key starts: after '{' (JSON) or the map header (MessagePack). */
+const OFFSET = Buffer.from('"offset":');
+
+/**
+ * Where a frame's first key starts: after '{' (JSON) or the map header
+ * (MessagePack); after a leading `"offset":N,` (a widget.v2 session frame).
+ */
 function bodyAt(p: Buffer): number {
-  if (!msgpackFrames) return 1;
+  if (!msgpackFrames) {
+    if (p.compare(OFFSET, 0, OFFSET.length, 1, 1 + OFFSET.length) !== 0) return 1;
+    let i = 1 + OFFSET.length;
+    while (p[i]! >= 48 && p[i]! <= 57) i++;
+    return i + 1;
+  }
   const h = p[0]!;
   return h === 0xde ? 3 : h === 0xdf ? 5 : 1;
 }
@@ -81,6 +92,9 @@ function startsWith(p: Buffer, prefix: Buffer): boolean {
 }
 
 const BENCH = Buffer.from('{"type":"bench","seq":');
+/** A widget.v2 broadcast: {"type":"broadcast","offset":N,"data":{...as POSTed...}}. */
+const V2_BROADCAST = Buffer.from('{"type":"broadcast","offset":');
+const DATA = Buffer.from('"data":');
 
 function onMessage(c: WireConn, p: Buffer): void {
   if (phase === 'chat') {
@@ -102,12 +116,14 @@ function onMessage(c: WireConn, p: Buffer): void {
     // Broadcast frames are {"type":"bench","seq":N,"t":T} (key order is kept
     // by every server); read the two numbers without JSON.parse, which would
     // make the load side the bottleneck.
-    if (p.length < BENCH.length || p.compare(BENCH, 0, BENCH.length, 0, BENCH.length) !== 0) return;
-    let i = BENCH.length;
+    let at = 0;
+    if (p.compare(V2_BROADCAST, 0, V2_BROADCAST.length, 0, V2_BROADCAST.length) === 0) at = p.indexOf(DATA, V2_BROADCAST.length) + DATA.length;
+    if (p.length < at + BENCH.length || p.compare(BENCH, 0, BENCH.length, at, at + BENCH.length) !== 0) return;
+    let i = at + BENCH.length;
     let seqN = 0;
     for (let ch = p[i]!; ch >= 48 && ch <= 57; ch = p[++i]!) seqN = seqN * 10 + (ch - 48);
     if (p[i] !== 44) return; // ','
-    const t = Number(p.toString('latin1', i + 5, p.length - 1)); // skip ,"t":
+    const t = Number(p.toString('latin1', i + 5, p.indexOf(125, i))); // skip ,"t": up to '}'
     const m = { seq: seqN, t };
     if (m.seq < 0 || m.seq >= fanTotal) return;
     const seen = (c.state as Uint8Array | undefined) ?? (c.state = new Uint8Array((fanTotal >> 3) + 1));

@@ -22,9 +22,9 @@ export async function measureChat(
   fleet: Fleet,
   target: Target,
   conns: number,
-  opts: { durationMs: number; warmupMs?: number; thinkMs?: number; content?: string; msgpack?: boolean },
+  opts: { durationMs: number; warmupMs?: number; thinkMs?: number; content?: string; msgpack?: boolean; protocols?: string },
 ): Promise<ChatResult> {
-  const open = await fleet.open(target.port, widgetPath('bench'), conns, 256, opts.msgpack ? 'msgpack' : undefined);
+  const open = await fleet.open(target.port, widgetPath('bench'), conns, 256, opts.msgpack ? 'msgpack' : opts.protocols);
   const u0 = usage(target.proc.pid!);
   const t0 = Date.now();
   const answers = await fleet.all<{ responses: number; errors: number; ms: number; cpuMs: number; samples: number[] }>(() => ({
@@ -82,10 +82,11 @@ export async function measureFanout(
   rate: number,
   durationMs: number,
   window = 4,
+  protocols?: string,
 ): Promise<FanoutResult> {
   for (const [i, t] of targets.entries()) {
     const share = Math.floor(subs / targets.length) + (i < subs % targets.length ? 1 : 0);
-    const o = await fleet.open(t.port, widgetPath('fan'), share);
+    const o = await fleet.open(t.port, widgetPath('fan'), share, 256, protocols);
     if (o.failed) throw new Error(`${o.failed} subscribers failed to connect to ${t.name}`);
   }
   await new Promise((r) => setTimeout(r, 500)); // subscriptions settle (bus, Redis)

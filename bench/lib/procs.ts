@@ -51,3 +51,8 @@ export function usage(root: number): Usage {
   }
   return { cpuMs, rssKiB };
 }
+
+/** One process's own RSS (its children not counted). */
+export function rssKiB(pid: number): number {
+  return stat(pid)?.rssKiB ?? NaN;
+}

@@ -18,7 +18,7 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
     for (const name of ctx.targets) {
       const target = await startTarget(name, ctx.workers);
       try {
-        res[name] = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs });
+        res[name] = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs });
       } finally {
         await target.stop();
       }

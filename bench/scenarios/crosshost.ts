@@ -16,7 +16,7 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   const rows: string[][] = [];
   const hostWorkers = Math.max(1, Math.floor(ctx.workers / 2));
   for (const subs of ctx.fanoutSubs) {
-    for (const rate of [0, Math.max(1, Math.round(ctx.fanoutDeliveries / subs))]) {
+    for (const rate of ctx.smoke ? [0] : [0, Math.max(1, Math.round(ctx.fanoutDeliveries / subs))]) {
     const setups: Array<[string, () => Promise<{ targets: Target[]; stop(): Promise<void> }>]> = [
       ['1 host, embedded', async () => {
         const t = await startTarget('gateway', ctx.workers);

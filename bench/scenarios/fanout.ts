@@ -15,7 +15,7 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   const rows: string[][] = [];
   for (const subs of ctx.fanoutSubs) {
     const fixed = Math.max(1, Math.round(ctx.fanoutDeliveries / subs));
-    for (const rate of [0, fixed]) {
+    for (const rate of ctx.smoke ? [fixed] : [0, fixed]) {
     const res: Partial<Record<string, FanoutResult>> = {};
     for (const name of ctx.targets) {
       const target = await startTarget(name, ctx.workers);

@@ -32,7 +32,7 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
     for (const [label, env, msgpack] of variants) {
       const target = await startTarget('gateway', ctx.workers, env, label);
       try {
-        const r = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, msgpack });
+        const r = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs, msgpack });
         if (Number.isNaN(base)) base = r.perSec;
         rows.push([label, fmt(r.perSec), ratio(r.perSec, base), fmt(r.p50, 2), fmt(r.p99, 2), fmt(r.errors), r.loadCores.toFixed(2), r.serverCores.toFixed(2), fmt((r.serverCores / r.perSec) * 1e6, 1)]);
         process.stderr.write(`limits ${label}: ${fmt(r.perSec)} resp/s p99 ${fmt(r.p99, 2)} ms\n`);

@@ -29,7 +29,7 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
     AI_ENGINE_MAX_INFLIGHT_PER_CREATOR: String(ctx.slowSessions),
   });
   try {
-    const r = await measureChat(fleet, target, ctx.slowSessions, { durationMs: ctx.durationMs, warmupMs: 2000, thinkMs: ctx.slowThinkMs });
+    const r = await measureChat(fleet, target, ctx.slowSessions, { durationMs: ctx.durationMs, warmupMs: ctx.smoke ? ctx.warmupMs : 2000, thinkMs: ctx.slowThinkMs });
     process.stderr.write(`slow engine: ${fmt(r.perSec)} resp/s errors ${r.errors} p99 ${fmt(r.p99, 1)} ms\n`);
     return {
       title: 'Slow AI engine (200 ms per answer)',

@@ -22,12 +22,12 @@ const contentOf = (bytes: number) => 'x'.repeat(Math.max(1, bytes - '{"type":"us
 export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   const rows: string[][] = [];
   const conns = Number(process.env.BENCH_VALIDATION_CONNS ?? 100);
-  for (const size of SIZES) {
+  for (const size of ctx.smoke ? [SIZES[0]!] : SIZES) {
     const inline = { perSec: NaN };
     for (const mode of MODES) {
       const target = await startTarget('gateway', ctx.workers, { VALIDATION_MODE: mode }, `gateway ${mode}`);
       try {
-        const r = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, content: contentOf(size) });
+        const r = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs, content: contentOf(size) });
         if (mode === 'inline') inline.perSec = r.perSec;
         rows.push([`${mode}`, fmt(size), fmt(r.perSec), ratio(r.perSec, inline.perSec), fmt(r.p50, 2), fmt(r.p99, 2), fmt(r.errors), r.loadCores.toFixed(2), r.serverCores.toFixed(2)]);
         process.stderr.write(`validation ${mode} ${size} B: ${fmt(r.perSec)} resp/s p99 ${fmt(r.p99, 2)} ms\n`);
@@ -42,14 +42,14 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   const small = await Fleet.start(1);
   const mixed: string[][] = [];
   try {
-    for (const mode of ['inline', 'auto'] as const) {
+    for (const mode of ctx.smoke ? (['auto'] as const) : (['inline', 'auto'] as const)) {
       const target = await startTarget('gateway', ctx.workers, { VALIDATION_MODE: mode }, `gateway ${mode}`);
       try {
-        const alone = await measureChat(small, target, 100, { durationMs: ctx.durationMs, content: contentOf(64) });
+        const alone = await measureChat(small, target, 100, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs, content: contentOf(64) });
         await big.open(target.port, widgetPath('bench'), 10);
         await small.open(target.port, widgetPath('bench'), 100);
         const run = (f: Fleet, content: string) =>
-          f.all<{ responses: number; ms: number; samples: number[] }>(() => ({ op: 'chat', durationMs: ctx.durationMs, warmupMs: 1000, thinkMs: 0, content }));
+          f.all<{ responses: number; ms: number; samples: number[] }>(() => ({ op: 'chat', durationMs: ctx.durationMs, warmupMs: ctx.warmupMs, thinkMs: 0, content }));
         const [smallRes, bigRes] = await Promise.all([run(small, contentOf(64)), run(big, contentOf(60 * 1024))]);
         await Promise.all([small.closeAll(), big.closeAll()]);
         const p = percentiles(smallRes.flatMap((a) => a.samples));

@@ -26,7 +26,18 @@ export interface AskOptions {
   /** Each piece of a streamed answer, in order. */
   onDelta?: (delta: string) => void;
   /** Cancels the request. */
-  signal?: AbortSignal;
+  signal?: CancelSignal;
+}
+
+/**
+ * What `signal` must offer: an AbortSignal does, and so does the chat
+ * pipeline's Cancel, which costs a fraction of an AbortController (one per
+ * widget.v2 question, where most are never cancelled).
+ */
+export interface CancelSignal {
+  readonly aborted: boolean;
+  addEventListener(type: 'abort', fn: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', fn: () => void): void;
 }
 
 export interface AiEngine {

@@ -77,6 +77,7 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
   msgpack = false;
   /** The socket chose widget.v2: it reads its session and broadcast streams (streams/hub.ts). */
   v2 = false;
+  typingOffAfter: string | undefined = undefined;
   /** widget.v2: the positions it asked to resume from (until it has joined its streams). */
   resume: { session?: Position; broadcast?: Position } | undefined = undefined;
   reading: StreamReader['reading'] = undefined;
@@ -145,9 +146,15 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
     }
   }
 
-  /** A stream frame from the hub (JSON text with its offset). */
+  /** A stream frame from the hub (JSON text with its offset); typing false follows the answer awaited (chat.ts). */
   sendFrame(frame: string): void {
-    this.send(frame, 'stream');
+    const after = this.typingOffAfter;
+    if (after === undefined || !frame.startsWith('{"offset":') || !frame.includes(after)) return this.send(frame, 'stream');
+    this.typingOffAfter = undefined;
+    this.cork(() => {
+      this.send(frame, 'stream');
+      this.typing(false);
+    });
   }
 
   subscribe(topic: string): void {

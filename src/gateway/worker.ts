@@ -19,6 +19,8 @@ import { IpcBus } from '../bus/ipc.js';
 import { RedisBus } from '../bus/redis.js';
 import { RedisLink } from '../redis/link.js';
 import { EmbeddedCluster } from '../cluster/embedded.js';
+import { BatchingPort, type IpcEnd } from '../cluster/ipc-port.js';
+import type { WorkerToPrimary } from '../cluster/ipc.js';
 import { RedisCluster } from '../cluster/redis.js';
 import { EmbeddedStreams } from '../streams/embedded.js';
 import { RedisStreams } from '../streams/redis.js';
@@ -39,7 +41,9 @@ export async function runWorker(): Promise<void> {
   const { uws, source, version } = loadUws();
   let gw: Gateway | undefined;
   let stopping = false;
-  const host = new EmbeddedCluster();
+  // One port for the whole IPC channel: messages batched per turn, in the order sent.
+  const port = new BatchingPort<WorkerToPrimary>(process as unknown as IpcEnd);
+  const host = new EmbeddedCluster(port);
 
   async function stop(code: 1001 | 1012, deadlineMs = cfg.shutdownTimeoutS * 1000): Promise<void> {
     if (stopping) return;
@@ -76,7 +80,7 @@ export async function runWorker(): Promise<void> {
     log,
     verifier,
     engine: createEngine(cfg),
-    ...clusterParts(cfg, log, host),
+    ...clusterParts(cfg, log, host, port),
   });
   const g = gw;
   host.attach({
@@ -110,9 +114,9 @@ export async function runWorker(): Promise<void> {
  * stats and keeps the session and creator budgets. Redis mode: every worker
  * is a node of the Redis bus, registry and budgets, over one RedisLink.
  */
-function clusterParts(cfg: Readonly<Config>, log: Logger, host: EmbeddedCluster): Pick<GatewayDeps, 'busFactory' | 'cluster' | 'rateStore' | 'redisHealth' | 'linkReady' | 'streams'> {
+function clusterParts(cfg: Readonly<Config>, log: Logger, host: EmbeddedCluster, port: BatchingPort<WorkerToPrimary>): Pick<GatewayDeps, 'busFactory' | 'cluster' | 'rateStore' | 'redisHealth' | 'linkReady' | 'streams'> {
   if (!cfg.redisUrl) {
-    return { busFactory: (onMessage) => new IpcBus(process, onMessage), cluster: host, rateStore: host.rateStore, streams: (sink) => new EmbeddedStreams(host, sink) };
+    return { busFactory: (onMessage) => new IpcBus(port, onMessage), cluster: host, rateStore: host.rateStore, streams: (sink) => new EmbeddedStreams(host, sink) };
   }
   const nodeId = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const link = new RedisLink({ url: cfg.redisUrl, name: nodeId, log, commandTimeoutMs: cfg.redisCommandTimeoutMs, maxPendingBytes: cfg.redisMaxPendingBytes });

@@ -25,7 +25,7 @@
  *     still being answered).
  */
 import { randomUUID } from 'node:crypto';
-import type { AiEngine } from '../ai/engine.js';
+import type { AiEngine, CancelSignal } from '../ai/engine.js';
 import { aiFailureLabel, GatewayError } from '../errors.js';
 import type { MessageLimit } from '../limits/admit.js';
 import * as frames from '../protocol/frames.js';
@@ -46,6 +46,12 @@ export interface ChatPeer {
   readonly v2: boolean;
   /** Sends a typing indicator (may be skipped under backpressure). */
   typing(isTyping: boolean): void;
+  /**
+   * widget.v2: the message id of the answer whose frame, when the session
+   * stream delivers it to this socket, is followed at once by typing false
+   * in the same write (then this is cleared). Set by the pipeline.
+   */
+  typingOffAfter: string | undefined;
   /** Sends an ai_response frame (widget.v2: resolves once in the session stream and delivered here). */
   answer(a: frames.Answer, clientMessageId?: string): void | Promise<void>;
   /**
@@ -80,7 +86,7 @@ export interface ChatState {
   items: Array<Item | { error: string }>;
   busy: boolean;
   /** Answers with the engine now, by message id (cancel). */
-  inflight: Map<string, AbortController> | undefined;
+  inflight: Map<string, Cancel> | undefined;
 }
 
 export interface ChatOptions {
@@ -167,14 +173,15 @@ export class ChatPipeline {
     await this.#emit(peer, afterAwait, () => peer.typing(true));
     const messageId = randomUUID();
     const relay = peer.v2 && this.streams ? new AnswerRelay(this.streams, peer, messageId) : undefined;
-    const abort = new AbortController();
-    (state.inflight ??= new Map()).set(messageId, abort);
+    // Only widget.v2 can cancel (a widget.v1 answer runs to its end).
+    const abort = peer.v2 ? new Cancel() : undefined;
+    if (abort) (state.inflight ??= new Map()).set(messageId, abort);
     let out: frames.Answer | undefined;
     const started = performance.now();
     try {
       const a = await this.engine.ask(
         { query: item.content, creator_id: peer.creatorId, session_id: peer.sessionId },
-        relay ? { onDelta: (d) => relay.delta(d), signal: abort.signal } : { signal: abort.signal },
+        relay ? { onDelta: (d) => relay.delta(d), signal: abort } : abort ? { signal: abort } : {},
       );
       out = { ...a, messageId };
       this.metrics.aiLatency.observe((performance.now() - started) / 1000);
@@ -188,13 +195,20 @@ export class ChatPipeline {
         this.log.warn({ conn: peer.connectionId, reason, err: (err as Error).message }, 'AI engine request failed');
       }
     } finally {
-      state.inflight.delete(messageId);
+      if (abort) state.inflight?.delete(messageId);
     }
-    relay?.flush();
+    relay?.finish(out !== undefined && out.cancelled !== true);
     // A widget.v1 socket that left gets nothing; a widget.v2 session keeps its answer.
     if (peer.closed && !peer.v2) return;
+    // widget.v2: typing false leaves with the answer's frame when the stream delivers it (one write, not two).
+    const withFrame = out !== undefined && peer.v2;
+    if (withFrame) peer.typingOffAfter = messageId;
     if (out !== undefined) await this.#emit(peer, true, () => peer.answer(out, item.cmid));
     else await this.#emit(peer, true, () => peer.error(frames.ERRORS.FAILED, item.cmid, relay?.started ? messageId : undefined));
+    if (withFrame) {
+      if (peer.typingOffAfter !== messageId) return; // sent with the frame
+      peer.typingOffAfter = undefined;
+    }
     if (!peer.closed) peer.cork(() => peer.typing(false));
   }
 
@@ -243,6 +257,18 @@ class AnswerRelay {
     setImmediate(() => this.flush());
   }
 
+  /**
+   * The answer ended. Complete, after chunks: the rest goes as a last chunk,
+   * so the deltas join into the content. Complete before any chunk left (an
+   * answer within one turn): no chunk at all, the answer carries it.
+   * Cancelled or failed: what is pending is dropped (a cancelled answer's
+   * content is what was sent; a failed one's chunks are discarded).
+   */
+  finish(complete: boolean): void {
+    if (complete && this.started) this.flush();
+    else this.#pending = [];
+  }
+
   flush(): void {
     this.#scheduled = false;
     if (this.#pending.length === 0) return;
@@ -253,5 +279,26 @@ class AnswerRelay {
     this.#sent += delta.length;
     this.#parts.push(delta);
     this.streams.chunk(this.peer, chunk);
+  }
+}
+
+/** A cancel signal for one engine request (engine.ts CancelSignal): what an AbortController does here, for less. */
+class Cancel implements CancelSignal {
+  aborted = false;
+  #listeners: Array<() => void> = [];
+
+  addEventListener(_type: 'abort', fn: () => void): void {
+    this.#listeners.push(fn);
+  }
+
+  removeEventListener(_type: 'abort', fn: () => void): void {
+    const i = this.#listeners.indexOf(fn);
+    if (i >= 0) this.#listeners.splice(i, 1);
+  }
+
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    for (const fn of this.#listeners.splice(0)) fn();
   }
 }

@@ -16,6 +16,7 @@
  * watchdog kills what is left and exits 1 after SHUTDOWN_TIMEOUT_S.
  */
 import cluster, { type Worker } from 'node:cluster';
+import type { Serializable } from 'node:child_process';
 import { AggregatorRegistry } from 'prom-client';
 import { loadConfig, type Config } from '../config/index.js';
 import { reloadEnv } from '../config/env-file.js';
@@ -26,9 +27,12 @@ import { StreamService } from './streams.js';
 import { chargedUpdate, MemoryRateStore } from '../limits/store.js';
 import { answer, IpcRequests, isTagged, type PrimaryOps, type PrimaryToWorker, type WorkerOps, type WorkerToPrimary } from '../cluster/ipc.js';
 import { addCount, counts, type ClusterStats } from '../cluster/view.js';
+import { BatchingPort } from '../cluster/ipc-port.js';
 
 interface Slot {
   worker: Worker;
+  /** Its IPC channel, batching per event-loop turn (cluster/ipc-port.ts): every message to it goes through here. */
+  port: BatchingPort<PrimaryToWorker>;
   target: RelayTarget;
   /** Requests to this worker (one deadline policy: cluster/ipc.ts). */
   requests: IpcRequests<WorkerOps>;
@@ -115,19 +119,27 @@ class Supervisor {
 
   #fork(): Slot {
     const worker = cluster.fork(this.#forkEnv);
+    const port = new BatchingPort<PrimaryToWorker>({
+      send: (m) => worker.send(m as Serializable),
+      get connected() {
+        return worker.isConnected();
+      },
+      on: (_e, fn) => worker.on('message', fn),
+    });
     const slot: Slot = {
       worker,
+      port,
       ready: false,
       healthy: false,
       startedAt: Date.now(),
       retiring: false,
       readyWaiters: [],
       exitWaiters: [],
-      target: { id: worker.id, send: (m: PrimaryToWorker) => this.#send(worker, m) },
-      requests: new IpcRequests<WorkerOps>((m) => this.#send(worker, m), `worker ${worker.id}`),
+      target: { id: worker.id, send: (m: PrimaryToWorker) => port.send(m) },
+      requests: new IpcRequests<WorkerOps>((m) => port.send(m), `worker ${worker.id}`),
     };
     this.#slots.set(worker.id, slot);
-    worker.on('message', (m: unknown) => this.#onMessage(slot, m));
+    port.on('message', (m: unknown) => this.#onMessage(slot, m));
     worker.on('error', (err) => this.log.warn({ worker: worker.id, err: err.message }, 'worker IPC error'));
     worker.on('exit', (code, signal) => this.#onExit(slot, code, signal));
     return slot;
@@ -174,7 +186,7 @@ class Supervisor {
           }
         }
         old.retiring = true;
-        this.#send(old.worker, { t: 'shutdown', code: 1012 });
+        old.port.send({ t: 'shutdown', code: 1012 });
         await this.#waitFor(old, 'exit', this.cfg.shutdownTimeoutS * 1000);
         if (old.worker.isDead() === false) old.worker.process.kill('SIGKILL');
       }
@@ -199,15 +211,6 @@ class Supervisor {
         resolve(true);
       });
     });
-  }
-
-  #send(worker: Worker, m: PrimaryToWorker): void {
-    if (!worker.isConnected()) return;
-    try {
-      worker.send(m);
-    } catch (err) {
-      this.log.debug({ worker: worker.id, err: (err as Error).message }, 'IPC send failed');
-    }
   }
 
   #onMessage(slot: Slot, m: unknown): void {
@@ -240,7 +243,7 @@ class Supervisor {
         for (const w of slot.readyWaiters.splice(0)) w();
         break;
       case 'req': {
-        const reply = (r: PrimaryToWorker) => this.#send(slot.worker, r);
+        const reply = (r: PrimaryToWorker) => slot.port.send(r);
         answer(reply, msg.id, (): PrimaryOps[typeof msg.op] | Promise<PrimaryOps[typeof msg.op]> => {
           switch (msg.op) {
             case 'stats':
@@ -260,7 +263,7 @@ class Supervisor {
               return this.#rates.charge(batch).then((result) => {
                 const update = chargedUpdate(batch, result);
                 // After the answer: the asking worker hears its result first.
-                if (update) setImmediate(() => { for (const s of this.#slots.values()) if (s !== slot) this.#send(s.worker, { t: 'rate', update }); });
+                if (update) setImmediate(() => { for (const s of this.#slots.values()) if (s !== slot) s.port.send({ t: 'rate', update }); });
                 return result;
               });
             }
@@ -327,7 +330,7 @@ class Supervisor {
     if (ready === this.#wasReady && !force) return;
     if (ready !== this.#wasReady) this.log.info({ ready }, ready ? 'cluster ready' : 'cluster not ready');
     this.#wasReady = ready;
-    for (const s of this.#slots.values()) this.#send(s.worker, { t: 'cluster', ready });
+    for (const s of this.#slots.values()) s.port.send({ t: 'cluster', ready });
   }
 
   #onExit(slot: Slot, code: number | null, signal: string | null): void {
@@ -368,7 +371,7 @@ class Supervisor {
     }, this.cfg.shutdownTimeoutS * 1000);
     watchdog.unref();
     if (this.#slots.size === 0) return this.#exit(0);
-    for (const s of this.#slots.values()) this.#send(s.worker, { t: 'shutdown', code: 1001 });
+    for (const s of this.#slots.values()) s.port.send({ t: 'shutdown', code: 1001 });
   }
 
   #exit(code: number): void {
