@@ -24,12 +24,15 @@ import { GatewayError } from '../errors.js';
 export interface RedisClientOptions {
   /** REDIS_COMMAND_TIMEOUT_MS. */
   commandTimeoutMs: number;
+  /** Commands issued in one turn leave in one write (a pipeline), not one write each (command connections; never a subscriber). */
+  autoPipelining?: boolean;
 }
 
 export function createRedis(url: string, name: string, log: Logger, o: RedisClientOptions): Redis {
   const client = new Redis(url, {
     connectionName: name,
     lazyConnect: false,
+    enableAutoPipelining: o.autoPipelining === true,
     enableOfflineQueue: false,
     autoResubscribe: false,
     maxRetriesPerRequest: 0,

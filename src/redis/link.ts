@@ -48,7 +48,7 @@ export class RedisLink {
   #closed = false;
 
   constructor(private readonly o: RedisLinkOptions) {
-    this.cmd = createRedis(o.url, `${o.name}:cmd`, o.log, o);
+    this.cmd = createRedis(o.url, `${o.name}:cmd`, o.log, { ...o, autoPipelining: true });
     this.sub = new RedisSubscriber(createRedis(o.url, `${o.name}:sub`, o.log, o), o.log);
   }
 

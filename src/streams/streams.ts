@@ -154,9 +154,17 @@ export function parsePosition(raw: string): Position | undefined {
   return { epoch, offset: Number(digits) };
 }
 
-/** A new epoch: 64 random bits as hex. */
+/** 64 random bits as hex, drawn once per process. */
+const EPOCH_PREFIX = crypto.getRandomValues(new Uint8Array(8)).reduce((s, b) => s + b.toString(16).padStart(2, '0'), '');
+let epochCount = 0;
+
+/**
+ * A new epoch: this process's random prefix and a counter, so never one
+ * another process or an earlier epoch of this one had. Cheap on purpose:
+ * every Redis append passes one (used only if the stream has to be created).
+ */
 export function newEpoch(): string {
-  return crypto.getRandomValues(new Uint8Array(8)).reduce((s, b) => s + b.toString(16).padStart(2, '0'), '');
+  return `${EPOCH_PREFIX}${(epochCount++).toString(36)}`;
 }
 
 /**
