@@ -26,8 +26,9 @@ const SCENARIOS: Record<string, () => Promise<Scenario>> = {
   validation: async () => (await import('./scenarios/validation.js')).run,
   limits: async () => (await import('./scenarios/limits.js')).run,
   history: async () => (await import('./scenarios/history.js')).run,
+  streaming: async () => (await import('./scenarios/streaming.js')).run,
 };
-const STANDARD = ['chat', 'fanout', 'storm', 'http', 'slow-engine', 'crosshost', 'validation', 'limits', 'history'];
+const STANDARD = ['chat', 'fanout', 'storm', 'http', 'slow-engine', 'crosshost', 'validation', 'limits', 'history', 'streaming'];
 
 function usage(msg?: string): never {
   if (msg) process.stderr.write(`bench: ${msg}\n\n`);
@@ -47,6 +48,9 @@ environment:
   BENCH_SLOW_THINK_MS      pause between a session's answer and its next message (1000)
   BENCH_VALIDATION_CONNS   chat connections per validation run (100)
   BENCH_LIMITS_CONNS       chat connections per rate-limit run (100)
+  BENCH_STREAMS            concurrent streamed answers (1000)
+  BENCH_STREAM_PIECES      pieces per streamed answer (200)
+  BENCH_PIECE_MS           the mock engine's pause between pieces (50)
   BENCH_WARMUP_S           warm-up before each measured run (1)
   BENCH_SMOKE              1: the smallest matrix of every scenario, to check the code (figures mean nothing)
   BENCH_OUT                results file (bench/RESULTS.md); "-" for stdout only

@@ -14,12 +14,13 @@ type Cmd =
   | { op: 'chat'; id: number; durationMs: number; warmupMs: number; content: string; thinkMs: number; msgpack?: boolean }
   | { op: 'fanout-start'; id: number; total: number }
   | { op: 'fanout-stop'; id: number; total: number }
+  | { op: 'stream'; id: number; durationMs: number; warmupMs: number; content: string }
   | { op: 'close'; id: number }
   | { op: 'exit'; id: number };
 
 const MAX_SAMPLES = 100_000;
 const conns: WireConn[] = [];
-let phase: 'idle' | 'chat' | 'fanout' = 'idle';
+let phase: 'idle' | 'chat' | 'fanout' | 'stream' = 'idle';
 let closedDuring = 0;
 
 /** Reservoir of latency samples (ms), bounded. */
@@ -96,7 +97,57 @@ const BENCH = Buffer.from('{"type":"bench","seq":');
 const V2_BROADCAST = Buffer.from('{"type":"broadcast","offset":');
 const DATA = Buffer.from('"data":');
 
+// stream state: pieces carry the time the engine wrote them, "[T] " (bench/lib/mock-engine.ts).
+const CHUNK = Buffer.from('{"type":"ai_response_chunk",');
+let streamPieces = 0;
+let streamAnswers = 0;
+let streamErrors = 0;
+let streamSamples = new Samples();
+let firstSamples = new Samples();
+let firstRaw = new Samples();
+
+/** Per connection: when its question left, and whether its first chunk came. */
+interface StreamState {
+  sentAt: number;
+  first: boolean;
+}
+
+function onStreamFrame(c: WireConn, p: Buffer): void {
+  const now = performance.timeOrigin + performance.now();
+  const st = c.state as StreamState;
+  if (p.compare(CHUNK, 0, CHUNK.length, 0, CHUNK.length) === 0) {
+    // Every "[T]" in the delta: one engine piece (the gateway may have merged several into one chunk).
+    let i = p.indexOf(91, CHUNK.length); // '['
+    while (i >= 0) {
+      const end = p.indexOf(93, i); // ']'
+      if (end < 0) break;
+      const t = Number(p.toString('latin1', i + 1, end));
+      if (measuring && Number.isFinite(t)) {
+        streamPieces++;
+        streamSamples.add(now - t);
+        if (!st.first) {
+          firstSamples.add(now - t);
+          firstRaw.add(now - st.sentAt);
+        }
+      }
+      st.first = true;
+      i = p.indexOf(91, end);
+    }
+    return;
+  }
+  const at = bodyAt(p);
+  if (p.compare(AI_JSON, 0, AI_JSON.length, at, at + AI_JSON.length) === 0) {
+    if (measuring) streamAnswers++;
+    st.first = false;
+    st.sentAt = now;
+    c.send(chatFrame);
+  } else if (p.compare(ERR_JSON, 0, ERR_JSON.length, at, at + ERR_JSON.length) === 0) {
+    streamErrors++;
+  }
+}
+
 function onMessage(c: WireConn, p: Buffer): void {
+  if (phase === 'stream') return onStreamFrame(c, p);
   if (phase === 'chat') {
     if (startsWith(p, AI)) {
       const now = performance.now();
@@ -228,6 +279,43 @@ async function chat(cmd: Extract<Cmd, { op: 'chat' }>): Promise<void> {
   reply({ id: cmd.id, responses, errors, ms, cpuMs: (cpu.user + cpu.system) / 1000, samples: chatSamples.take(), closed: closedDuring });
 }
 
+async function streamPhase(cmd: Extract<Cmd, { op: 'stream' }>): Promise<void> {
+  chatFrame = encodeFrame(JSON.stringify({ type: 'user_message', content: cmd.content }));
+  msgpackFrames = false;
+  streamPieces = 0;
+  streamAnswers = 0;
+  streamErrors = 0;
+  streamSamples = new Samples();
+  firstSamples = new Samples();
+  firstRaw = new Samples();
+  phase = 'stream';
+  measuring = false;
+  for (const c of conns) {
+    c.state = { sentAt: performance.timeOrigin + performance.now(), first: false } satisfies StreamState;
+    c.send(chatFrame);
+  }
+  await new Promise((r) => setTimeout(r, cmd.warmupMs));
+  measuring = true;
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, cmd.durationMs));
+  measuring = false;
+  const cpu = process.cpuUsage(cpu0);
+  const ms = performance.now() - t0;
+  phase = 'idle';
+  reply({
+    id: cmd.id,
+    pieces: streamPieces,
+    answers: streamAnswers,
+    errors: streamErrors,
+    ms,
+    cpuMs: (cpu.user + cpu.system) / 1000,
+    samples: streamSamples.take(),
+    first: firstSamples.take(),
+    firstRaw: firstRaw.take(),
+  });
+}
+
 let fanCpu0 = process.cpuUsage();
 let fanTotal = 0;
 let fanCount = new Uint32Array(0);
@@ -266,6 +354,8 @@ async function onCommand(cmd: Cmd): Promise<void> {
       return fanoutStart(cmd);
     case 'fanout-stop':
       return fanoutStop(cmd);
+    case 'stream':
+      return streamPhase(cmd);
     case 'close': {
       for (const c of conns.splice(0)) c.close();
       closedDuring = 0;
