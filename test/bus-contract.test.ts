@@ -13,7 +13,7 @@ import { RedisLink } from '../src/redis/link.js';
 import type { Bus, BusStats, BusStatus } from '../src/bus/bus.js';
 import { Relay, type RelayTarget } from '../src/primary/relay.js';
 import { createLogger } from '../src/observability/log.js';
-import { startRedis } from './helpers/redis.js';
+import { REDIS_BACKENDS, type RedisBackend } from './helpers/redis-backends.js';
 import { sleep, until } from './helpers/net.js';
 
 /** A bus node as the suite drives it (in this process or another). */
@@ -49,6 +49,32 @@ function localNode(make: (onMessage: (topic: string, p: Uint8Array) => void) => 
 }
 
 const log = createLogger('silent');
+
+/** The Redis bus on one backend (one server, or a Cluster: sharded pub/sub). */
+async function redisTransport(start: () => Promise<RedisBackend>): Promise<Transport> {
+  const server = await start();
+  const prefix = `test-${randomBytes(4).toString('hex')}:`;
+  const nodes: Node[] = [];
+  const links: RedisLink[] = [];
+  let n = 0;
+  return {
+    async node() {
+      const nodeId = `node-${n++}`;
+      const link = new RedisLink({ target: server.target, name: nodeId, log, commandTimeoutMs: 2000, maxPendingBytes: 1 << 24 });
+      links.push(link);
+      const node = localNode((h) => new RedisBus(link, { prefix, nodeId, log }, h));
+      await until(async () => (await node.status()) === 'ready', 5000, 'redis bus ready');
+      nodes.push(node);
+      return node;
+    },
+    settle: () => sleep(100),
+    async cleanup() {
+      for (const x of nodes) await x.close();
+      for (const l of links) await l.close();
+      await server.stop();
+    },
+  };
+}
 
 const transports: Record<string, () => Promise<Transport>> = {
   async memory() {
@@ -99,30 +125,7 @@ const transports: Record<string, () => Promise<Transport>> = {
     };
   },
 
-  async redis() {
-    const server = await startRedis();
-    const prefix = `test-${randomBytes(4).toString('hex')}:`;
-    const nodes: Node[] = [];
-    const links: RedisLink[] = [];
-    let n = 0;
-    return {
-      async node() {
-        const nodeId = `node-${n++}`;
-        const link = new RedisLink({ url: server.url, name: nodeId, log, commandTimeoutMs: 2000, maxPendingBytes: 1 << 24 });
-        links.push(link);
-        const node = localNode((h) => new RedisBus(link, { prefix, nodeId, log }, h));
-        await until(async () => (await node.status()) === 'ready', 5000, 'redis bus ready');
-        nodes.push(node);
-        return node;
-      },
-      settle: () => sleep(100),
-      async cleanup() {
-        for (const x of nodes) await x.close();
-        for (const l of links) await l.close();
-        await server.stop();
-      },
-    };
-  },
+  ...Object.fromEntries(Object.entries(REDIS_BACKENDS).map(([name, start]) => [name, () => redisTransport(start)])),
 };
 
 for (const [name, make] of Object.entries(transports)) {

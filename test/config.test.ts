@@ -14,7 +14,7 @@ void t.test('defaults', async (t) => {
   t.match(c, {
     port: 9001,
     host: '0.0.0.0',
-    redisUrl: undefined,
+    redis: undefined,
     aiEngineUrl: undefined,
     aiEngineTimeoutMs: 30000,
     rateLimitMessages: 20,
@@ -135,4 +135,22 @@ void t.test('a bad value stops the real process with a message naming the variab
     t.match(r.out, new RegExp(`${name} must`), `${name} is named: ${r.out.trim()}`);
     t.notMatch(r.out, /listening/, 'nothing listened');
   }
+});
+
+void t.test('Redis: one server, a Cluster or a Sentinel group, never two; host:port lists checked', async (t) => {
+  t.same(loadConfig({ ...S, REDIS_URL: 'redis://127.0.0.1:6379' }).redis, { mode: 'single', url: 'redis://127.0.0.1:6379' });
+  t.same(loadConfig({ ...S, REDIS_CLUSTER_NODES: '10.0.0.1:7000, redis-b:7001,[::1]:7002' }).redis, {
+    mode: 'cluster',
+    nodes: [
+      { host: '10.0.0.1', port: 7000 },
+      { host: 'redis-b', port: 7001 },
+      { host: '::1', port: 7002 },
+    ],
+  });
+  t.same(loadConfig({ ...S, REDIS_SENTINELS: 's1:26379', REDIS_SENTINEL_NAME: 'main', REDIS_PASSWORD: 'pw' }).redis, { mode: 'sentinel', sentinels: [{ host: 's1', port: 26379 }], name: 'main', password: 'pw' });
+  t.throws(() => loadConfig({ ...S, REDIS_URL: 'redis://a:1', REDIS_CLUSTER_NODES: 'b:2' }), /REDIS_CLUSTER_NODES cannot be set with REDIS_URL/);
+  t.throws(() => loadConfig({ ...S, REDIS_CLUSTER_NODES: 'b:2', REDIS_SENTINELS: 'c:3' }), /REDIS_SENTINELS cannot be set with REDIS_CLUSTER_NODES/);
+  t.throws(() => loadConfig({ ...S, REDIS_CLUSTER_NODES: 'nohost' }), /REDIS_CLUSTER_NODES must be a comma-separated list of host:port/);
+  t.throws(() => loadConfig({ ...S, REDIS_SENTINELS: 'a:70000' }), /REDIS_SENTINELS must be a comma-separated list of host:port/);
+  t.notMatch(String((() => { try { loadConfig({ ...S, REDIS_PASSWORD: 'hunter2', REDIS_SENTINELS: 'x' }); } catch (e) { return (e as Error).message; } return ''; })()), /hunter2/, 'a bad value next to a secret never echoes the secret');
 });

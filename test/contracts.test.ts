@@ -4,7 +4,7 @@
  *   - the rate-limit store (limits/store.ts): the memory store (the
  *     primary's, and the reference) and the Redis Lua script;
  *   - the cluster view (cluster/view.ts): standalone and Redis (two nodes on
- *     a real redis-server). The embedded view (through the primary) runs the
+ *     a real redis-server, and on a real Redis Cluster). The embedded view (through the primary) runs the
  *     same checks through the real cluster in test/cluster.test.ts.
  */
 import t from 'tap';
@@ -17,17 +17,12 @@ import { EmbeddedCluster } from '../src/cluster/embedded.js';
 import { StandaloneCluster } from '../src/cluster/standalone.js';
 import type { ClusterView, ConnectionInfo } from '../src/cluster/view.js';
 import { createLogger } from '../src/observability/log.js';
-import { startRedis, type RedisServer } from './helpers/redis.js';
+import { REDIS_BACKENDS } from './helpers/redis-backends.js';
+import type { RedisTarget } from '../src/redis/client.js';
 import { sleep, until } from './helpers/net.js';
 
 const log = createLogger('silent');
-let redis: RedisServer;
-t.before(async () => {
-  redis = await startRedis();
-});
-t.teardown(() => redis.stop());
-
-const link = (name: string) => new RedisLink({ url: redis.url, name, log, commandTimeoutMs: 2000, maxPendingBytes: 1 << 24 });
+const link = (target: RedisTarget, name: string) => new RedisLink({ target, name, log, commandTimeoutMs: 2000, maxPendingBytes: 1 << 24 });
 const ready = (l: RedisLink) => until(() => l.ready(), 5000, 'redis link');
 
 // ---- the rate-limit store
@@ -37,19 +32,26 @@ const stores: Record<string, () => Promise<{ a: RateStore; b: RateStore; cleanup
     const s = new MemoryRateStore();
     return { a: s, b: s, cleanup: () => s.close() };
   },
-  async redis() {
-    const prefix = `rs${randomBytes(3).toString('hex')}:`;
-    const [la, lb] = [link('rate-a'), link('rate-b')];
-    await Promise.all([ready(la), ready(lb)]);
-    return {
-      a: new RedisRateStore(la, prefix, 'node-a'),
-      b: new RedisRateStore(lb, prefix, 'node-b'),
-      cleanup: async () => {
-        await la.close();
-        await lb.close();
+  ...Object.fromEntries(
+    Object.entries(REDIS_BACKENDS).map(([name, start]) => [
+      name,
+      async () => {
+        const server = await start();
+        const prefix = `rs${randomBytes(3).toString('hex')}:`;
+        const [la, lb] = [link(server.target, 'rate-a'), link(server.target, 'rate-b')];
+        await Promise.all([ready(la), ready(lb)]);
+        return {
+          a: new RedisRateStore(la, prefix, 'node-a'),
+          b: new RedisRateStore(lb, prefix, 'node-b'),
+          cleanup: async () => {
+            await la.close();
+            await lb.close();
+            await server.stop();
+          },
+        };
       },
-    };
-  },
+    ]),
+  ),
 };
 
 for (const [name, make] of Object.entries(stores)) {
@@ -113,15 +115,24 @@ const views: Record<string, () => Promise<{ nodes: ViewNode[]; cleanup(): Promis
   async standalone() {
     return { nodes: [node(new StandaloneCluster())], cleanup: async () => {} };
   },
-  async redis() {
-    const prefix = `cv${randomBytes(3).toString('hex')}:`;
-    const nodes = [0, 1].map((i) => {
-      const l = link(`view-${i}`);
-      return node(new RedisCluster(noHost(), l, { prefix, nodeId: `view-${i}`, leaseMs: 3000, log }));
-    });
-    await Promise.all(nodes.map((n) => ready((n.view as RedisCluster).link)));
-    return { nodes, cleanup: async () => void (await Promise.all(nodes.map((n) => n.view.close()))) };
-  },
+  ...Object.fromEntries(
+    Object.entries(REDIS_BACKENDS).map(([name, start]) => [
+      name,
+      async () => {
+        const server = await start();
+        const prefix = `cv${randomBytes(3).toString('hex')}:`;
+        const nodes = [0, 1].map((i) => node(new RedisCluster(noHost(), link(server.target, `view-${i}`), { prefix, nodeId: `view-${i}`, leaseMs: 3000, log })));
+        await Promise.all(nodes.map((n) => ready((n.view as RedisCluster).link)));
+        return {
+          nodes,
+          cleanup: async () => {
+            await Promise.all(nodes.map((n) => n.view.close()));
+            await server.stop();
+          },
+        };
+      },
+    ]),
+  ),
 };
 
 for (const [name, make] of Object.entries(views)) {

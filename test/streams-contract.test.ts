@@ -13,7 +13,7 @@ import { RedisCluster } from '../src/cluster/redis.js';
 import { EmbeddedCluster } from '../src/cluster/embedded.js';
 import type { Chunk, StoredFrame, StreamSink, StreamStore } from '../src/streams/streams.js';
 import { createLogger } from '../src/observability/log.js';
-import { startRedis } from './helpers/redis.js';
+import { REDIS_BACKENDS, type RedisBackend } from './helpers/redis-backends.js';
 import { sleep, until } from './helpers/net.js';
 
 const log = createLogger('silent');
@@ -32,7 +32,39 @@ function sink(n: Node): StreamSink {
   };
 }
 
-const impls: Record<string, () => Promise<{ node(): Promise<Node>; cleanup(): Promise<void> }>> = {
+/** Redis streams on one backend (one server, or a Cluster: each stream's keys and live channel share its hash tag). */
+async function redisImpl(start: () => Promise<RedisBackend>): Promise<Impl> {
+  const server = await start();
+  const prefix = `sc${randomBytes(3).toString('hex')}:`;
+  const parts: Array<{ close(): Promise<void> }> = [];
+  let i = 0;
+  return {
+    async node() {
+      const nodeId = `node-${i++}`;
+      const link = new RedisLink({ target: server.target, name: nodeId, log, commandTimeoutMs: 2000, maxPendingBytes: 1 << 24 });
+      const host = new EmbeddedCluster({ connected: false, on: () => {}, off: () => {} });
+      const view = new RedisCluster(host, link, { prefix, nodeId, leaseMs: 10_000, log });
+      const n = { frames: [], chunks: [] } as unknown as Node;
+      n.store = new RedisStreams(link, view, sink(n), { ...OPTS, prefix, nodeId, log, partialTtlMs: 30_000 }, () => [], () => {});
+      parts.push({
+        close: async () => {
+          await n.store.close();
+          await view.close();
+        },
+      });
+      await until(() => link.status === 'ready' && link.sub.inSync(0), 5000, 'redis link');
+      return n;
+    },
+    async cleanup() {
+      for (const p of parts) await p.close();
+      await server.stop();
+    },
+  };
+}
+
+type Impl = { node(): Promise<Node>; cleanup(): Promise<void> };
+
+const impls: Record<string, () => Promise<Impl>> = {
   async local() {
     const hub = new LocalStreamHub(OPTS);
     return {
@@ -44,29 +76,7 @@ const impls: Record<string, () => Promise<{ node(): Promise<Node>; cleanup(): Pr
       cleanup: async () => hub.store.close(),
     };
   },
-  async redis() {
-    const server = await startRedis();
-    const prefix = `sc${randomBytes(3).toString('hex')}:`;
-    const parts: Array<{ close(): Promise<void> }> = [];
-    let i = 0;
-    return {
-      async node() {
-        const nodeId = `node-${i++}`;
-        const link = new RedisLink({ url: server.url, name: nodeId, log, commandTimeoutMs: 2000, maxPendingBytes: 1 << 24 });
-        const host = new EmbeddedCluster({ connected: false, on: () => {}, off: () => {} });
-        const view = new RedisCluster(host, link, { prefix, nodeId, leaseMs: 10_000, log });
-        const n = { frames: [], chunks: [] } as unknown as Node;
-        n.store = new RedisStreams(link, view, sink(n), { ...OPTS, prefix, nodeId, log, partialTtlMs: 30_000 }, () => [], () => {});
-        parts.push({ close: async () => { await n.store.close(); await view.close(); } });
-        await until(() => link.status === 'ready' && link.sub.inSync(0), 5000, 'redis link');
-        return n;
-      },
-      async cleanup() {
-        for (const p of parts) await p.close();
-        await server.stop();
-      },
-    };
-  },
+  ...Object.fromEntries(Object.entries(REDIS_BACKENDS).map(([name, start]) => [name, () => redisImpl(start)])),
 };
 
 for (const [name, make] of Object.entries(impls)) {

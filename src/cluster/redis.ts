@@ -134,6 +134,7 @@ export class RedisCluster implements ClusterView {
       failures: { command: l.failures, subscribe: l.subscribeFailures, lease: r.lease_failures, sweep: r.sweep_failures, registry_write: r.write_failures },
       leaseLapses: r.lease_lapses,
       inboxMissed: this.missed,
+      publishBatched: this.link.batched,
     };
   }
 

@@ -40,6 +40,7 @@ export interface RedisRegistryOptions {
 /** How long registry writes are gathered into one pipeline. */
 export const BATCH_MS = 25;
 
+/** KEYS[1]: the nodes set (routes the script to the registry's slot on a Cluster). ARGV: prefix, node, force. */
 const REAP = `
 local p, n = ARGV[1], ARGV[2]
 if ARGV[3] ~= '1' and redis.call('EXISTS', p .. 'node:' .. n) == 1 then return -1 end
@@ -65,6 +66,13 @@ export interface RegistryCounters {
 export class RedisRegistry implements ConnectionSink {
   readonly #local = new Map<string, ConnectionInfo>();
   readonly #k: { hash: string; nodes: string; lease: string; conns: string; counts: string };
+  /** The key prefix (with the hash tag on a Cluster). */
+  readonly #p: string;
+
+  /** The lease key of `nodeId`: it exists while that node is alive. */
+  leaseKey(nodeId: string): string {
+    return `${this.#p}node:${nodeId}`;
+  }
   #ops: Op[] = [];
   #scheduled = false;
   #closed = false;
@@ -78,7 +86,8 @@ export class RedisRegistry implements ConnectionSink {
     private readonly link: RedisLink,
     private readonly o: RedisRegistryOptions,
   ) {
-    const p = o.prefix;
+    // On a Cluster every registry key shares the {reg} hash tag: one slot, so the scripts and pipelines below never cross slots.
+    const p = (this.#p = link.sharded ? `${o.prefix}{reg}:` : o.prefix);
     this.#k = {
       hash: `${p}active_connections`,
       nodes: `${p}nodes`,
@@ -86,7 +95,7 @@ export class RedisRegistry implements ConnectionSink {
       conns: `${p}node:${o.nodeId}:conns`,
       counts: `${p}node:${o.nodeId}:counts`,
     };
-    link.cmd.defineCommand('cgwReap', { numberOfKeys: 0, lua: REAP });
+    link.cmd.defineCommand('cgwReap', { numberOfKeys: 1, lua: REAP });
     link.cmd.on('ready', () => {
       // First connection, or Redis came back (perhaps empty): (re)write everything we hold.
       void this.#rewriteAll(this.#everReady ? 'reconnect' : undefined);
@@ -201,7 +210,7 @@ export class RedisRegistry implements ConnectionSink {
     try {
       await this.link.run('registry rewrite', (r) => {
         const m = r.pipeline();
-        m.cgwReap(this.o.prefix, this.o.nodeId, '1'); // clear what Redis holds for us, if anything
+        m.cgwReap(this.#k.nodes, this.#p, this.o.nodeId, '1'); // clear what Redis holds for us, if anything
         const byCreator = new Map<string, number>();
         for (let i = 0; i < all.length; i += 2000) {
           const chunk = all.slice(i, i + 2000);
@@ -229,7 +238,7 @@ export class RedisRegistry implements ConnectionSink {
       let removed = 0;
       for (const n of nodes) {
         if (n === this.o.nodeId) continue;
-        const r = (await this.link.run('registry reap', (c) => c.cgwReap(this.o.prefix, n, '0'))) as number;
+        const r = (await this.link.run('registry reap', (c) => c.cgwReap(this.#k.nodes, this.#p, n, '0'))) as number;
         if (r >= 0) {
           removed += r;
           this.o.log.warn({ node: n, connections: r }, 'reaped a node whose lease expired');
@@ -260,7 +269,7 @@ export class RedisRegistry implements ConnectionSink {
     const res =
       (await this.link.run('stats', (r) => {
         const m = r.pipeline();
-        for (const n of nodes) m.exists(`${this.o.prefix}node:${n}`).hgetall(`${this.o.prefix}node:${n}:counts`);
+        for (const n of nodes) m.exists(`${this.#p}node:${n}`).hgetall(`${this.#p}node:${n}:counts`);
         return m.exec();
       })) ?? [];
     const out: ClusterStats = { total_connections: 0, connections_by_creator: counts(), connections_by_worker: counts(), workers: 0, workers_answered: 0 };
@@ -291,7 +300,7 @@ export class RedisRegistry implements ConnectionSink {
     clearInterval(this.#sweepTimer);
     this.#ops = [];
     try {
-      await this.link.run('registry removal', (r) => r.cgwReap(this.o.prefix, this.o.nodeId, '1'));
+      await this.link.run('registry removal', (r) => r.cgwReap(this.#k.nodes, this.#p, this.o.nodeId, '1'));
     } catch (err) {
       this.o.log.warn({ err: (err as Error).message }, 'could not remove registry entries; the lease will expire');
     }
@@ -300,9 +309,9 @@ export class RedisRegistry implements ConnectionSink {
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    cgwReap(prefix: string, nodeId: string, force: '0' | '1'): Result<number, Context>;
+    cgwReap(nodesKey: string, prefix: string, nodeId: string, force: '0' | '1'): Result<number, Context>;
   }
   interface ChainableCommander {
-    cgwReap(prefix: string, nodeId: string, force: '0' | '1'): ChainableCommander;
+    cgwReap(nodesKey: string, prefix: string, nodeId: string, force: '0' | '1'): ChainableCommander;
   }
 }

@@ -98,4 +98,6 @@ export interface RedisHealth {
   leaseLapses: number;
   /** Inbox messages for connections that had left. */
   inboxMissed: number;
+  /** Messages that left in a batch with others of their turn and channel (one PUBLISH for several). */
+  publishBatched: number;
 }

@@ -10,6 +10,7 @@
 import { createPublicKey, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ConfigError, read, type LogLevel } from './variables.js';
+import type { RedisTarget } from '../redis/client.js';
 
 export { ConfigError, VARIABLES, FD_RESERVE, fileDescriptorLimit, type LogLevel } from './variables.js';
 
@@ -37,7 +38,8 @@ export interface Config {
   /** The internal listener for stats and metrics; undefined: they are on the widget port. */
   admin: { port: number; host: string } | undefined;
   workers: number;
-  redisUrl: string | undefined;
+  /** Where Redis is (redis/client.ts); undefined: embedded mode. */
+  redis: RedisTarget | undefined;
   redisPrefix: string;
   redisCommandTimeoutMs: number;
   redisMaxPendingBytes: number;
@@ -207,6 +209,19 @@ function readStaticJwt(env: Env): Pick<Config['jwt'], 'key' | 'algorithms' | 'ge
   return Object.freeze({ key: randomBytes(32).toString('base64url'), algorithms: Object.freeze(['HS256'] as JwtAlgorithm[]), generated: true });
 }
 
+function readRedis(env: Env): RedisTarget | undefined {
+  const url = read(env, 'REDIS_URL');
+  const nodes = read(env, 'REDIS_CLUSTER_NODES');
+  const sentinels = read(env, 'REDIS_SENTINELS');
+  const set = [url !== undefined && 'REDIS_URL', nodes.length > 0 && 'REDIS_CLUSTER_NODES', sentinels.length > 0 && 'REDIS_SENTINELS'].filter(Boolean) as string[];
+  if (set.length > 1) throw new ConfigError(set[1]!, `cannot be set with ${set[0]}: choose one server, one cluster or one sentinel group`, undefined);
+  const password = read(env, 'REDIS_PASSWORD') || undefined;
+  if (url !== undefined) return { mode: 'single', url };
+  if (nodes.length > 0) return { mode: 'cluster', nodes, ...(password ? { password } : {}) };
+  if (sentinels.length > 0) return { mode: 'sentinel', sentinels, name: read(env, 'REDIS_SENTINEL_NAME'), ...(password ? { password } : {}) };
+  return undefined;
+}
+
 function readAdmin(env: Env): Config['admin'] {
   const port = read(env, 'ADMIN_PORT');
   if (port === undefined) return undefined;
@@ -223,7 +238,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     production: read(env, 'NODE_ENV') === 'production',
     demoPage: read(env, 'DEMO_PAGE') === '' ? read(env, 'NODE_ENV') !== 'production' : read(env, 'DEMO_PAGE') === 'on',
     workers: read(env, 'WORKERS'),
-    redisUrl: read(env, 'REDIS_URL'),
+    redis: readRedis(env),
     redisPrefix: read(env, 'REDIS_PREFIX'),
     redisCommandTimeoutMs: read(env, 'REDIS_COMMAND_TIMEOUT_MS'),
     redisMaxPendingBytes: read(env, 'REDIS_MAX_PENDING_BYTES'),

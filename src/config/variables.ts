@@ -152,6 +152,18 @@ export function validProxyEntry(e: string): boolean {
   return /^\d{1,3}$/.test(bits) && n >= 0 && n <= (v === 6 ? 128 : 32);
 }
 
+/** `host:port,...`; [] when unset. */
+function hostPorts(name: string, raw: string): ReadonlyArray<{ host: string; port: number }> {
+  if (raw.trim() === '') return [];
+  return Object.freeze(
+    raw.split(',').map((e) => {
+      const m = /^\s*([A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})\s*$/.exec(e);
+      if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new ConfigError(name, 'must be a comma-separated list of host:port', raw);
+      return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) };
+    }),
+  );
+}
+
 function list(name: string, raw: string, check: (item: string) => boolean, rule: string): readonly string[] {
   const items = raw.split(',').map((s) => s.trim()).filter(Boolean);
   for (const i of items) if (!check(i)) throw new ConfigError(name, rule, raw);
@@ -206,7 +218,29 @@ export const VARIABLES = {
   TLS_KEY_FILE: text('listen', 'PEM private key for `TLS_CERT_FILE`'),
 
   // ---- cluster and Redis
-  REDIS_URL: optUrl('cluster', 'unset: embedded mode, workers bridged through the primary; `redis://` or `rediss://` for the Redis bus (a password in it is never logged)', ['redis:', 'rediss:'], true),
+  REDIS_URL: optUrl('cluster', 'unset (and no `REDIS_CLUSTER_NODES` or `REDIS_SENTINELS`): embedded mode, workers bridged through the primary; `redis://` or `rediss://` for the Redis bus on one server (a password in it is never logged)', ['redis:', 'rediss:'], true),
+  REDIS_CLUSTER_NODES: {
+    group: 'cluster',
+    def: '',
+    doc: 'a Redis Cluster instead: `host:port,host:port,...` (some of its nodes; the rest are discovered). Pub/sub is sharded (SPUBLISH/SSUBSCRIBE, Redis 7), every script touches one slot',
+    parse: (n: string, v: string) => hostPorts(n, v),
+  },
+  REDIS_SENTINELS: {
+    group: 'cluster',
+    def: '',
+    doc: 'a primary with replicas behind Redis Sentinel instead: `host:port,...` of the sentinels; the gateway follows a failover to the promoted replica',
+    parse: (n: string, v: string) => hostPorts(n, v),
+  },
+  REDIS_SENTINEL_NAME: {
+    group: 'cluster',
+    def: 'mymaster',
+    doc: 'the primary\'s name as the sentinels know it',
+    parse: (n: string, v: string) => {
+      if (!/^[A-Za-z0-9._-]{1,64}$/.test(v)) throw new ConfigError(n, 'must be 1-64 characters of A-Z a-z 0-9 . _ -', v);
+      return v;
+    },
+  },
+  REDIS_PASSWORD: text('cluster', 'password of the cluster nodes or of the sentinel-managed primary (`REDIS_URL` carries its own)', { secret: true }),
   REDIS_PREFIX: {
     group: 'cluster',
     def: 'cgw:',

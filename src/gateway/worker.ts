@@ -115,11 +115,11 @@ export async function runWorker(): Promise<void> {
  * is a node of the Redis bus, registry and budgets, over one RedisLink.
  */
 function clusterParts(cfg: Readonly<Config>, log: Logger, host: EmbeddedCluster, port: BatchingPort<WorkerToPrimary>): Pick<GatewayDeps, 'busFactory' | 'cluster' | 'rateStore' | 'redisHealth' | 'linkReady' | 'streams'> {
-  if (!cfg.redisUrl) {
+  if (!cfg.redis) {
     return { busFactory: (onMessage) => new IpcBus(port, onMessage), cluster: host, rateStore: host.rateStore, streams: (sink) => new EmbeddedStreams(host, sink) };
   }
   const nodeId = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
-  const link = new RedisLink({ url: cfg.redisUrl, name: nodeId, log, commandTimeoutMs: cfg.redisCommandTimeoutMs, maxPendingBytes: cfg.redisMaxPendingBytes });
+  const link = new RedisLink({ target: cfg.redis, name: nodeId, log, commandTimeoutMs: cfg.redisCommandTimeoutMs, maxPendingBytes: cfg.redisMaxPendingBytes });
   const view = new RedisCluster(host, link, { prefix: cfg.redisPrefix, nodeId, leaseMs: cfg.registryLeaseS * 1000, log });
   return {
     busFactory: (onMessage) => new RedisBus(link, { prefix: cfg.redisPrefix, nodeId, log }, onMessage),

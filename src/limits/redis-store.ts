@@ -35,16 +35,18 @@ type Wire = [origin: string, kind: string, keys: string[], aheadUs: number[]];
 
 export class RedisRateStore implements RateStore {
   readonly #channel: string;
+  readonly #keyPrefix: string;
   #listener: ((u: RateUpdate) => void) | undefined;
 
   /** Runs its script and publishes on the worker's RedisLink (which it does not close). */
   constructor(
     private readonly link: RedisLink,
-    private readonly prefix: string,
+    prefix: string,
     private readonly nodeId: string,
   ) {
     link.cmd.defineCommand('gwRateCharge', { lua: CHARGE });
     this.#channel = `${prefix}rl:updates`;
+    this.#keyPrefix = link.sharded ? `${prefix}{rl}:` : `${prefix}rl:`;
     link.sub.on(this.#channel, (channel: Buffer, message: Buffer) => {
       if (this.#listener === undefined || channel.toString() !== this.#channel) return;
       let w: Wire;
@@ -59,7 +61,8 @@ export class RedisRateStore implements RateStore {
 
   async charge(b: ChargeBatch): Promise<number[]> {
     if (b.keys.length === 0) return [];
-    const keys = b.keys.map((k) => `${this.prefix}rl:${b.kind}:${k}`);
+    // On a Cluster the keys of one batch share the {rl} hash tag: the script touches one slot.
+    const keys = b.keys.map((k) => `${this.#keyPrefix}${b.kind}:${k}`);
     const ahead = await this.link.run('rate-limit charge', (c) =>
       (c as unknown as { gwRateCharge(n: number, ...args: Array<string | number>): Promise<number[]> }).gwRateCharge(keys.length, ...keys, b.intervalUs, ...b.counts),
     );

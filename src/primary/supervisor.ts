@@ -65,7 +65,7 @@ export async function runPrimary(): Promise<void> {
     process.exit(1);
   }
   const log = createLogger(cfg.logLevel, { role: 'primary' });
-  log.info({ uws: uwsLabel, workers: cfg.workers, port: cfg.port, mode: cfg.redisUrl ? 'redis' : 'embedded' }, 'starting');
+  log.info({ uws: uwsLabel, workers: cfg.workers, port: cfg.port, mode: cfg.redis ? `redis ${cfg.redis.mode}` : 'embedded' }, 'starting');
   if (cfg.jwt.generated) warnDevSecret(cfg, log);
   if (cfg.production && !cfg.admin) {
     log.warn('ADMIN_PORT is unset: /metrics and /api/v1/stats (every creator id with its visitor count) are served on the public port; set ADMIN_PORT to serve them on an internal listener');
@@ -106,7 +106,7 @@ class Supervisor {
   ) {
     // A generated development secret reaches the workers through their environment.
     if (cfg.jwt.generated) this.#forkEnv = { JWT_SECRET: cfg.jwt.key, GATEWAY_DEV_SECRET: '1' };
-    this.#streams = !cfg.redisUrl && cfg.history.size > 0 ? new StreamService(cfg.history) : undefined;
+    this.#streams = !cfg.redis && cfg.history.size > 0 ? new StreamService(cfg.history) : undefined;
   }
 
   start(): void {

@@ -17,30 +17,89 @@
  *   RedisSubscriber (wanted against confirmed), never left to a one-shot
  *   command that may have failed.
  */
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import type { Logger } from '../observability/log.js';
 import { GatewayError } from '../errors.js';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/**
+ * Where Redis is (config: REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS):
+ * - `single`: one server (or a managed endpoint) at a URL;
+ * - `cluster`: a Redis Cluster, reached through any of `nodes`; pub/sub is
+ *   sharded (SPUBLISH/SSUBSCRIBE: a channel lives on its slot's master),
+ *   and every key one script or pipeline touches shares a hash tag;
+ * - `sentinel`: a primary with replicas watched by Sentinels, which say
+ *   which server is the primary now (after a failover, the promoted one).
+ */
+export type RedisTarget =
+  | { mode: 'single'; url: string }
+  | { mode: 'cluster'; nodes: readonly HostPort[]; password?: string }
+  | { mode: 'sentinel'; sentinels: readonly HostPort[]; name: string; password?: string };
 
 export interface RedisClientOptions {
   /** REDIS_COMMAND_TIMEOUT_MS. */
   commandTimeoutMs: number;
   /** Commands issued in one turn leave in one write (a pipeline), not one write each (command connections; never a subscriber). */
   autoPipelining?: boolean;
+  /** A subscriber connection (cluster mode: the sharded subscribers, one per master). */
+  subscriber?: boolean;
 }
 
-export function createRedis(url: string, name: string, log: Logger, o: RedisClientOptions): Redis {
-  const client = new Redis(url, {
+/**
+ * A client for `target`. A Cluster is used through the Redis interface: the
+ * commands, scripts, pipelines, `status` and events the gateway uses exist
+ * on both, and the cluster's differences (sharded pub/sub, one slot per
+ * script) are handled where they matter (RedisLink, RedisSubscriber).
+ */
+export function createRedis(target: RedisTarget, name: string, log: Logger, o: RedisClientOptions): Redis {
+  const common = {
     connectionName: name,
-    lazyConnect: false,
-    enableAutoPipelining: o.autoPipelining === true,
     enableOfflineQueue: false,
     autoResubscribe: false,
     maxRetriesPerRequest: 0,
     commandTimeout: o.commandTimeoutMs,
     socketTimeout: o.commandTimeoutMs,
     connectTimeout: Math.max(1000, o.commandTimeoutMs),
-    retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
-  });
+  };
+  const retryStrategy = (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2000);
+  let client: Redis;
+  if (target.mode === 'cluster') {
+    client = new Cluster(
+      target.nodes.map((n) => ({ host: n.host, port: n.port })),
+      {
+        enableOfflineQueue: false,
+        // Not on a Cluster: ioredis groups an auto-pipeline by node, and refuses one whose
+        // commands' slots move between nodes mid-flight (a failover); plain commands re-route.
+        enableAutoPipelining: false,
+        shardedSubscribers: o.subscriber === true,
+        clusterRetryStrategy: retryStrategy,
+        // A failover moves slots: ask again soon, not after the default 5 s only.
+        slotsRefreshInterval: 2000,
+        retryDelayOnFailover: 200,
+        retryDelayOnClusterDown: 200,
+        redisOptions: { ...common, lazyConnect: false, ...(target.password ? { password: target.password } : {}) },
+      },
+    ) as unknown as Redis;
+  } else if (target.mode === 'sentinel') {
+    client = new Redis({
+      ...common,
+      sentinels: target.sentinels.map((n) => ({ host: n.host, port: n.port })),
+      name: target.name,
+      ...(target.password ? { password: target.password } : {}),
+      lazyConnect: false,
+      enableAutoPipelining: o.autoPipelining === true,
+      retryStrategy,
+      sentinelRetryStrategy: retryStrategy,
+      // After a failover the old primary may come back as a replica: reconnect to the new one on READONLY.
+      reconnectOnError: (err) => (/READONLY/.test(err.message) ? 2 : false),
+    });
+  } else {
+    client = new Redis(target.url, { ...common, lazyConnect: false, enableAutoPipelining: o.autoPipelining === true, retryStrategy });
+  }
   let lastLog = 0;
   client.on('error', (err: Error) => {
     const now = Date.now();
@@ -56,6 +115,11 @@ export function createRedis(url: string, name: string, log: Logger, o: RedisClie
   ping.unref();
   client.once('end', () => clearInterval(ping));
   return client;
+}
+
+/** Whether `client` is a Redis Cluster client (sharded pub/sub, one slot per script). */
+export function isCluster(client: Redis): boolean {
+  return (client as unknown) instanceof Cluster;
 }
 
 /** QUIT when connected (flushes), else disconnect at once. */

@@ -9,9 +9,26 @@
  *
  * Changes are gathered per event-loop turn into one SUBSCRIBE and one
  * UNSUBSCRIBE (5000 channels per command at most).
+ *
+ * Sharded (a Redis Cluster): SSUBSCRIBE / SUNSUBSCRIBE instead, one command
+ * per slot (a sharded channel lives on its slot's master, and ioredis sends
+ * each command to the sharded subscriber of that master); after a failover
+ * or a slot move ioredis reconnects those subscribers, and every wanted
+ * channel is made again here.
+ *
+ * A message starting with BATCH_MARK (link.ts) is a batch: its messages are
+ * dispatched one by one, in order.
  */
 import type { Redis } from 'ioredis';
+import calculateSlot from 'cluster-key-slot';
+import { unpack } from 'msgpackr';
 import type { Logger } from '../observability/log.js';
+
+/**
+ * The first byte of a batch envelope (link.ts): 0xc1 is never used by
+ * MessagePack, so no single message (all MessagePack) starts with it.
+ */
+export const BATCH_MARK = 0xc1;
 
 /** How long a wanted channel may be unconfirmed before readiness fails. */
 export const SUBSCRIBE_GRACE_MS = 1000;
@@ -34,20 +51,30 @@ export class RedisSubscriber {
   #lastWarn = 0;
   /** SUBSCRIBE / UNSUBSCRIBE batches that failed (a metric). */
   failures = 0;
+  /** Batch envelopes received (link.ts). */
+  batches = 0;
 
   constructor(
     readonly client: Redis,
     private readonly log: Logger,
+    readonly sharded = false,
   ) {
-    client.on('messageBuffer', (channel: Buffer, message: Buffer) => this.#dispatch(channel, message));
+    client.on(sharded ? 'smessageBuffer' : 'messageBuffer', (channel: Buffer, message: Buffer) => this.#dispatch(channel, message));
     // A new connection holds no subscriptions: everything wanted is missing again.
-    client.on('ready', () => {
+    const lost = () => {
       this.#confirmed.clear();
       const now = Date.now();
       for (const c of this.#wanted) if (!this.#unconfirmed.has(c)) this.#unconfirmed.set(c, now);
       this.#schedule();
-    });
+    };
+    client.on('ready', lost);
     client.on('close', () => this.#confirmed.clear());
+    // A Cluster's sharded subscribers come and go with the masters (a failover, a slot move).
+    if (sharded) {
+      client.on('-subscriber', () => this.#confirmed.clear());
+      client.on('+subscriber', lost);
+      client.on('subscribersReady', lost);
+    }
   }
 
   /** Routes messages on channels starting with `prefix` to `fn`. */
@@ -96,7 +123,34 @@ export class RedisSubscriber {
   #dispatch(channel: Buffer, message: Buffer): void {
     if (this.#closed) return;
     const name = channel.toString('latin1');
+    if (message[0] === BATCH_MARK) {
+      let list: Uint8Array[];
+      try {
+        list = unpack(message.subarray(1)) as Uint8Array[];
+      } catch {
+        return; // not ours: nothing on a gateway channel starts with the mark otherwise
+      }
+      this.batches++;
+      for (const m of list) for (const h of this.#handlers) if (name.startsWith(h.prefix)) h.fn(channel, Buffer.from(m.buffer, m.byteOffset, m.byteLength));
+      return;
+    }
     for (const h of this.#handlers) if (name.startsWith(h.prefix)) h.fn(channel, message);
+  }
+
+  /** Sends (UN)SUBSCRIBE, or per slot (S)(UN)SUBSCRIBE when sharded, for `channels`. */
+  async #command(kind: 'add' | 'del', channels: string[]): Promise<void> {
+    if (!this.sharded) {
+      await (kind === 'add' ? this.client.subscribe(...channels) : this.client.unsubscribe(...channels));
+      return;
+    }
+    const bySlot = new Map<number, string[]>();
+    for (const c of channels) {
+      const slot = calculateSlot(c);
+      const l = bySlot.get(slot);
+      if (l) l.push(c);
+      else bySlot.set(slot, [c]);
+    }
+    await Promise.all([...bySlot.values()].map((l) => (kind === 'add' ? this.client.ssubscribe(...l) : this.client.sunsubscribe(...l))));
   }
 
   #schedule(): void {
@@ -118,12 +172,12 @@ export class RedisSubscriber {
     try {
       for (let i = 0; i < add.length; i += CHUNK) {
         const chunk = add.slice(i, i + CHUNK);
-        await this.client.subscribe(...chunk);
+        await this.#command('add', chunk);
         for (const c of chunk) this.#confirm(c);
       }
       for (let i = 0; i < del.length; i += CHUNK) {
         const chunk = del.slice(i, i + CHUNK);
-        await this.client.unsubscribe(...chunk);
+        await this.#command('del', chunk);
         for (const c of chunk) this.#confirmed.delete(c);
       }
     } catch (err) {

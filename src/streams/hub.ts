@@ -461,7 +461,10 @@ export class StreamHub {
       ns.held.clear();
       this.#lostToAll(ns, epoch, ns.last);
     }
-    if (f.offset <= ns.last) return;
+    if (f.offset <= ns.last) {
+      if (!ns.filling) this.store.suspect?.(ns.id, ns.epoch!, ns.last);
+      return;
+    }
     if (f.offset > ns.last + 1) {
       ns.held.set(f.offset, f);
       this.#fill(ns);

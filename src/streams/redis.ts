@@ -34,7 +34,11 @@ import { creatorOfStream, newEpoch, type AppendOptions, type Chunk, type Claim, 
 
 const packr = new Packr({ useRecords: false });
 
-/** KEYS: m, l, n, p, c. ARGV: payload, size, ttl, new epoch, channel ('' for none), cmid flag, ends (message id or ''). */
+/**
+ * KEYS: m, l, n, p, c. ARGV: payload, size, ttl, new epoch, channel ('' for
+ * none), cmid flag, ends (message id or ''), publish command (PUBLISH, or
+ * SPUBLISH on a Cluster: the channel has the stream's hash tag, so its slot).
+ */
 const APPEND = `
 local e = redis.call('HGET', KEYS[1], 'e')
 if not e then e = ARGV[4]; redis.call('HSET', KEYS[1], 'e', e, 'o', 0) end
@@ -49,7 +53,7 @@ if ARGV[7] ~= '' then
   if p and string.sub(p, 1, #ARGV[7] + 1) == ARGV[7] .. '\\n' then redis.call('DEL', KEYS[4]) end
 end
 if ARGV[5] ~= '' then
-  redis.call('PUBLISH', ARGV[5], cmsgpack.pack({e, o, ARGV[1]}))
+  redis.call(ARGV[8], ARGV[5], cmsgpack.pack({e, o, ARGV[1]}))
   return {e, o}
 end
 return {e, o, redis.call('SMEMBERS', KEYS[3])}
@@ -105,6 +109,13 @@ elseif cur and string.sub(cur, 1, #head) == head then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return redis.call('SMEMBERS', KEYS[2])
+`;
+
+/** KEYS: m. ARGV: the epoch seen, a new one. Gives a stream that went back a new epoch (once: the epoch must still be the one seen). */
+const REBASE = `
+local e = redis.call('HGET', KEYS[1], 'e')
+if e == ARGV[1] then redis.call('HSET', KEYS[1], 'e', ARGV[2]); return ARGV[2] end
+return e or ''
 `;
 
 /** KEYS: c. ARGV: ttl, 'p:<node>'. -1: claimed now; else the stored value ('p:<node>' pending, 'epoch:offset'). */
@@ -164,6 +175,7 @@ export class RedisStreams implements StreamStore {
     c.defineCommand('cgwRead', { numberOfKeys: 4, lua: READ });
     c.defineCommand('cgwTouch', { numberOfKeys: 4, lua: TOUCH });
     c.defineCommand('cgwClaim', { numberOfKeys: 1, lua: CLAIM });
+    c.defineCommand('cgwRebase', { numberOfKeys: 1, lua: REBASE });
     c.defineCommand('cgwTakeover', { numberOfKeys: 1, lua: TAKEOVER });
     c.defineCommand('cgwPiece', { numberOfKeys: 2, lua: PIECE });
     c.defineCommand('cgwFrameAt', { numberOfKeys: 2, lua: FRAME_AT });
@@ -191,7 +203,7 @@ export class RedisStreams implements StreamStore {
     const broadcast = creatorOfStream(stream) !== undefined;
     const cmidKey = o.cmid !== undefined ? this.#key(stream, `c:${o.cmid}`) : this.#key(stream, 'c:');
     const sent = this.link.send(payload.byteLength + 256, (c) =>
-      c.cgwAppendBuffer(...this.#keys(stream), cmidKey, asBuffer(payload), this.o.size, this.o.ttlMs, newEpoch(), broadcast ? this.#channel(stream) : '', o.cmid !== undefined ? '1' : '0', o.ends ?? ''),
+      c.cgwAppendBuffer(...this.#keys(stream), cmidKey, asBuffer(payload), this.o.size, this.o.ttlMs, newEpoch(), broadcast ? this.#channel(stream) : '', o.cmid !== undefined ? '1' : '0', o.ends ?? '', this.link.sharded ? 'SPUBLISH' : 'PUBLISH'),
     );
     if (sent === undefined) throw new GatewayError('GW_ERR_OVERLOADED', 'Redis is unreachable or too much waits for it: append refused');
     let r: Reply;
@@ -290,7 +302,7 @@ export class RedisStreams implements StreamStore {
     if (s.startsWith('p:')) {
       const owner = s.slice(2);
       if (owner === this.o.nodeId) return { state: 'pending' };
-      const alive = await this.link.run('claim', (c) => c.exists(`${this.o.prefix}node:${owner}`));
+      const alive = await this.link.run('claim', (c) => c.exists(this.cluster.registry.leaseKey(owner)));
       if (alive === 0 && (await this.link.run('claim', (c) => c.cgwTakeover(key, s, mine, this.o.ttlMs))) === 1) return { state: 'new' };
       return { state: 'pending' };
     }
@@ -330,23 +342,47 @@ export class RedisStreams implements StreamStore {
   }
 
   /** Every HISTORY_CHECK_S: followed streams against their top in Redis (a lost last message), and kept alive. */
+  /** When each stream was last suspected (at most one check per stream per second). */
+  readonly #suspected = new Map<string, number>();
+
+  suspect(stream: string, epoch: string, last: number): void {
+    const now = Date.now();
+    if (now - (this.#suspected.get(stream) ?? 0) < 1000) return;
+    this.#suspected.set(stream, now);
+    if (this.#suspected.size > 10_000) this.#suspected.clear();
+    this.link
+      .run('history check', (c) => c.cgwTouch(...this.#keys(stream), this.o.ttlMs))
+      .then((v) => {
+        const [e, top] = [String((v as unknown[])[0]), Number((v as unknown[])[1])];
+        return e === epoch && top < last ? this.#rebase(stream, epoch, top) : undefined;
+      })
+      .catch(() => {}); // the periodic check tries again
+  }
+
+  /** The stream went back (top below what was delivered): a new epoch, so its readers hear of the loss. */
+  async #rebase(stream: string, epoch: string, top: number): Promise<void> {
+    this.o.log.warn({ stream, epoch, top }, 'stream went back (a Redis failover lost its newest frames): new epoch');
+    const e = String(await this.link.run('history rebase', (c) => c.cgwRebase(this.#key(stream, 'm'), epoch, newEpoch())));
+    if (e !== '') this.behind(stream, e, top);
+  }
+
   async #check(): Promise<void> {
     if (this.#closed || this.link.cmd.status !== 'ready') return;
     const mine = this.positions();
     for (let i = 0; i < mine.length; i += 500) {
       const batch = mine.slice(i, i + 500);
       try {
-        const res = await this.link.run('history check', (c) => {
-          const p = c.pipeline();
-          for (const s of batch) p.cgwTouch(...this.#keys(s.stream), this.o.ttlMs);
-          return p.exec();
-        });
+        // One command per stream (streams live on different slots of a Cluster); auto-pipelined into one write per node.
+        const res = await this.link.run('history check', (c) =>
+          Promise.all(batch.map((s) => c.cgwTouch(...this.#keys(s.stream), this.o.ttlMs).then((v): [Error | null, unknown] => [null, v], (err: Error): [Error | null, unknown] => [err, undefined]))),
+        );
         batch.forEach((s, j) => {
           const [err, v] = res?.[j] ?? [];
           if (err || !Array.isArray(v)) return;
           const epoch = String(v[0]);
           const top = Number(v[1]);
-          if (epoch !== '' && (epoch !== s.epoch || top > s.last)) this.behind(s.stream, epoch, top);
+          if (epoch === s.epoch && top < s.last) void this.#rebase(s.stream, epoch, top);
+          else if (epoch !== '' && (epoch !== s.epoch || top > s.last)) this.behind(s.stream, epoch, top);
         });
       } catch (err) {
         this.o.log.warn({ err: (err as Error).message }, 'history position check failed');
@@ -383,7 +419,8 @@ function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    cgwAppendBuffer(m: string, l: string, n: string, p: string, c: string, payload: Buffer, size: number, ttl: number, epoch: string, channel: string, cmid: string, ends: string): Result<unknown, Context>;
+    cgwRebase(m: string, seen: string, epoch: string): Result<string, Context>;
+    cgwAppendBuffer(m: string, l: string, n: string, p: string, c: string, payload: Buffer, size: number, ttl: number, epoch: string, channel: string, cmid: string, ends: string, publish: string): Result<unknown, Context>;
     cgwReadBuffer(m: string, l: string, n: string, p: string, afterEpoch: string, afterOffset: number, ttl: number, epoch: string, node: string): Result<unknown, Context>;
     cgwTouch(m: string, l: string, n: string, p: string, ttl: number): Result<unknown, Context>;
     cgwClaim(c: string, ttl: number, pending: string): Result<unknown, Context>;

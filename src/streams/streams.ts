@@ -113,6 +113,14 @@ export interface StreamStore {
   claim(stream: string, cmid: string): Promise<Claim>;
   /** The frame at `offset`, if still kept in that epoch (a retried client_message_id's answer). */
   frameAt(stream: string, at: Position): Promise<StoredFrame | undefined>;
+  /**
+   * A live frame came at or below what this node already delivered (`last`)
+   * in the same epoch: a duplicate, or the store went back (a Redis failover
+   * that lost the newest writes, so offsets are being given again). A store
+   * that can go back checks, and if so gives the stream a new epoch, so
+   * readers get continuity_lost instead of frames dropped as duplicates.
+   */
+  suspect?(stream: string, epoch: string, last: number): void;
   close(): Promise<void>;
 }
 

@@ -18,13 +18,13 @@ export interface RedisServer {
 }
 
 /** A real redis-server on a free port; `{ start: false }` only reserves the port (start it with restart()). */
-export async function startRedis(o: { start?: boolean } = {}): Promise<RedisServer> {
-  const port = await freePort();
+export async function startRedis(o: { start?: boolean; args?: string[]; port?: number } = {}): Promise<RedisServer> {
+  const port = o.port ?? (await freePort());
   let proc: ChildProcess | undefined;
   const clients: Redis[] = [];
 
   async function launch(): Promise<void> {
-    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning', '--enable-debug-command', 'local'], {
+    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning', '--enable-debug-command', 'local', ...(o.args ?? [])], {
       stdio: 'ignore',
     });
     const probe = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
