@@ -43,7 +43,7 @@ export async function startRedis(o: { start?: boolean; args?: string[]; port?: n
 
   async function kill(): Promise<void> {
     const p = proc;
-    if (!p || p.exitCode !== null) return;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
     const gone = new Promise((r) => p.once('exit', r));
     p.kill('SIGKILL');
     await gone;
