@@ -27,8 +27,9 @@ const SCENARIOS: Record<string, () => Promise<Scenario>> = {
   limits: async () => (await import('./scenarios/limits.js')).run,
   history: async () => (await import('./scenarios/history.js')).run,
   streaming: async () => (await import('./scenarios/streaming.js')).run,
+  capacity: async () => (await import('./scenarios/capacity.js')).run,
 };
-const STANDARD = ['chat', 'fanout', 'storm', 'http', 'slow-engine', 'crosshost', 'validation', 'limits', 'history', 'streaming'];
+const STANDARD = ['chat', 'fanout', 'storm', 'http', 'slow-engine', 'crosshost', 'validation', 'limits', 'history', 'streaming', 'capacity'];
 
 function usage(msg?: string): never {
   if (msg) process.stderr.write(`bench: ${msg}\n\n`);
@@ -51,9 +52,12 @@ environment:
   BENCH_STREAMS            concurrent streamed answers (1000)
   BENCH_STREAM_PIECES      pieces per streamed answer (200)
   BENCH_PIECE_MS           the mock engine's pause between pieces (50)
+  BENCH_CAPACITY_CONNS     idle connections of the capacity run (100000)
+  BENCH_CAPACITY_WORKERS   gateway workers of the capacity run (8: the fd limit is 20000 per process)
   BENCH_WARMUP_S           warm-up before each measured run (1)
   BENCH_SMOKE              1: the smallest matrix of every scenario, to check the code (figures mean nothing)
   BENCH_OUT                results file (bench/RESULTS.md); "-" for stdout only
+  BENCH_GATEWAY_MAIN       the gateway build to run (dist/main.js); another commit's build gives a before/after figure
   BENCH_NODE_ARGS          extra node flags for the gateway, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
 `);
   process.exit(2);

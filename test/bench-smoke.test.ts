@@ -31,7 +31,7 @@ void t.test('bench/run.ts runs every scenario and writes the results file', asyn
   // env -u: tap's coverage loaders must not ride along into the benchmark's processes.
   execFileSync('env', ['-u', 'NODE_OPTIONS', process.execPath, '--import', 'tsx', 'bench/run.ts'], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'], timeout: 280_000 });
   const md = readFileSync(out, 'utf8');
-  for (const title of ['Chat', 'Fan-out', 'Connect storm', 'HTTP endpoints', 'Slow AI engine', 'Cross-host fan-out', 'Validation', 'Rate limits and msgpack', 'Nothing lost', 'Streamed answers']) {
+  for (const title of ['Chat', 'Fan-out', 'Connect storm', 'HTTP endpoints', 'Slow AI engine', 'Cross-host fan-out', 'Validation', 'Rate limits and msgpack', 'Nothing lost', 'Streamed answers', 'Capacity']) {
     t.match(md, `### ${title}`, title);
   }
   t.notMatch(md, /FAILED/, 'no scenario failed');

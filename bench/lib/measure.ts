@@ -82,15 +82,16 @@ export async function measureFanout(
   rate: number,
   durationMs: number,
   window = 4,
-  protocols?: string,
+  o: { protocols?: string; creator?: string; alreadyOpen?: boolean; maxBroadcasts?: number } = {},
 ): Promise<FanoutResult> {
-  for (const [i, t] of targets.entries()) {
+  const creator = o.creator ?? 'fan';
+  for (const [i, t] of o.alreadyOpen ? [] : targets.entries()) {
     const share = Math.floor(subs / targets.length) + (i < subs % targets.length ? 1 : 0);
-    const o = await fleet.open(t.port, widgetPath('fan'), share, 256, protocols);
-    if (o.failed) throw new Error(`${o.failed} subscribers failed to connect to ${t.name}`);
+    const r = await fleet.open(t.port, widgetPath(creator), share, 256, o.protocols);
+    if (r.failed) throw new Error(`${r.failed} subscribers failed to connect to ${t.name}`);
   }
   await new Promise((r) => setTimeout(r, 500)); // subscriptions settle (bus, Redis)
-  const total = rate > 0 ? Math.max(1, Math.round((rate * durationMs) / 1000)) : 60_000;
+  const total = rate > 0 ? Math.max(1, Math.round((rate * durationMs) / 1000)) : (o.maxBroadcasts ?? 60_000);
   await fleet.all(() => ({ op: 'fanout-start', total }));
   const roots = targets.map((t) => t.proc.pid!);
   const u0 = roots.map(usage);
@@ -114,7 +115,7 @@ export async function measureFanout(
     sent++;
     const t = targets[seq % targets.length]!;
     posts.push(
-      fetch(`http://127.0.0.1:${t.port}/api/v1/creators/fan/broadcast`, {
+      fetch(`http://127.0.0.1:${t.port}/api/v1/creators/${creator}/broadcast`, {
         method: 'POST',
         headers: { authorization: auth, 'content-type': 'application/json' },
         body: JSON.stringify({ type: 'bench', seq, t: performance.timeOrigin + performance.now() }),

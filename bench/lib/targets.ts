@@ -37,7 +37,8 @@ export function freePort(): Promise<number> {
 
 const COMMANDS: Record<TargetName, string[]> = {
   // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the gateway's processes.
-  gateway: [...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), path.join(ROOT, 'dist/main.js')],
+  // BENCH_GATEWAY_MAIN: another build to measure (e.g. an older commit's dist/main.js, for a before/after figure).
+  gateway: [...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), process.env.BENCH_GATEWAY_MAIN ?? path.join(ROOT, 'dist/main.js')],
   uws: ['--import', 'tsx', path.join(ROOT, 'bench/baselines/uws-bare.ts')],
   ws: ['--import', 'tsx', path.join(ROOT, 'bench/baselines/ws-server.ts')],
 };

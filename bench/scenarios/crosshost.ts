@@ -11,9 +11,11 @@ import { fmt, ratio } from '../lib/stats.js';
 import { startTarget, type Target } from '../lib/targets.js';
 import type { Table } from '../lib/report.js';
 import { startRedis } from '../lib/redis.js';
+import { startRedisCluster } from '../../test/helpers/redis-cluster.js';
 
 export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   const rows: string[][] = [];
+  const clusterVsOne: string[] = [];
   const hostWorkers = Math.max(1, Math.floor(ctx.workers / 2));
   for (const subs of ctx.fanoutSubs) {
     for (const rate of ctx.smoke ? [0] : [0, Math.max(1, Math.round(ctx.fanoutDeliveries / subs))]) {
@@ -33,8 +35,15 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
         const b = await startTarget('gateway', hostWorkers, { REDIS_URL: r.url }, 'host B');
         return { targets: [a, b], stop: async () => { await a.stop(); await b.stop(); r.stop(); } };
       }],
+      [`2 hosts x ${hostWorkers} worker(s), Redis Cluster (3+3)`, async () => {
+        const rc = await startRedisCluster();
+        const a = await startTarget('gateway', hostWorkers, { REDIS_CLUSTER_NODES: rc.nodes }, 'host A');
+        const b = await startTarget('gateway', hostWorkers, { REDIS_CLUSTER_NODES: rc.nodes }, 'host B');
+        return { targets: [a, b], stop: async () => { await a.stop(); await b.stop(); await rc.stop(); } };
+      }],
     ];
     let single: FanoutResult | undefined;
+    let oneRedis: FanoutResult | undefined;
     for (const [label, setup] of setups) {
       const s = await setup();
       let r: FanoutResult;
@@ -44,6 +53,8 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
         await s.stop();
       }
       single ??= r;
+      if (label.startsWith('2 hosts') && label.endsWith(', Redis')) oneRedis = r;
+      if (label.includes('Cluster') && oneRedis) clusterVsOne.push(`S=${fmt(subs)} ${rate ? `${rate}/s` : 'max'}: ${ratio(r.deliveredPerSec, oneRedis.deliveredPerSec)} the deliveries/s of 2 hosts on one Redis (p99 ${fmt(r.p99, 1)} against ${fmt(oneRedis.p99, 1)} ms)`);
       process.stderr.write(`crosshost ${label} S=${subs} ${rate || 'max'}: ${fmt(r.deliveredPerSec)} deliveries/s lost ${r.lost} p99 ${fmt(r.p99, 1)} ms\n`);
       rows.push([label, fmt(subs), rate ? `${rate}/s` : `max (${fmt(r.broadcasts / (ctx.durationMs / 1000))}/s)`, fmt(r.deliveredPerSec), ratio(r.deliveredPerSec, single.deliveredPerSec), fmt(r.p50, 1), fmt(r.p99, 1), fmt(r.lost), fmt(r.dup), r.loadCores.toFixed(2), r.serverCores.toFixed(2)]);
     }
@@ -54,6 +65,6 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
     method: `Subscribers split evenly over the hosts; broadcasts POSTed alternately to each host for ${ctx.durationMs / 1000} s: "max" in a closed loop (at most 4 broadcasts not yet delivered everywhere: broadcasts/s is the throughput), "N/s" at a fixed rate (latency under steady load). All hosts run on this one machine, so "2 hosts" shares its 2 cores: the figure shows the cost of the Redis hop, not the capacity of two machines.`,
     columns: ['setup', 'subscribers', 'broadcasts', 'deliveries/s', 'vs 1 host embedded', 'p50 ms', 'p99 ms', 'lost', 'duplicated', 'load CPU (cores)', 'server CPU (cores)'],
     rows,
-    notes: [],
+    notes: clusterVsOne.length ? ['Redis Cluster against one Redis, same run:\n', ...clusterVsOne.map((l) => `- ${l}`)] : [],
   };
 }

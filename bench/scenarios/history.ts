@@ -206,7 +206,7 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
         const target = await startTarget('gateway', ctx.workers, { ...mode.env, ...env }, `${mode.label} ${label}`);
         try {
           const chat = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs, protocols });
-          const fan = await measureFanout(fleet, [target], subs, 0, ctx.durationMs, 4, protocols);
+          const fan = await measureFanout(fleet, [target], subs, 0, ctx.durationMs, 4, { protocols });
           if (chat.errors || fan.lost || fan.dup) throw new Error(`${label}: ${chat.errors} chat errors, ${fan.lost} deliveries lost, ${fan.dup} duplicated`);
           base ??= { chat: chat.perSec, fan: fan.deliveredPerSec };
           rows.push([
