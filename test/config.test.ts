@@ -154,3 +154,25 @@ void t.test('Redis: one server, a Cluster or a Sentinel group, never two; host:p
   t.throws(() => loadConfig({ ...S, REDIS_SENTINELS: 'a:70000' }), /REDIS_SENTINELS must be a comma-separated list of host:port/);
   t.notMatch(String((() => { try { loadConfig({ ...S, REDIS_PASSWORD: 'hunter2', REDIS_SENTINELS: 'x' }); } catch (e) { return (e as Error).message; } return ''; })()), /hunter2/, 'a bad value next to a secret never echoes the secret');
 });
+
+void t.test('Telegram bots: JSON per creator, checked, never echoed', async (t) => {
+  const token = `123456:${'A'.repeat(35)}`;
+  const c = loadConfig({ ...S, TELEGRAM_BOTS: JSON.stringify({ shop: { token, secret: 's3cret' } }) }).telegram!;
+  t.same([...c.bots.entries()], [['shop', { token, secret: 's3cret' }]]);
+  t.match(c, { apiUrl: 'https://api.telegram.org', chatIntervalMs: 1000, maxPerS: 30, maxQueue: 10000 });
+  t.equal(loadConfig(S).telegram, undefined, 'none configured: no channel');
+  const bad = (bots: string) => {
+    try {
+      loadConfig({ ...S, TELEGRAM_BOTS: bots });
+      return '';
+    } catch (e) {
+      return (e as Error).message;
+    }
+  };
+  t.match(bad('{"shop": {"token": "nope-hunter2", "secret": "s"}}'), /TELEGRAM_BOTS .*the token of "shop" is malformed/);
+  t.notMatch(bad('{"shop": {"token": "nope-hunter2", "secret": "s"}}'), /hunter2/, 'the token is not echoed');
+  t.match(bad(`{"shop": {"token": "${token}", "secret": "has space"}}`), /the secret of "shop" is malformed/);
+  t.match(bad('{"bad id!": {}}'), /is not a valid creator id/);
+  t.match(bad('[1]'), /TELEGRAM_BOTS must be JSON/);
+  t.throws(() => loadConfig({ ...S, TELEGRAM_BOTS_FILE: '/nonexistent/bots.json' }), /TELEGRAM_BOTS_FILE cannot be read: ENOENT/);
+});

@@ -26,6 +26,10 @@ export interface PrimaryOps {
   follow: ReadResult;
   claim: Claim;
   'frame-at': StoredFrame | null;
+  /** Telegram opt-ins (embedded mode, channels/telegram/chats.ts): creator `arg`, chat `chat`. */
+  'chats-add': null;
+  'chats-del': null;
+  chats: string[];
 }
 
 /** Requests the primary may make of a worker. */
@@ -50,6 +54,8 @@ export interface Request<Op> {
   cmid?: string;
   /** Streams: the streamed answer an appended frame completes. */
   ends?: string;
+  /** Telegram opt-ins: the chat id. */
+  chat?: string;
 }
 export interface Response {
   t: 'res';

@@ -11,6 +11,7 @@ import { createPublicKey, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ConfigError, read, type LogLevel } from './variables.js';
 import type { RedisTarget } from '../redis/client.js';
+import { isValidId } from '../auth/ids.js';
 
 export { ConfigError, VARIABLES, FD_RESERVE, fileDescriptorLimit, type LogLevel } from './variables.js';
 
@@ -38,6 +39,8 @@ export interface Config {
   /** The internal listener for stats and metrics; undefined: they are on the widget port. */
   admin: { port: number; host: string } | undefined;
   workers: number;
+  /** The Telegram channel (channels/telegram/), when bots are configured. */
+  telegram: TelegramConfig | undefined;
   /** Where Redis is (redis/client.ts); undefined: embedded mode. */
   redis: RedisTarget | undefined;
   redisPrefix: string;
@@ -209,6 +212,48 @@ function readStaticJwt(env: Env): Pick<Config['jwt'], 'key' | 'algorithms' | 'ge
   return Object.freeze({ key: randomBytes(32).toString('base64url'), algorithms: Object.freeze(['HS256'] as JwtAlgorithm[]), generated: true });
 }
 
+export interface TelegramConfig {
+  bots: ReadonlyMap<string, { token: string; secret: string }>;
+  apiUrl: string;
+  chatIntervalMs: number;
+  maxPerS: number;
+  maxQueue: number;
+}
+
+function readTelegram(env: Env): TelegramConfig | undefined {
+  const file = read(env, 'TELEGRAM_BOTS_FILE');
+  let raw = read(env, 'TELEGRAM_BOTS');
+  const name = file ? 'TELEGRAM_BOTS_FILE' : 'TELEGRAM_BOTS';
+  if (file) {
+    if (raw) throw new ConfigError('TELEGRAM_BOTS_FILE', 'cannot be set with TELEGRAM_BOTS', undefined);
+    try {
+      raw = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError('TELEGRAM_BOTS_FILE', `cannot be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, file);
+    }
+  }
+  if (!raw.trim()) return undefined;
+  const rule = 'must be JSON: {"<creator_id>": {"token": "<digits>:<35+ characters>", "secret": "<1-256 of A-Z a-z 0-9 _ ->"}}';
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw new ConfigError(name, rule, undefined);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError(name, rule, undefined);
+  const bots = new Map<string, { token: string; secret: string }>();
+  for (const [creator, v] of Object.entries(parsed)) {
+    const b = v as { token?: unknown; secret?: unknown };
+    // The error names the creator, never the token or the secret.
+    if (!isValidId(creator)) throw new ConfigError(name, `${rule}; "${creator.slice(0, 64)}" is not a valid creator id`, undefined);
+    if (typeof b?.token !== 'string' || !/^\d{1,20}:[A-Za-z0-9_-]{30,}$/.test(b.token)) throw new ConfigError(name, `${rule}; the token of "${creator}" is malformed`, undefined);
+    if (typeof b.secret !== 'string' || !/^[A-Za-z0-9_-]{1,256}$/.test(b.secret)) throw new ConfigError(name, `${rule}; the secret of "${creator}" is malformed`, undefined);
+    bots.set(creator, Object.freeze({ token: b.token, secret: b.secret }));
+  }
+  if (bots.size === 0) return undefined;
+  return Object.freeze({ bots, apiUrl: read(env, 'TELEGRAM_API_URL')!, chatIntervalMs: read(env, 'TELEGRAM_CHAT_INTERVAL_MS'), maxPerS: read(env, 'TELEGRAM_MAX_PER_S'), maxQueue: read(env, 'TELEGRAM_MAX_QUEUE') });
+}
+
 function readRedis(env: Env): RedisTarget | undefined {
   const url = read(env, 'REDIS_URL');
   const nodes = read(env, 'REDIS_CLUSTER_NODES');
@@ -239,6 +284,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     demoPage: read(env, 'DEMO_PAGE') === '' ? read(env, 'NODE_ENV') !== 'production' : read(env, 'DEMO_PAGE') === 'on',
     workers: read(env, 'WORKERS'),
     redis: readRedis(env),
+    telegram: readTelegram(env),
     redisPrefix: read(env, 'REDIS_PREFIX'),
     redisCommandTimeoutMs: read(env, 'REDIS_COMMAND_TIMEOUT_MS'),
     redisMaxPendingBytes: read(env, 'REDIS_MAX_PENDING_BYTES'),

@@ -240,6 +240,13 @@ export const VARIABLES = {
       return v;
     },
   },
+  // ---- channels
+  TELEGRAM_BOTS: text('channels', 'Telegram bots per creator, as JSON: `{"<creator_id>": {"token": "<bot token>", "secret": "<webhook secret token>"}}` (the secret: 1-256 of A-Z a-z 0-9 _ -, as given to setWebhook). Unset (and no file): no Telegram channel. Tokens are never logged', { secret: true }),
+  TELEGRAM_BOTS_FILE: text('channels', 'reads `TELEGRAM_BOTS` from this file instead (keep it readable by the gateway only)'),
+  TELEGRAM_API_URL: { ...optUrl('channels', 'the Bot API', ['https:', 'http:']), def: 'https://api.telegram.org' },
+  TELEGRAM_CHAT_INTERVAL_MS: intVar('channels', '1000', 'least time between two messages to one chat (Telegram allows about one per second)', 0, 60_000),
+  TELEGRAM_MAX_PER_S: intVar('channels', '30', 'messages per second per bot, for the whole host: each worker sends at most its share (this / WORKERS); Telegram allows about 30', 1, 10_000),
+  TELEGRAM_MAX_QUEUE: intVar('channels', '10000', 'calls waiting per bot per worker; beyond it a call is refused, counted (`gateway_telegram_calls_total{outcome="overflow"}`) and logged', 1, 10_000_000),
   REDIS_PASSWORD: text('cluster', 'password of the cluster nodes or of the sentinel-managed primary (`REDIS_URL` carries its own)', { secret: true }),
   REDIS_PREFIX: {
     group: 'cluster',

@@ -31,6 +31,8 @@ import { creatorOfTopic, creatorTopic } from '../protocol/topics.js';
 import { sessionFrame, StreamHub, v2Topic, type StreamReader } from '../streams/hub.js';
 import { LocalStreamHub, LocalStreams } from '../streams/local.js';
 import { broadcastStream, sessionStream, type StreamSink, type StreamStore } from '../streams/streams.js';
+import { TelegramChannel } from '../channels/telegram/channel.js';
+import { MemoryChatList, type ChatList } from '../channels/telegram/chats.js';
 
 export interface GatewayDeps {
   cfg: Readonly<Config>;
@@ -52,6 +54,8 @@ export interface GatewayDeps {
    * or, when absent, this process alone.
    */
   streams?: (sink: StreamSink, hub: StreamHub) => StreamStore;
+  /** Telegram opt-ins, shared by every worker and host (absent: this process alone). */
+  telegramChats?: ChatList;
 }
 
 /** How long a closing worker still completes handshakes it had accepted. */
@@ -85,6 +89,8 @@ export class Gateway {
   #adminApp: TemplatedApp | undefined;
   #adminListen: us_listen_socket | undefined;
   readonly #backpressure: SlowConsumerPolicy;
+  /** The Telegram channel, when bots are configured. */
+  readonly telegram: TelegramChannel | undefined;
   /** Bytes published to each creator's topic since its sockets were last checked. */
   readonly #publishedSince = new Map<string, number>();
 
@@ -100,6 +106,7 @@ export class Gateway {
       fds: () => ({ open: this.fds.open, pauses: this.fds.pauses }),
       ...(d.redisHealth ? { redis: d.redisHealth } : {}),
       breaker: () => breakerLevel(d.engine),
+      telegramQueued: () => this.telegram?.queued ?? 0,
       streams: () => this.streams?.counters ?? { gapsFilled: 0, chunksMerged: 0, continuityLost: { session: 0, broadcast: 0 }, resumes: { recovered: 0, lost: 0 } },
     });
     d.cluster.serve((id, payload) => this.deliverLocal(id, payload));
@@ -138,6 +145,23 @@ export class Gateway {
       maxQueuedFrames: d.cfg.validationMaxQueue,
     });
     const chat = new ChatPipeline(d.engine, { maxQueued: d.cfg.maxQueuedMessages }, d.log, this.metrics, this.streams && sessionStreams(this.streams));
+    const tg = d.cfg.telegram;
+    const hub = this.streams;
+    this.telegram = tg
+      ? new TelegramChannel(
+          { bots: tg.bots, apiUrl: tg.apiUrl, chatIntervalMs: tg.chatIntervalMs, perSecond: Math.max(1, Math.floor(tg.maxPerS / d.cfg.workers)), maxQueued: tg.maxQueue, dedupeMs: d.cfg.history.ttlMs },
+          {
+            chat,
+            limits: this.limits,
+            chats: d.telegramChats ?? new MemoryChatList(),
+            metrics: this.metrics,
+            log: d.log,
+            schema,
+            ...(hub ? { claim: async (creatorId: string, key: string) => (await hub.store.claim(sessionStream(creatorId, 'tg-updates'), key)).state === 'new' } : {}),
+          },
+        )
+      : undefined;
+    if (this.telegram) this.channels.register(this.telegram);
 
     this.app.ws<UserData>(
       '/api/v1/channels/widget/:creator_id/connect',
@@ -158,6 +182,7 @@ export class Gateway {
       ready: () => this.healthy() && d.cluster.ready(),
       stats: () => d.cluster.stats(this.localStats()),
       broadcast: (creatorId, json) => this.broadcast(creatorId, json),
+      ...(this.telegram ? { telegram: (creatorId: string, secret: string, body: Buffer) => this.telegram!.webhook(creatorId, secret, body) } : {}),
       metrics: () => d.cluster.metrics(this.metrics),
     };
     mountRoutes(this.app, routes, { admin: d.cfg.admin === undefined, browser: (app) => mountBrowser(app, d.cfg) });
@@ -258,6 +283,10 @@ export class Gateway {
    * (at-most-once). False when it cannot be taken now (the caller answers 503).
    */
   async broadcast(creatorId: string, json: string): Promise<boolean> {
+    // Telegram chats that opted in: queued by the worker that took the broadcast (once, whatever the cluster).
+    if (this.telegram?.has(creatorId)) {
+      this.telegram.broadcast(creatorId, JSON.parse(json) as Record<string, unknown>).catch((err: Error) => this.d.log.warn({ creator: creatorId, err: err.message }, 'telegram broadcast failed'));
+    }
     if (this.streams === undefined) return this.fanout.publish(creatorTopic(creatorId), json);
     await this.streams.store.append(broadcastStream(creatorId), Buffer.from(json));
     return true;
@@ -312,6 +341,7 @@ export class Gateway {
       this.#adminListen = undefined;
       // The limits report their last takes through the cluster's store, so
       // the cluster view (registry entries removed, Redis link closed) goes last.
+      await this.telegram?.close();
       await Promise.allSettled([this.fanout.bus.close(), this.d.engine.close(), this.validator.close(), this.limits.close(), this.streams?.store.close()]);
       await this.d.cluster.close().catch((err: Error) => this.d.log.warn({ err: err.message }, 'cluster view close failed'));
       this.d.verifier.close();

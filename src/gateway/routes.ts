@@ -27,7 +27,12 @@ export interface RouteDeps {
   /** A broadcast (gateway.ts): resolves once taken (stored, with history); false or a coded rejection: 503. */
   broadcast: (creatorId: string, json: string) => Promise<boolean>;
   metrics: () => Promise<string>;
+  /** The Telegram webhook (channels/telegram/): the status to answer at once; absent: no bots configured. */
+  telegram?: (creatorId: string, secret: string, body: Buffer) => number;
 }
+
+/** The largest Telegram update read (Telegram's own are a few KiB). */
+export const TELEGRAM_MAX_UPDATE_BYTES = 1 << 20;
 
 const NOT_FOUND = '{"error":"Not found"}';
 
@@ -102,6 +107,23 @@ function mountAdmin(app: TemplatedApp, d: RouteDeps, withHealth: boolean): void 
 }
 
 function mountPublishing(app: TemplatedApp, d: RouteDeps): void {
+  app.post('/api/v1/channels/telegram/:creator_id/webhook', (res, req) => {
+    guard(res as Res);
+    const creatorId = req.getParameter(0) ?? '';
+    const secret = req.getHeader('x-telegram-bot-api-secret-token');
+    const webhook = d.telegram;
+    if (webhook === undefined || !isValidId(creatorId)) return sendJson(res as Res, 404, NOT_FOUND, true);
+    readBody(res as Res, TELEGRAM_MAX_UPDATE_BYTES).then(
+      (body) => {
+        const status = webhook(creatorId, secret, body);
+        sendJson(res as Res, status, status === 200 ? '{"ok":true}' : status === 401 ? '{"error":"Wrong secret token"}' : NOT_FOUND);
+      },
+      (err) => {
+        if (err instanceof BodyTooLarge) sendJson(res as Res, 413, { error: `Body over ${TELEGRAM_MAX_UPDATE_BYTES} bytes` }, true);
+      },
+    );
+  });
+
   app.post('/api/v1/creators/:creator_id/broadcast', (res, req) => {
     const creatorId = req.getParameter(0) ?? '';
     publishRoute(res as Res, req, d, creatorId, async (frame) => {

@@ -23,6 +23,7 @@ import { BatchingPort, type IpcEnd } from '../cluster/ipc-port.js';
 import type { WorkerToPrimary } from '../cluster/ipc.js';
 import { RedisCluster } from '../cluster/redis.js';
 import { EmbeddedStreams } from '../streams/embedded.js';
+import { PrimaryChatList, RedisChatList } from '../channels/telegram/chats.js';
 import { RedisStreams } from '../streams/redis.js';
 import { Gateway, type GatewayDeps } from './gateway.js';
 
@@ -114,9 +115,9 @@ export async function runWorker(): Promise<void> {
  * stats and keeps the session and creator budgets. Redis mode: every worker
  * is a node of the Redis bus, registry and budgets, over one RedisLink.
  */
-function clusterParts(cfg: Readonly<Config>, log: Logger, host: EmbeddedCluster, port: BatchingPort<WorkerToPrimary>): Pick<GatewayDeps, 'busFactory' | 'cluster' | 'rateStore' | 'redisHealth' | 'linkReady' | 'streams'> {
+function clusterParts(cfg: Readonly<Config>, log: Logger, host: EmbeddedCluster, port: BatchingPort<WorkerToPrimary>): Pick<GatewayDeps, 'busFactory' | 'cluster' | 'rateStore' | 'redisHealth' | 'linkReady' | 'streams' | 'telegramChats'> {
   if (!cfg.redis) {
-    return { busFactory: (onMessage) => new IpcBus(port, onMessage), cluster: host, rateStore: host.rateStore, streams: (sink) => new EmbeddedStreams(host, sink) };
+    return { busFactory: (onMessage) => new IpcBus(port, onMessage), cluster: host, rateStore: host.rateStore, streams: (sink) => new EmbeddedStreams(host, sink), telegramChats: new PrimaryChatList(host) };
   }
   const nodeId = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const link = new RedisLink({ target: cfg.redis, name: nodeId, log, commandTimeoutMs: cfg.redisCommandTimeoutMs, maxPendingBytes: cfg.redisMaxPendingBytes });
@@ -136,6 +137,7 @@ function clusterParts(cfg: Readonly<Config>, log: Logger, host: EmbeddedCluster,
     redisHealth: () => view.health(),
     linkReady: () => link.ready(),
     rateStore: new RedisRateStore(link, cfg.redisPrefix, nodeId),
+    telegramChats: new RedisChatList(link, cfg.redisPrefix),
   };
 }
 

@@ -26,6 +26,8 @@ export interface MetricSources {
   fds?: () => { open: number; pauses: number };
   /** History on: what the streams hub counted. */
   streams?: () => HubCounters;
+  /** The Telegram channel, when bots are configured: calls waiting in its outboxes. */
+  telegramQueued?: () => number;
 }
 
 export class Metrics {
@@ -43,6 +45,10 @@ export class Metrics {
   readonly aiFailures: Counter<'reason'>;
   /** Stream appends that failed (the frame went to its socket without an offset). */
   readonly historyFailures: Counter;
+  /** Telegram webhook updates, by outcome. */
+  readonly telegramUpdates: Counter<'outcome'>;
+  /** Telegram Bot API calls, by outcome (ok, failed, overflow), and the retries and 429 waits among them. */
+  readonly telegramCalls: Counter<'outcome'>;
   readonly #lag = monitorEventLoopDelay({ resolution: 10 });
 
   /** Hot-path frame counts, by type: increment directly. */
@@ -102,6 +108,17 @@ export class Metrics {
       registers: [r],
     });
     this.aiFailures = new Counter({ name: 'gateway_ai_failures_total', help: 'AI engine failures, by reason', labelNames: ['reason'], registers: [r] });
+    this.telegramUpdates = new Counter({ name: 'gateway_telegram_updates_total', help: 'Telegram webhook updates, by outcome (message, command, duplicate, ignored, malformed, unauthorized)', labelNames: ['outcome'], registers: [r] });
+    this.telegramCalls = new Counter({ name: 'gateway_telegram_calls_total', help: 'Telegram Bot API calls, by outcome (ok, failed, overflow: refused by a full outbox; retried, throttled: a 5xx retried, a 429 waited)', labelNames: ['outcome'], registers: [r] });
+    new Gauge({
+      name: 'gateway_telegram_queued',
+      help: 'Telegram calls waiting in the paced outboxes of the worker',
+      labelNames: ['worker'],
+      registers: [r],
+      collect() {
+        this.set({ worker }, sources.telegramQueued?.() ?? 0);
+      },
+    });
     this.historyFailures = new Counter({ name: 'gateway_history_append_failures_total', help: 'Session-stream appends the store could not take; the frame went to its socket without an offset', registers: [r] });
 
     /** A counter copied from a running total kept elsewhere. */

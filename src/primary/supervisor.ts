@@ -28,6 +28,7 @@ import { chargedUpdate, MemoryRateStore } from '../limits/store.js';
 import { answer, IpcRequests, isTagged, type PrimaryOps, type PrimaryToWorker, type WorkerOps, type WorkerToPrimary } from '../cluster/ipc.js';
 import { addCount, counts, type ClusterStats } from '../cluster/view.js';
 import { BatchingPort } from '../cluster/ipc-port.js';
+import { MemoryChatList } from '../channels/telegram/chats.js';
 
 interface Slot {
   worker: Worker;
@@ -87,6 +88,8 @@ function warnDevSecret(cfg: Readonly<Config>, log: Logger): void {
 class Supervisor {
   readonly #slots = new Map<number, Slot>();
   readonly #relay = new Relay();
+  /** Telegram opt-ins of the host (embedded mode; Redis mode keeps them in Redis). */
+  readonly #chats = new MemoryChatList();
   /** Session and creator budgets shared by the workers (embedded mode; with Redis they use Redis). */
   readonly #rates = new MemoryRateStore();
   /** Streams for widget.v2 (embedded mode, history on); with Redis they live in Redis. */
@@ -256,6 +259,14 @@ class Supervisor {
               return this.#stream().follow(slot.target, msg.arg ?? '', msg.pos);
             case 'claim':
               return this.#stream().claim(slot.target, msg.arg ?? '', msg.cmid ?? '');
+            case 'chats-add':
+              void this.#chats.add(msg.arg ?? '', msg.chat ?? '');
+              return null;
+            case 'chats-del':
+              void this.#chats.remove(msg.arg ?? '', msg.chat ?? '');
+              return null;
+            case 'chats':
+              return this.#chats.list(msg.arg ?? '');
             case 'frame-at':
               return this.#stream().store.frameAt(msg.arg ?? '', msg.pos ?? { epoch: '', offset: 0 }) ?? null;
             case 'rate': {
