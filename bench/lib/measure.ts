@@ -131,6 +131,8 @@ export async function measureFanout(
   }
   await Promise.all(posts);
   const sendMs = performance.now() - t0;
+  // Closed loop: the last broadcasts may still be on their way to every subscriber (seconds, to 100,000).
+  if (rate === 0) for (let seq = Math.max(0, sent - window); seq < sent; seq++) await fleet.delivered(seq, 20_000);
   await new Promise((r) => setTimeout(r, 1500)); // deliveries in flight
   const u1 = roots.map(usage);
   const wall = performance.now() - t0;
