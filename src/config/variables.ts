@@ -157,7 +157,7 @@ function hostPorts(name: string, raw: string): ReadonlyArray<{ host: string; por
   if (raw.trim() === '') return [];
   return Object.freeze(
     raw.split(',').map((e) => {
-      const m = /^\s*([A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})\s*$/.exec(e);
+      const m = /^\s*([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})\s*$/.exec(e);
       if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new ConfigError(name, 'must be a comma-separated list of host:port', raw);
       return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) };
     }),
