@@ -59,12 +59,19 @@ async function say(page: Page, text: string): Promise<void> {
 
 void t.test('connect, send, typing shown, answer shown', async (t) => {
   const page = await openDemo('creator=b1&session=s1');
+  t.teardown(() => page.context().close().catch(() => {}));
   await until(async () => (await state(page)) === 'open', 10_000, 'the page open');
+  // Watch the typing element from before the send: under load the dots may show for less than a poll.
+  await page.evaluate(() => {
+    const el = document.querySelector('#typing')!;
+    new MutationObserver(() => {
+      if (/typing/.test(el.textContent ?? '')) (window as unknown as { typingSeen: boolean }).typingSeen = true;
+    }).observe(el, { childList: true, characterData: true, subtree: true });
+  });
   await say(page, 'hello from a real browser');
-  await page.waitForSelector('#typing:has-text("typing")', { timeout: 5000 });
-  t.pass('typing dots shown');
-  await page.waitForSelector('.ai:has-text("hello from a real browser")', { timeout: 5000 });
+  await page.waitForSelector('.ai:has-text("hello from a real browser")', { timeout: 10_000 });
   t.pass('the answer shown');
+  t.equal(await page.evaluate(() => (window as unknown as { typingSeen?: boolean }).typingSeen), true, 'typing dots were shown before it');
   await until(async () => (await page.locator('#typing').textContent()) === '', 5000, 'typing gone');
   t.equal((await seen(page)).answers.length, 1);
 
@@ -89,7 +96,6 @@ void t.test('connect, send, typing shown, answer shown', async (t) => {
   }, png.toString('base64'));
   t.ok(ink > 0.05, `the screenshot is not blank: ${(ink * 100).toFixed(1)}% of its pixels differ from the background (.tap/browser/demo.png)`);
   writeFileSync(path.join(dir, 'demo.txt'), `ink ${ink}\n`);
-  await page.context().close();
 });
 
 /** Sends `n` messages, one every `everyMs`, while `fault` happens; then checks every answer arrived exactly once. */

@@ -114,6 +114,8 @@ async function publish(ports: () => number[], creator: string, n: number, perSec
 async function allHoldEverything(t: Test, clients: V2Client[], least: number): Promise<void> {
   await until(() => clients.every((c) => (c.offsets('broadcast').at(-1) ?? 0) >= least), 20_000, `every client to reach offset ${least}`).catch(() => {});
   const top = Math.max(...clients.map((c) => c.offsets('broadcast').at(-1) ?? 0));
+  // A frame re-published after a failed request makes the top one higher: wait for it everywhere too.
+  await until(() => clients.every((c) => (c.offsets('broadcast').at(-1) ?? 0) >= top), 10_000, `every client to reach offset ${top}`).catch(() => {});
   let bad = 0;
   for (const c of clients) {
     const got = c.offsets('broadcast');

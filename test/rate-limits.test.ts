@@ -45,8 +45,12 @@ void t.test('one process: each limit answers with its documented error, and reco
   await t.test('session: "Rate limit exceeded" over the limit, one message back every window/limit', async (t) => {
     const c = await tab(g, 'alice', 'recover');
     t.same(await burst(c, 3), { ok: 2, session: 1, creator: 0 });
+    const emptied = Date.now();
     await sleep(600); // one token per 500 ms
-    t.same(await burst(c, 2), { ok: 1, session: 1, creator: 0 }, 'one token back after half the window');
+    const r = await burst(c, 2);
+    // Bounds from the time that really passed (a stalled machine gives more back, never fewer or more than earned).
+    const earned = Math.min(2, Math.floor((Date.now() - emptied) / 500));
+    t.ok(r.ok >= 1 && r.ok <= earned && r.ok + r.session === 2 && r.creator === 0, `after ${Date.now() - emptied} ms, ${r.ok} of 2 admitted (earned: 1 to ${earned})`);
     c.close();
   });
 
@@ -140,9 +144,12 @@ void t.test('Redis, two hosts: one budget per session and per creator across hos
   await t.test('limits recover after the window', async (t) => {
     const a = await tab(A, 'c2', 'recover');
     t.same(await burst(a, 5), { ok: 5, session: 0, creator: 0 });
+    const emptied = Date.now();
     await sleep(1400); // 6 s / 5 = one token per 1.2 s
     const b = await tab(B, 'c2', 'recover');
-    t.same(await burst(b, 2), { ok: 1, session: 1, creator: 0 }, 'one token back, on the other host');
+    const r = await burst(b, 2);
+    const earned = Math.min(2, Math.floor((Date.now() - emptied) / 1200));
+    t.ok(r.ok >= 1 && r.ok <= earned && r.ok + r.session === 2, `on the other host after ${Date.now() - emptied} ms: ${r.ok} of 2 admitted (earned: 1 to ${earned})`);
     a.close();
     b.close();
   });

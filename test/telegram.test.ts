@@ -154,8 +154,14 @@ void t.test('a bot on a real Bot API server', async (t) => {
   });
 
   await t.test('a chat has the same per-session budget as a widget session', async (t) => {
-    for (let i = 0; i < 6; i++) await webhook(g, message(9, `q${i}`));
-    await until(() => of(9).filter((c) => c.method === 'sendMessage').length === 6, 8000, 'six replies');
+    // One at a time, each reply awaited and the takes given time to reach the shared store: webhook
+    // calls land on either worker, and two workers admitting at the same instant may each spend the
+    // budget once (the documented overshoot), which this test is not about.
+    for (let i = 0; i < 6; i++) {
+      await webhook(g, message(9, `q${i}`));
+      await until(() => of(9).filter((c) => c.method === 'sendMessage').length === i + 1, 8000, `reply ${i + 1}`);
+      await sleep(250);
+    }
     const texts = of(9).filter((c) => c.method === 'sendMessage').map((c) => c.text);
     t.equal(texts.filter((x) => x === ERRORS.RATE_LIMITED).length, 2, `4 answered, 2 refused: ${texts.join(' | ')}`);
   });

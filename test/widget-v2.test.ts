@@ -72,7 +72,7 @@ void t.test('offering widget.v2: the server answers it; connection_status gives 
   const c = new V2Client(base, 'neg', widgetToken('neg'));
   const st = await c.connect();
   t.equal(c.protocol, 'widget.v2');
-  t.match(st.details, { session_id: String, connection_id: String, streams: { session: { epoch: /^[0-9a-f]{16}$/, offset: 0 }, broadcast: { epoch: String, offset: 0 } } });
+  t.match(st.details, { session_id: String, connection_id: String, streams: { session: { epoch: /^[0-9a-f]{16}[0-9a-z]+$/, offset: 0 }, broadcast: { epoch: String, offset: 0 } } });
   t.notOk('recovered' in (st.details as object), 'no resume asked, no recovered field');
   c.close();
 });

@@ -29,7 +29,8 @@ const DEFAULT_HISTORY = 100;
 
 type Mode = { label: string; env: Record<string, string>; redis?: { url: string; stop(): void } };
 
-async function modes(): Promise<Mode[]> {
+async function modes(smoke: boolean): Promise<Mode[]> {
+  if (smoke) return [{ label: 'embedded', env: {} }];
   const redis = await startRedis();
   return [
     { label: 'embedded', env: {} },
@@ -185,7 +186,7 @@ async function askOnce(port: number, sessions: number, parallel = 50): Promise<v
 }
 
 export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
-  const all = await modes();
+  const all = await modes(ctx.smoke);
   const conns = ctx.chatConns[0] ?? 100;
   const subs = ctx.fanoutSubs[0] ?? 1000;
   const rows: string[][] = [];

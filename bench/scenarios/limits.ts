@@ -29,7 +29,7 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   const rows: string[][] = [];
   let base = NaN;
   try {
-    for (const [label, env, msgpack] of variants) {
+    for (const [label, env, msgpack] of ctx.smoke ? [variants[0]!, variants[2]!] : variants) {
       const target = await startTarget('gateway', ctx.workers, env, label);
       try {
         const r = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs, msgpack });

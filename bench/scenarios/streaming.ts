@@ -39,10 +39,11 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   const redis = await startRedis();
   const rows: string[][] = [];
   try {
-    for (const [label, env] of [
+    const modes: Array<[string, Record<string, string>]> = [
       ['embedded', {}],
       ['Redis', { REDIS_URL: redis.url, REDIS_PREFIX: 'benchstream:' }],
-    ] as const) {
+    ];
+    for (const [label, env] of ctx.smoke ? modes.slice(0, 1) : modes) {
       // The same gateway's CPU per chat response (echo engine: no AI_ENGINE_URL).
       const plain = await startTarget('gateway', ctx.workers, { ...env }, `${label} chat`);
       let chatUs: number;
