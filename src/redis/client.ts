@@ -122,15 +122,17 @@ export function isCluster(client: Redis): boolean {
   return (client as unknown) instanceof Cluster;
 }
 
-/** QUIT when connected (flushes), else disconnect at once. */
+/**
+ * QUIT when connected (flushes what was sent), within a second; then
+ * disconnect in any case, which also stops every reconnection attempt (a
+ * Cluster's sharded subscribers included: after QUIT alone one may still be
+ * retrying a node, and keep the process alive).
+ */
 export async function quit(client: Redis): Promise<void> {
   if (client.status === 'ready') {
-    try {
-      await client.quit();
-      return;
-    } catch {
-      /* fall through */
-    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([client.quit().catch(() => {}), new Promise((r) => (timer = setTimeout(r, 1000)))]);
+    clearTimeout(timer);
   }
   client.disconnect();
 }
