@@ -226,13 +226,18 @@ void t.test('idle TCP connects and bad-token upgrades past the descriptor limit:
     `GET /api/v1/channels/widget/alice/connect?token=${token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
     `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
 
-  for (const [attack, make] of [
-    ['1,200 idle TCP connects', () => net.connect(c.port, '127.0.0.1')],
+  // Idle connects hold their descriptors (uWS reaps them after its HTTP idle
+  // time-out), so a new socket meanwhile must be refused at once. Refused
+  // upgrades beyond a few hundred get a plain HTTP answer and their
+  // connection closed at once, so they hold no descriptors and a new socket
+  // is served.
+  for (const [attack, make, holds] of [
+    ['1,200 idle TCP connects', () => net.connect(c.port, '127.0.0.1'), true],
     ['1,200 bad-token upgrades that never read again', () => {
       const s = net.connect(c.port, '127.0.0.1', () => s.write(upgrade('not-a-token')));
       s.pause();
       return s;
-    }],
+    }, false],
   ] as const) {
     await t.test(attack, async (t) => {
       const socks = Array.from({ length: 1200 }, () => {
@@ -248,7 +253,11 @@ void t.test('idle TCP connects and bad-token upgrades past the descriptor limit:
       const fds = readdirSync(`/proc/${pid}/fd`).length;
       t.ok(fds < 1100, `${fds} descriptors open, under the limit of 1100`);
       const during = await attempt();
-      t.ok(during.how !== 'ok' && during.ms < 2000, `a new socket during the attack is refused at once: ${during.how} in ${during.ms} ms`);
+      if (holds) t.ok(during.how !== 'ok' && during.ms < 2000, `a new socket during the attack is refused at once: ${during.how} in ${during.ms} ms`);
+      else {
+        t.ok(fds < 550, `refused attackers do not hold the worker's descriptors: ${fds} open`);
+        t.equal(during.how, 'ok', `a new socket during the attack is served (${during.ms} ms)`);
+      }
       bystander.send({ type: 'ping' });
       t.same(await bystander.nextOfType('pong', 2000), { type: 'pong' }, 'a client connected before keeps being served');
       socks.forEach((s) => s.destroy());
@@ -256,8 +265,9 @@ void t.test('idle TCP connects and bad-token upgrades past the descriptor limit:
       t.pass('accepting again once the attackers left');
     });
   }
-  t.notMatch(c.output(), /EMFILE|worker died|worker crashed/);
-  (await import('node:fs')).writeFileSync('/tmp/fd-test-output.log', c.output());
+  const fatal = c.output().split('\n').filter((l) => /EMFILE|worker died|worker crashed/.test(l));
+  t.same(fatal, [], 'no EMFILE and no worker lost');
+  if (fatal.length) t.comment(c.output().split('\n').filter((l) => !l.includes('widget token refused')).join('\n'));
   t.match(c.output(), /not accepting connections until some close/, 'the pause is logged');
   bystander.close();
 });

@@ -279,8 +279,37 @@ export class SocketSet {
   readonly #byIp = new Map<string, number>();
   /** Upgrades waiting for an asynchronous token or budget check. */
   pending = 0;
-  /** Refused sockets whose close has not completed (they hold a descriptor too). */
-  refused = 0;
+  /**
+   * Sockets refused with a close frame, per second, over the last
+   * REFUSED_LINGER_S: uWS runs their close handler at once but keeps the
+   * descriptor until the client answers the close handshake, or for about
+   * 15 s when it never does (measured on v20.30), so each one is counted
+   * for that long.
+   */
+  readonly #refusedRing = new Uint32Array(REFUSED_LINGER_S);
+  #refusedSecond = 0;
+
+  /** A socket was refused with a close frame now. */
+  noteRefused(): void {
+    this.#refusedRing[this.#advance()]!++;
+  }
+
+  /** Refused sockets that may still hold a descriptor. */
+  get refused(): number {
+    this.#advance();
+    let n = 0;
+    for (const v of this.#refusedRing) n += v;
+    return n;
+  }
+
+  /** Clears the seconds that left the window; returns the slot of this second. */
+  #advance(): number {
+    const now = Math.floor(performance.now() / 1000);
+    const from = Math.max(this.#refusedSecond + 1, now - REFUSED_LINGER_S + 1);
+    for (let s = from; s <= now; s++) this.#refusedRing[s % REFUSED_LINGER_S] = 0;
+    if (now > this.#refusedSecond) this.#refusedSecond = now;
+    return now % REFUSED_LINGER_S;
+  }
 
   add(ws: WebSocket<UserData>, c: Conn): void {
     this.all.add(ws);
@@ -362,6 +391,28 @@ export const V2_PROTOCOL = 'widget.v2';
  */
 export const HARD_PAYLOAD_FACTOR = 4;
 
+/** How long a refused socket is counted (see SocketSet.refused). */
+const REFUSED_LINGER_S = 16;
+/** At most this many refusals linger at once (and at most a quarter of MAX_CONNECTIONS); beyond, refusals are plain HTTP. */
+const REFUSED_LINGER_CAP = 256;
+
+/** The HTTP status that says what a close code says, for a refusal without a close handshake. */
+function httpStatusOf(code: CloseCode): string {
+  switch (code.code) {
+    case CLOSE.AUTH_REQUIRED.code:
+      return '401 Unauthorized';
+    case CLOSE.AUTH_INVALID.code:
+      return '403 Forbidden';
+    case CLOSE.TOO_MANY_CONNECTIONS.code:
+    case CLOSE.CONNECT_RATE.code:
+      return '429 Too Many Requests';
+    case CLOSE.BAD_REQUEST.code:
+      return '400 Bad Request';
+    default:
+      return '503 Service Unavailable';
+  }
+}
+
 export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketBehavior<UserData> {
   const { cfg, verifier, chat, bus, log } = deps;
 
@@ -381,6 +432,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
   /** Bus topics by how many of their uWS topics (JSON, msgpack) have local subscribers. */
   const busTopics = new Map<string, number>();
   const limits = deps.limits;
+  const refusedCap = Math.min(REFUSED_LINGER_CAP, Math.max(8, cfg.maxConnections >> 2));
 
   /** Acts on a decoded frame. Called corked (in the uWS handler, or wrapped after the pool). */
   function handle(conn: Conn, d: Decoded): void {
@@ -448,8 +500,21 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     );
   }
 
+  /**
+   * Refuses an upgrade. Normally with a WebSocket close code (the client
+   * reads why); but past REFUSED_LINGER_CAP refusals still lingering (a
+   * flood of bad tokens from clients that never finish the close handshake)
+   * with a plain HTTP status and the connection closed at once, so refused
+   * sockets cannot hold the worker's descriptors.
+   */
   function reject(res: Res, hs: Handshake, ctx: us_socket_context_t, code: CloseCode): void {
     deps.metrics.refused.labels(String(code.code)).inc();
+    if (sockets.refused >= refusedCap) {
+      deps.metrics.refused.labels('http').inc();
+      res.writeStatus(httpStatusOf(code)).end('', true);
+      return;
+    }
+    sockets.noteRefused();
     upgradeWith(res, hs, ctx, { c: undefined, reject: code });
   }
 
@@ -561,8 +626,6 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     open(ws) {
       const { c: conn, reject } = ws.getUserData();
       if (conn === undefined) {
-        // The close handler runs inside end(): count first.
-        sockets.refused++;
         if (reject) ws.end(reject.code, reject.reason);
         return;
       }
@@ -630,10 +693,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     close(ws, code) {
       deps.metrics.closes.labels(String(code)).inc();
       const conn = ws.getUserData().c;
-      if (conn === undefined) {
-        sockets.refused--;
-        return;
-      }
+      if (conn === undefined) return;
       conn.closed = true;
       conn.ws = undefined;
       if (hub) {

@@ -97,7 +97,8 @@ export async function startCluster(env: Record<string, string> = {}, o: { waitFo
   await until(async () => {
     if (dead) throw new Error(`cluster exited during start-up:\n${out}`);
     if (o.waitFor === '/healthz') return /cluster ready|worker listening[\s\S]*worker listening/.test(out) && (await get('/healthz')).status === 200;
-    return (await get('/readyz')).status === 200;
+    // The log line too: workerPids() reads the primary's log, which may reach the pipe after /readyz answers.
+    return (await get('/readyz')).status === 200 && out.includes('"msg":"cluster ready"');
   }, 20_000, 'cluster ready').catch((err) => {
     proc.kill('SIGKILL');
     throw err;
