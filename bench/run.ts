@@ -58,7 +58,7 @@ environment:
   BENCH_SMOKE              1: the smallest matrix of every scenario, to check the code (figures mean nothing)
   BENCH_OUT                results file (bench/RESULTS.md); "-" for stdout only
   BENCH_GATEWAY_MAIN       the gateway build to run (dist/main.js); another commit's build gives a before/after figure
-  BENCH_NODE_ARGS          extra node flags for the gateway, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+  BENCH_NODE_ARGS          extra node flags for every server under test, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
 `);
   process.exit(2);
 }

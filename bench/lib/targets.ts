@@ -35,12 +35,13 @@ export function freePort(): Promise<number> {
   });
 }
 
+// BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles every server's processes (the baselines' too, to compare).
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const COMMANDS: Record<TargetName, string[]> = {
-  // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the gateway's processes.
   // BENCH_GATEWAY_MAIN: another build to measure (e.g. an older commit's dist/main.js, for a before/after figure).
-  gateway: [...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), process.env.BENCH_GATEWAY_MAIN ?? path.join(ROOT, 'dist/main.js')],
-  uws: ['--import', 'tsx', path.join(ROOT, 'bench/baselines/uws-bare.ts')],
-  ws: ['--import', 'tsx', path.join(ROOT, 'bench/baselines/ws-server.ts')],
+  gateway: [...NODE_ARGS, process.env.BENCH_GATEWAY_MAIN ?? path.join(ROOT, 'dist/main.js')],
+  uws: [...NODE_ARGS, '--import', 'tsx', path.join(ROOT, 'bench/baselines/uws-bare.ts')],
+  ws: [...NODE_ARGS, '--import', 'tsx', path.join(ROOT, 'bench/baselines/ws-server.ts')],
 };
 
 export async function startTarget(name: TargetName, workers: number, env: Record<string, string> = {}, label: string = name): Promise<Target> {

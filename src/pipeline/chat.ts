@@ -160,8 +160,29 @@ export class ChatPipeline {
           await this.#emit(peer, afterAwait, () => peer.error(item.limited === 'session' ? frames.ERRORS.RATE_LIMITED : frames.ERRORS.AI_BUDGET, item.cmid));
           continue;
         }
-        await this.#ask(peer, state, item, afterAwait);
+        if (peer.v2) {
+          await this.#ask(peer, state, item, afterAwait);
+          afterAwait = true;
+          continue;
+        }
+        // widget.v1: no stream, no relay, no cancel: the seed's exchange with one
+        // await, and the answer and typing false in one write.
+        void this.#emit(peer, afterAwait, () => peer.typing(true));
+        let out: frames.Answer | undefined;
+        const started = performance.now();
+        try {
+          out = await this.engine.ask({ query: item.content, creator_id: peer.creatorId, session_id: peer.sessionId });
+          this.metrics.aiLatency.observe((performance.now() - started) / 1000);
+        } catch (err) {
+          this.#failed(peer, err);
+        }
         afterAwait = true;
+        if (peer.closed) break;
+        peer.cork(() => {
+          if (out !== undefined) void peer.answer(out);
+          else void peer.error(frames.ERRORS.FAILED);
+          peer.typing(false);
+        });
       }
     } finally {
       state.busy = false;
@@ -169,19 +190,26 @@ export class ChatPipeline {
     }
   }
 
+  /** A failed engine request: counted by its code, logged (the caller answers "Failed to process message"). */
+  #failed(peer: ChatPeer, err: unknown): void {
+    const reason = aiFailureLabel(err);
+    this.metrics.aiFailures.labels(reason).inc();
+    this.log.warn({ conn: peer.connectionId, reason, err: (err as Error).message }, 'AI engine request failed');
+  }
+
+  /** widget.v2: one answer, streamed through the session stream, cancellable. */
   async #ask(peer: ChatPeer, state: ChatState, item: Item, afterAwait: boolean): Promise<void> {
-    await this.#emit(peer, afterAwait, () => peer.typing(true));
+    void this.#emit(peer, afterAwait, () => peer.typing(true)); // a plain send: nothing to wait for
     const messageId = randomUUID();
-    const relay = peer.v2 && this.streams ? new AnswerRelay(this.streams, peer, messageId) : undefined;
-    // Only widget.v2 can cancel (a widget.v1 answer runs to its end).
-    const abort = peer.v2 ? new Cancel() : undefined;
-    if (abort) (state.inflight ??= new Map()).set(messageId, abort);
+    const relay = this.streams ? new AnswerRelay(this.streams, peer, messageId) : undefined;
+    const abort = new Cancel();
+    (state.inflight ??= new Map()).set(messageId, abort);
     let out: frames.Answer | undefined;
     const started = performance.now();
     try {
       const a = await this.engine.ask(
         { query: item.content, creator_id: peer.creatorId, session_id: peer.sessionId },
-        relay ? { onDelta: (d) => relay.delta(d), signal: abort } : abort ? { signal: abort } : {},
+        relay ? { onDelta: (d) => relay.delta(d), signal: abort } : { signal: abort },
       );
       out = { ...a, messageId };
       this.metrics.aiLatency.observe((performance.now() - started) / 1000);
@@ -189,19 +217,14 @@ export class ChatPipeline {
       if (err instanceof GatewayError && err.code === 'GW_ERR_AI_CANCELLED' && relay) {
         // Cancelled: the answer ends with what was sent so far.
         out = { response: relay.text, confidence: 0, sources: [], messageId, cancelled: true };
-      } else {
-        const reason = aiFailureLabel(err);
-        this.metrics.aiFailures.labels(reason).inc();
-        this.log.warn({ conn: peer.connectionId, reason, err: (err as Error).message }, 'AI engine request failed');
-      }
+      } else this.#failed(peer, err);
     } finally {
-      if (abort) state.inflight?.delete(messageId);
+      state.inflight?.delete(messageId);
     }
     relay?.finish(out !== undefined && out.cancelled !== true);
-    // A widget.v1 socket that left gets nothing; a widget.v2 session keeps its answer.
-    if (peer.closed && !peer.v2) return;
-    // widget.v2: typing false leaves with the answer's frame when the stream delivers it (one write, not two).
-    const withFrame = out !== undefined && peer.v2;
+    // The session keeps its answer even if this socket left. Typing false
+    // leaves with the answer's frame when the stream delivers it (one write, not two).
+    const withFrame = out !== undefined;
     if (withFrame) peer.typingOffAfter = messageId;
     if (out !== undefined) await this.#emit(peer, true, () => peer.answer(out, item.cmid));
     else await this.#emit(peer, true, () => peer.error(frames.ERRORS.FAILED, item.cmid, relay?.started ? messageId : undefined));
@@ -212,15 +235,14 @@ export class ChatPipeline {
     if (!peer.closed) peer.cork(() => peer.typing(false));
   }
 
-  /** Runs a send, corked when after an await; waits for a widget.v2 append. */
-  async #emit(peer: ChatPeer, corkNeeded: boolean, fn: () => void | Promise<void>): Promise<void> {
+  /** Runs a send, corked when after an await; returns a widget.v2 append to wait for (nothing for a plain send: no promise hop). */
+  #emit(peer: ChatPeer, corkNeeded: boolean, fn: () => void | Promise<void>): void | Promise<void> {
+    if (!corkNeeded) return fn();
     let p: void | Promise<void> = undefined;
-    if (corkNeeded) {
-      peer.cork(() => {
-        p = fn();
-      });
-    } else p = fn();
-    await p;
+    peer.cork(() => {
+      p = fn();
+    });
+    return p;
   }
 }
 

@@ -101,7 +101,8 @@ export interface Answer {
 }
 
 export function aiResponseObject(a: Answer, clientMessageId?: string) {
-  const o: Record<string, unknown> = {
+  // One literal shape for the common answer (JSON.stringify is fastest on it); the optional fields extend a copy.
+  const o = {
     type: 'ai_response',
     content: a.response,
     confidence: a.confidence,
@@ -109,9 +110,8 @@ export function aiResponseObject(a: Answer, clientMessageId?: string) {
     timestamp: isoNow(),
     message_id: a.messageId ?? randomUUID(),
   };
-  if (a.cancelled) o.cancelled = true;
-  if (clientMessageId !== undefined) o.client_message_id = clientMessageId;
-  return o;
+  if (!a.cancelled && clientMessageId === undefined) return o;
+  return { ...o, ...(a.cancelled ? { cancelled: true } : {}), ...(clientMessageId !== undefined ? { client_message_id: clientMessageId } : {}) };
 }
 
 export function aiResponse(a: Answer, clientMessageId?: string): string {
