@@ -7,13 +7,14 @@
  * killed (-9) while broadcasts flow, its replica promoted; a master
  * restarted empty.
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
 import { startCluster, type RunningCluster } from './helpers/cluster.js';
-import { Client, connectWidget, connectionId } from './helpers/client.js';
-import { serviceToken, widgetToken } from './helpers/tokens.js';
+import { exactlyOnce, open, post, stats } from './helpers/hosts.js';
+import { connectWidget, connectionId } from './helpers/client.js';
+import { widgetToken } from './helpers/tokens.js';
 import { startRedisCluster, type RedisClusterHandle } from './helpers/redis-cluster.js';
 import type { RedisServer } from './helpers/redis.js';
 import { V2Client } from './helpers/v2.js';
@@ -22,19 +23,6 @@ import { sleep, until } from './helpers/net.js';
 
 function hostEnv(rc: RedisClusterHandle, prefix: string, extra: Record<string, string> = {}) {
   return { REDIS_CLUSTER_NODES: rc.nodes, REDIS_PREFIX: prefix, REGISTRY_LEASE_S: '2', SHUTDOWN_TIMEOUT_S: '5', HISTORY_CHECK_S: '1', ...extra };
-}
-
-const open = (c: RunningCluster, creator: string, n: number): Promise<Client[]> => Promise.all(Array.from({ length: n }, () => connectWidget(c.port, creator, widgetToken(creator))));
-
-const post = (c: RunningCluster, path: string, body: unknown) =>
-  fetch(`http://127.0.0.1:${c.port}${path}`, { method: 'POST', headers: { authorization: `Bearer ${serviceToken()}` }, body: JSON.stringify(body) });
-
-const stats = async (c: RunningCluster) => (await c.get('/api/v1/stats')).body;
-
-async function exactlyOnce(t: Test, clients: Client[], frame: object) {
-  for (const x of clients) t.same(await x.next(), frame);
-  await sleep(150);
-  t.ok(clients.every((x) => x.inbox.length === 0), 'exactly once');
 }
 
 /** The master serving `key`'s slot now. */

@@ -2,11 +2,11 @@
  * Redis mode: two hosts (two gateway clusters on different ports, two
  * workers each) sharing one real redis-server behave as one gateway.
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { randomBytes } from 'node:crypto';
-import { startCluster, type RunningCluster } from './helpers/cluster.js';
-import { Client, connectWidget, connectionId } from './helpers/client.js';
-import { serviceToken, widgetToken } from './helpers/tokens.js';
+import { startCluster } from './helpers/cluster.js';
+import { exactlyOnce, open, post, stats } from './helpers/hosts.js';
+import { Client, connectionId } from './helpers/client.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 import { sleep, until } from './helpers/net.js';
 
@@ -16,28 +16,6 @@ const BOUND_MS = LEASE_S * 1000 * (4 / 3);
 
 function hostEnv(redis: RedisServer, prefix: string) {
   return { REDIS_URL: redis.url, REDIS_PREFIX: prefix, REGISTRY_LEASE_S: String(LEASE_S), SHUTDOWN_TIMEOUT_S: '5' };
-}
-
-async function open(c: RunningCluster, creator: string, n: number): Promise<Client[]> {
-  return Promise.all(Array.from({ length: n }, () => connectWidget(c.port, creator, widgetToken(creator))));
-}
-
-function post(c: RunningCluster, path: string, body: unknown) {
-  return fetch(`http://127.0.0.1:${c.port}${path}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${serviceToken()}` },
-    body: JSON.stringify(body),
-  });
-}
-
-async function stats(c: RunningCluster) {
-  return (await c.get('/api/v1/stats')).body;
-}
-
-async function exactlyOnce(t: Test, clients: Client[], frame: object) {
-  for (const x of clients) t.same(await x.next(), frame);
-  await sleep(150);
-  t.ok(clients.every((x) => x.inbox.length === 0), 'exactly once');
 }
 
 void t.test('two hosts, one Redis', async (t) => {

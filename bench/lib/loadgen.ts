@@ -265,18 +265,23 @@ async function chat(cmd: Extract<Cmd, { op: 'chat' }>): Promise<void> {
     if (thinkMs > 0) setTimeout(sendChat, Math.random() * thinkMs, c);
     else sendChat(c);
   }
-  await new Promise((r) => setTimeout(r, cmd.warmupMs));
-  measuring = true;
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
-  await new Promise((r) => setTimeout(r, cmd.durationMs));
-  measuring = false;
-  const cpu = process.cpuUsage(cpu0);
-  const ms = performance.now() - t0;
+  const { ms, cpuMs } = await measureWindow(cmd.warmupMs, cmd.durationMs);
   phase = 'idle';
   // Let answers in flight drain before the next phase.
   await new Promise((r) => setTimeout(r, 300 + thinkMs));
-  reply({ id: cmd.id, responses, errors, ms, cpuMs: (cpu.user + cpu.system) / 1000, samples: chatSamples.take(), closed: closedDuring });
+  reply({ id: cmd.id, responses, errors, ms, cpuMs, samples: chatSamples.take(), closed: closedDuring });
+}
+
+/** Warm-up, then the measured window (`measuring` on): its length and this process's CPU in it. */
+async function measureWindow(warmupMs: number, durationMs: number): Promise<{ ms: number; cpuMs: number }> {
+  await new Promise((r) => setTimeout(r, warmupMs));
+  measuring = true;
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, durationMs));
+  measuring = false;
+  const cpu = process.cpuUsage(cpu0);
+  return { ms: performance.now() - t0, cpuMs: (cpu.user + cpu.system) / 1000 };
 }
 
 async function streamPhase(cmd: Extract<Cmd, { op: 'stream' }>): Promise<void> {
@@ -294,14 +299,7 @@ async function streamPhase(cmd: Extract<Cmd, { op: 'stream' }>): Promise<void> {
     c.state = { sentAt: performance.timeOrigin + performance.now(), first: false } satisfies StreamState;
     c.send(chatFrame);
   }
-  await new Promise((r) => setTimeout(r, cmd.warmupMs));
-  measuring = true;
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
-  await new Promise((r) => setTimeout(r, cmd.durationMs));
-  measuring = false;
-  const cpu = process.cpuUsage(cpu0);
-  const ms = performance.now() - t0;
+  const { ms, cpuMs } = await measureWindow(cmd.warmupMs, cmd.durationMs);
   phase = 'idle';
   reply({
     id: cmd.id,
@@ -309,7 +307,7 @@ async function streamPhase(cmd: Extract<Cmd, { op: 'stream' }>): Promise<void> {
     answers: streamAnswers,
     errors: streamErrors,
     ms,
-    cpuMs: (cpu.user + cpu.system) / 1000,
+    cpuMs,
     samples: streamSamples.take(),
     first: firstSamples.take(),
     firstRaw: firstRaw.take(),

@@ -222,9 +222,8 @@ export class Gateway {
     if (buffered <= this.#backpressure.soft) return;
     const conn = ws.getUserData().c;
     if (!conn || conn.closed) return;
-    this.metrics.slowConsumerCloses.inc();
     this.d.log.info({ conn: conn.connectionId, buffered }, 'slow consumer closed');
-    ws.end(CLOSE.SLOW_CONSUMER.code, CLOSE.SLOW_CONSUMER.reason);
+    conn.tooSlow();
   }
 
   /** Listens on HOST:PORT (port 0 picks a free one), and on ADMIN_HOST:ADMIN_PORT if set; resolves to the port. */

@@ -24,7 +24,7 @@ import type { ChatPeer, ChatPipeline, ChatState, OutKind } from '../pipeline/cha
 import type { Metrics } from '../observability/metrics.js';
 import type { Ordered, Validator } from '../pipeline/validator.js';
 import type { Decoded } from '../pipeline/validate.js';
-import type { Limits } from '../limits/index.js';
+import { sessionKey, type Limits } from '../limits/index.js';
 import type { Bus } from '../bus/bus.js';
 import type { Logger } from '../observability/log.js';
 import type { Res } from './http.js';
@@ -100,7 +100,7 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
 
   /** The session's rate-limit key: creator + session id. */
   get sessionKey(): string {
-    return `${this.creatorId}\u0000${this.sessionId}`;
+    return sessionKey(this.creatorId, this.sessionId);
   }
 
   typing(isTyping: boolean): void {
@@ -165,6 +165,7 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
     return this.closed || this.ws === undefined ? 0 : this.ws.getBufferedAmount();
   }
 
+  /** Closes the socket as a slow consumer (4009), counted. */
   tooSlow(): void {
     if (this.closed || this.ws === undefined) return;
     this.env.metrics.slowConsumerCloses.inc();
@@ -213,11 +214,7 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
       metrics.dropped.labels(kind).inc();
       return;
     }
-    if (buffered > 0 && buffered + frame.length > backpressure.soft) {
-      metrics.slowConsumerCloses.inc();
-      ws.end(CLOSE.SLOW_CONSUMER.code, CLOSE.SLOW_CONSUMER.reason);
-      return;
-    }
+    if (buffered > 0 && buffered + frame.length > backpressure.soft) return this.tooSlow();
     metrics.out[kind]++;
     ws.send(frame, binary);
   }

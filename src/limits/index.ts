@@ -23,6 +23,11 @@ import { KeyedBuckets } from './keyed.js';
 import type { RateStore } from './store.js';
 import { RateSync } from './sync.js';
 
+/** A session's rate-limit key: creator + session id (a session id is only unique within its creator). */
+export function sessionKey(creatorId: string, sessionId: string): string {
+  return `${creatorId}\u0000${sessionId}`;
+}
+
 export interface LimitsConfig {
   /** Frames per second per socket; 0: off. */
   frameRateLimit: number;

@@ -117,11 +117,6 @@ export function createRedis(target: RedisTarget, name: string, log: Logger, o: R
   return client;
 }
 
-/** Whether `client` is a Redis Cluster client (sharded pub/sub, one slot per script). */
-export function isCluster(client: Redis): boolean {
-  return (client as unknown) instanceof Cluster;
-}
-
 /**
  * QUIT when connected (flushes what was sent), within a second; then
  * disconnect in any case, which also stops every reconnection attempt (a

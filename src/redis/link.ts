@@ -26,7 +26,6 @@ import { GatewayError } from '../errors.js';
 import { createRedis, quit, redisError, type RedisTarget } from './client.js';
 import { BATCH_MARK, RedisSubscriber } from './subscriber.js';
 
-export { BATCH_MARK } from './subscriber.js';
 
 export interface RedisLinkOptions {
   target: RedisTarget;

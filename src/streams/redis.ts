@@ -87,7 +87,7 @@ for i = 1, #frames do out[#out + 1] = frames[i] end
 return out
 `;
 
-/** KEYS: m, l, n, p. ARGV: ttl. The top, and every key of a followed stream kept alive. */
+/** KEYS: m, l, n, p. ARGV: ttl. The top, and the frames' keys of a followed stream kept alive (p, an answer's text so far, keeps its own shorter TTL). */
 const TOUCH = `
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 return {redis.call('HGET', KEYS[1], 'e') or '', tonumber(redis.call('HGET', KEYS[1], 'o') or '0')}
@@ -226,10 +226,10 @@ export class RedisStreams implements StreamStore {
   }
 
   /**
-   * Keeps the text so far (for a socket that joins mid-answer) and sends it
-   * to the other nodes following the session, whose set comes back with the
-   * same round trip (for the next chunk: a node that joins meanwhile gets
-   * the partial in its read).
+   * Adds the piece to the text so far (for a socket that joins mid-answer)
+   * and sends it to the other nodes following the session, whose set comes
+   * back with the same round trip (for the next piece: a node that joins
+   * meanwhile gets the text so far in its read).
    */
   chunk(stream: string, chunk: Chunk): void {
     this.link
@@ -341,10 +341,10 @@ export class RedisStreams implements StreamStore {
     if (this.#follows.has(stream)) this.sink.chunk(stream, { messageId, index, delta });
   }
 
-  /** Every HISTORY_CHECK_S: followed streams against their top in Redis (a lost last message), and kept alive. */
   /** When each stream was last suspected (at most one check per stream per second). */
   readonly #suspected = new Map<string, number>();
 
+  /** A live frame came at or below what was delivered: if the stream's top in Redis went back, a new epoch (#rebase). */
   suspect(stream: string, epoch: string, last: number): void {
     const now = Date.now();
     if (now - (this.#suspected.get(stream) ?? 0) < 1000) return;
@@ -366,13 +366,14 @@ export class RedisStreams implements StreamStore {
     if (e !== '') this.behind(stream, e, top);
   }
 
+  /** Every HISTORY_CHECK_S: followed streams against their top in Redis (a lost last message), and kept alive. */
   async #check(): Promise<void> {
     if (this.#closed || this.link.cmd.status !== 'ready') return;
     const mine = this.positions();
     for (let i = 0; i < mine.length; i += 500) {
       const batch = mine.slice(i, i + 500);
       try {
-        // One command per stream (streams live on different slots of a Cluster); auto-pipelined into one write per node.
+        // One command per stream (streams live on different slots of a Cluster), sent together: one write on one Redis (auto-pipelined), one command each to its slot's node on a Cluster.
         const res = await this.link.run('history check', (c) =>
           Promise.all(batch.map((s) => c.cgwTouch(...this.#keys(s.stream), this.o.ttlMs).then((v): [Error | null, unknown] => [null, v], (err: Error): [Error | null, unknown] => [err, undefined]))),
         );

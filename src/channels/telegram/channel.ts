@@ -30,7 +30,7 @@ import type { Decoded } from '../../pipeline/validate.js';
 import { validateMessage, type MessageSchema } from '../../pipeline/validate.js';
 import type { ChatPeer, ChatPipeline, ChatState } from '../../pipeline/chat.js';
 import type * as frames from '../../protocol/frames.js';
-import type { Limits } from '../../limits/index.js';
+import { sessionKey, type Limits } from '../../limits/index.js';
 import { nowUs } from '../../limits/buckets.js';
 import type { Logger } from '../../observability/log.js';
 import type { Metrics } from '../../observability/metrics.js';
@@ -148,13 +148,13 @@ export class TelegramChannel implements ChannelHandler<unknown> {
     if (command === 'start' || command === 'subscribe') {
       this.d.metrics.telegramUpdates.labels('command').inc();
       await this.d.chats.add(creatorId, chatId);
-      this.#say(creatorId, chatId, 'Subscribed: this chat gets the creator\'s updates. Send /stop to unsubscribe. Ask anything to get an answer.');
+      this.say(creatorId, chatId, 'Subscribed: this chat gets the creator\'s updates. Send /stop to unsubscribe. Ask anything to get an answer.');
       return;
     }
     if (command === 'stop' || command === 'unsubscribe') {
       this.d.metrics.telegramUpdates.labels('command').inc();
       await this.d.chats.remove(creatorId, chatId);
-      this.#say(creatorId, chatId, 'Unsubscribed: no more updates. Send /start to subscribe again.');
+      this.say(creatorId, chatId, 'Unsubscribed: no more updates. Send /start to subscribe again.');
       return;
     }
     this.d.metrics.telegramUpdates.labels('message').inc();
@@ -195,11 +195,11 @@ export class TelegramChannel implements ChannelHandler<unknown> {
     }
     if (this.#peers.size >= MAX_PEERS) this.#forget(true);
     const sessionId = `tg-${chatId}`;
-    const sessionKey = `${creatorId}\u0000${sessionId}`;
-    await this.d.limits.prepare(creatorId, sessionKey);
+    const key = sessionKey(creatorId, sessionId);
+    await this.d.limits.prepare(creatorId, key);
     p = this.#peers.get(id); // made meanwhile
     if (p) return p;
-    p = new TelegramPeer(this, creatorId, chatId, sessionId, this.d.limits.acquire(`tg/${id}`, creatorId, sessionKey));
+    p = new TelegramPeer(this, creatorId, chatId, sessionId, this.d.limits.acquire(`tg/${id}`, creatorId, key));
     this.#peers.set(id, p);
     return p;
   }
@@ -210,7 +210,7 @@ export class TelegramChannel implements ChannelHandler<unknown> {
     for (const [id, p] of this.#peers) {
       if ((pressed || now - p.lastUsed > PEER_IDLE_MS) && (p.chat === undefined || (!p.chat.busy && p.chat.items.length === 0))) {
         this.#peers.delete(id);
-        this.d.limits.release(p.connectionId, p.creatorId, `${p.creatorId}\u0000${p.sessionId}`);
+        this.d.limits.release(p.connectionId, p.creatorId, sessionKey(p.creatorId, p.sessionId));
       }
     }
     for (const [k, at] of this.#seen) if (now - at > this.o.dedupeMs) this.#seen.delete(k);
@@ -248,13 +248,9 @@ export class TelegramChannel implements ChannelHandler<unknown> {
   }
 
   /** Sends `text` to a chat, in messages of at most 4096 characters. */
-  #say(creatorId: string, chatId: string, text: string): void {
+  say(creatorId: string, chatId: string, text: string): void {
     for (let i = 0; i < text.length; i += MAX_MESSAGE) this.call(creatorId, chatId, 'sendMessage', { text: text.slice(i, i + MAX_MESSAGE) });
     if (text.length === 0) this.call(creatorId, chatId, 'sendMessage', { text: '(empty answer)' });
-  }
-
-  say(creatorId: string, chatId: string, text: string): void {
-    this.#say(creatorId, chatId, text);
   }
 
   /**
@@ -266,7 +262,7 @@ export class TelegramChannel implements ChannelHandler<unknown> {
     if (!this.o.bots.has(creatorId)) return 0;
     const chats = await this.d.chats.list(creatorId);
     const text = textOf(frame);
-    for (const chat of chats) this.#say(creatorId, chat, text);
+    for (const chat of chats) this.say(creatorId, chat, text);
     return chats.length;
   }
 
@@ -274,7 +270,7 @@ export class TelegramChannel implements ChannelHandler<unknown> {
   async send(recipient: string, frame: Record<string, unknown>): Promise<boolean> {
     const [creatorId, chatId] = recipient.split('/');
     if (!creatorId || !chatId || !this.o.bots.has(creatorId)) return false;
-    this.#say(creatorId, chatId, textOf(frame));
+    this.say(creatorId, chatId, textOf(frame));
     return true;
   }
 
@@ -300,7 +296,7 @@ export class TelegramChannel implements ChannelHandler<unknown> {
     let dropped = 0;
     for (const o of this.#outboxes.values()) dropped += o.close();
     if (dropped > 0) this.d.log.warn({ dropped }, 'telegram: calls still queued at shutdown were dropped');
-    for (const p of this.#peers.values()) this.d.limits.release(p.connectionId, p.creatorId, `${p.creatorId}\u0000${p.sessionId}`);
+    for (const p of this.#peers.values()) this.d.limits.release(p.connectionId, p.creatorId, sessionKey(p.creatorId, p.sessionId));
     this.#peers.clear();
     await this.#api.close();
   }
