@@ -93,7 +93,12 @@ token: build
 
 # A versioned tarball: compiled code, package files, deploy files and this
 # Makefile (so `make install` runs on the target without building).
-release: build
+# RELEASE_NEEDS= packages the dist/ already built, without building again:
+# the deploy test does so, because a build rewrites dist/ under the tests
+# that run beside it (files read half-written).
+RELEASE_NEEDS ?= build
+release: $(RELEASE_NEEDS)
+	@test -f dist/main.js || { echo "release: dist/ is missing: run 'make build'" >&2; exit 1; }
 	rm -rf release/channel-gateway-$(VERSION)
 	mkdir -p release/channel-gateway-$(VERSION)
 	cp -R dist deploy package.json package-lock.json Makefile README.md release/channel-gateway-$(VERSION)/
