@@ -1,9 +1,12 @@
 /** Small pure parts: validation, rate limiting, the relay, back-off, the uWS loader. */
 import t from 'tap';
 import { decodeFrame, validateMessage } from '../src/pipeline/validate.js';
-import { BucketTable } from '../src/limits/buckets.js';
+import { BucketTable, nowUs } from '../src/limits/buckets.js';
 import { KeyedBuckets } from '../src/limits/keyed.js';
-import { MemoryRateStore } from '../src/limits/store.js';
+import { MemoryRateStore, type ChargeBatch, type RateStore, type RateUpdate } from '../src/limits/store.js';
+import { RateSync } from '../src/limits/sync.js';
+import { Limits, sessionKey } from '../src/limits/index.js';
+import { createLogger } from '../src/observability/log.js';
 import { Relay, type RelayTarget } from '../src/primary/relay.js';
 import { backoffMs } from '../src/primary/supervisor.js';
 import { loadUws, UwsLoadError, CANDIDATES } from '../src/uws/loader.js';
@@ -99,6 +102,21 @@ void t.test('shared token buckets (GCRA)', async (t) => {
     t.equal(idle.size, 0, 'a released key with a full bucket is freed');
   });
 
+  await t.test('a closing socket gives back its session and its creator, even with takes to report', async (t) => {
+    const limits = new Limits(
+      { frameRateLimit: 0, connectRatePerIp: 0, rateLimitMessages: 5, rateLimitWindowS: 60, aiBudgetPerMinute: 100, rateLimitSyncMs: 60_000, maxConnections: 8 },
+      new MemoryRateStore(),
+      createLogger('silent'),
+    );
+    t.teardown(() => limits.close());
+    const slots = limits.acquire('c1', 'creator', sessionKey('creator', 's'));
+    t.ok(limits.messages.session!.take(slots.sessionSlot, nowUs()), 'a take on the session only: its creator\'s bucket stays full');
+    limits.release('c1', 'creator', sessionKey('creator', 's'));
+    limits.creators!.sweep();
+    t.equal(limits.creators!.size, 0, 'the creator is no longer held: its full bucket is freed');
+    t.equal(limits.sessions!.size, 1, 'the session keeps its bucket while in debt');
+  });
+
   await t.test('the memory store charges one shared TAT per key (the GCRA the Redis script follows)', async (t) => {
     let now = 1e15;
     const s = new MemoryRateStore(() => now);
@@ -108,6 +126,63 @@ void t.test('shared token buckets (GCRA)', async (t) => {
     now += 4000;
     t.same(await s.charge({ kind: 'session', intervalUs: 1000, keys: ['a'], counts: [0] }), [1000], 'a read; time pays the debt');
     t.same(await s.charge({ kind: 'creator', intervalUs: 1000, keys: ['a'], counts: [0] }), [0], 'kinds are separate');
+  });
+
+  await t.test('a worker adopting another\'s report keeps its own unreported and in-flight takes (exact across a move)', async (t) => {
+    // Two workers (X, Y) on one store, a session limited to 5 per minute:
+    // nothing refills during the test, so every take admitted is counted.
+    const store = new MemoryRateStore();
+    /** Y's reports wait for `gate` when it is set: still on their way to the store. */
+    let gate: Promise<void> | undefined;
+    const delayed: RateStore = {
+      charge: async (b: ChargeBatch) => {
+        await gate;
+        return store.charge(b);
+      },
+      onUpdate: (l: (u: RateUpdate) => void) => store.onUpdate(l),
+      close: async () => {},
+    };
+    const log = createLogger('silent');
+    const worker = (s: RateStore) => {
+      const kb = new KeyedBuckets('session', 8, 5, 60_000, true);
+      const sync = new RateSync(s, [kb], 60_000, log);
+      return { kb, sync, slot: kb.acquire('s'), take: () => kb.table.take(kb.slotOf('s')!, nowUs()) };
+    };
+    const X = worker(store);
+    const Y = worker(delayed);
+    t.teardown(async () => {
+      for (const w of [X, Y]) { await w.sync.close(); w.kb.close(); }
+      await store.close();
+    });
+    const turn = () => new Promise((r) => setImmediate(r));
+
+    t.same([X.take(), X.take(), X.take()], [true, true, true], 'X admits 3, not yet reported');
+    await Y.sync.sync(); // Y fetches the session: nothing charged yet
+    t.ok(Y.take(), 'Y admits its 1st');
+    await X.sync.sync(); // X's 3 reach the store; Y hears of them
+    await turn();
+    t.same([Y.take(), Y.take()], [true, false], 'Y counts 3 + its own unreported 1: one more, then refused (5 in all)');
+
+    // In flight: Y's report is on its way when X's arrives at the store first.
+    const Y2 = worker(delayed);
+    const X2 = worker(store);
+    t.teardown(async () => {
+      for (const w of [X2, Y2]) { await w.sync.close(); w.kb.close(); }
+    });
+    X2.kb.acquire('t');
+    Y2.kb.acquire('t');
+    const takeT = (w: typeof X2) => w.kb.table.take(w.kb.slotOf('t')!, nowUs());
+    await Promise.all([X2.sync.sync(), Y2.sync.sync()]); // both fetch the session: nothing charged
+    t.same([takeT(X2), takeT(X2), takeT(Y2), takeT(Y2)], [true, true, true, true], 'X admits 2, Y admits 2');
+    let open!: () => void;
+    gate = new Promise((r) => (open = r));
+    const reporting = Y2.sync.sync(); // Y's 2 leave; the store has not got them
+    await X2.sync.sync(); // X's 2 reach the store first
+    await turn(); // Y hears of them while its own are in flight
+    t.same([takeT(Y2), takeT(Y2)], [true, false], 'Y counts X\'s 2 and its 2 in flight: one more, then refused (5 in all)');
+    open();
+    await reporting;
+    gate = undefined;
   });
 });
 

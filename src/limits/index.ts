@@ -141,8 +141,10 @@ export class Limits {
    */
   release(connectionId: string, creatorId: string, sessionKey: string): void {
     this.frames?.release(connectionId);
-    const pending = (this.sessions?.release(sessionKey) ?? false) || (this.creators?.release(creatorId) ?? false);
-    if (pending) this.#sync?.syncNow();
+    // Both released: a session with takes to report must not keep its creator held.
+    const session = this.sessions?.release(sessionKey) ?? false;
+    const creator = this.creators?.release(creatorId) ?? false;
+    if (session || creator) this.#sync?.syncNow();
   }
 
   /** Takes a frame on the socket's bucket; false when over FRAME_RATE_LIMIT. */

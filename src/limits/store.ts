@@ -8,6 +8,7 @@
  * that its session's budget was spent. See limits/sync.ts for the resulting
  * overshoot bound.
  */
+import { nowUs } from './buckets.js';
 
 /** One batch: keys of one kind, with the takes made on each since the last report. */
 export interface ChargeBatch {
@@ -61,7 +62,7 @@ export class MemoryRateStore implements RateStore {
   readonly #tat = new Map<string, number>();
   readonly #timer: NodeJS.Timeout;
 
-  constructor(private readonly now: () => number = () => Date.now() * 1000) {
+  constructor(private readonly now: () => number = nowUs) {
     // Full buckets are the same as none: forget them.
     this.#timer = setInterval(() => {
       const t = this.now();
@@ -83,11 +84,16 @@ export class MemoryRateStore implements RateStore {
       return tat - now;
     });
     const u = this.#listeners.length > 0 ? chargedUpdate(b, ahead) : undefined;
-    if (u) for (const l of this.#listeners) l(u);
+    // After the answer, as from the primary and Redis: the caller hears its result first.
+    if (u) setImmediate(() => { for (const l of this.#listeners) l(u); });
     return ahead;
   }
 
-  /** Listeners hear of every charge (callers in one process have no origin to skip; adopting one's own is harmless). */
+  /**
+   * Listeners hear of every charge, after its caller has its answer
+   * (callers in one process have no origin to skip; adopting one's own
+   * update then is harmless: it holds nothing the caller has not adopted).
+   */
   onUpdate(listener: (u: RateUpdate) => void): void {
     this.#listeners.push(listener);
   }

@@ -14,7 +14,11 @@
  * at once, at most (N - 1) x limit takes beyond the budget are admitted:
  * every other worker spending, in the same period, the whole burst it
  * believed it had. Bursts further apart than periodMs + a round trip are
- * limited exactly. Every admitted take is charged in the store, so an excess
+ * limited exactly, whichever report reaches the store first: a worker that
+ * adopts the shared state adds the takes of its own the store has not got
+ * yet (unreported, or in a batch still on its way), so a session moving to
+ * another worker or host mid-report is counted once per take, never
+ * dropped. Every admitted take is charged in the store, so an excess
  * is paid back: the key then waits longer. With the store unreachable,
  * workers go on limiting on their own buckets and report the takes when it
  * returns (they then count from the time of the report: late, so stricter,
@@ -40,6 +44,8 @@ export class RateSync {
   failures = 0;
   /** Resolved when the next run (one that starts after they were added) ends. */
   #waiters: Array<() => void> = [];
+  /** The batch the store has yet to answer (one at a time), by key: its takes are in neither the bucket's count nor the store's answer to others. */
+  #sending: { table: KeyedBuckets; counts: Map<string, number> } | undefined;
 
   constructor(
     private readonly store: RateStore,
@@ -71,15 +77,25 @@ export class RateSync {
   /** What other workers charged: adopted for the keys this worker has. */
   #adopt(u: RateUpdate): void {
     const t = this.tables.find((x) => x.name === u.kind);
-    if (t !== undefined) this.#adoptInto(t, u.keys, u.aheadUs);
+    if (t !== undefined) this.#adoptInto(t, u.keys, u.aheadUs, this.#sending?.table === t ? this.#sending.counts : undefined);
   }
 
-  /** Moves each key's bucket (wherever its slot is now) up to the shared state, `aheadUs` past now. */
-  #adoptInto(t: KeyedBuckets, keys: string[], aheadUs: number[]): void {
+  /**
+   * Moves each key's bucket (wherever its slot is now) up to the shared
+   * state plus what this worker took that the shared state cannot hold yet:
+   * takes not reported, and (`inFlight`) takes in a batch the store has
+   * not answered. The shared state alone would forget them: a worker that
+   * took 1 while another's report of 3 was on its way would have adopted
+   * 3, not 4, and admitted one take too many.
+   */
+  #adoptInto(t: KeyedBuckets, keys: string[], aheadUs: number[], inFlight?: Map<string, number>): void {
     const now = nowUs();
+    const interval = t.table.intervalUs;
     keys.forEach((key, i) => {
       const slot = t.slotOf(key);
-      if (slot !== undefined && aheadUs[i]! > 0) t.table.adopt(slot, now + aheadUs[i]!);
+      if (slot === undefined || !(aheadUs[i]! > 0)) return;
+      const unreported = t.table.charged(slot) + (inFlight?.get(key) ?? 0);
+      t.table.adopt(slot, now + aheadUs[i]! + unreported * interval);
     });
   }
 
@@ -138,9 +154,15 @@ export class RateSync {
   }
 
   async #charge(t: KeyedBuckets, keys: string[], counts: number[]): Promise<void> {
+    const sending = new Map<string, number>();
+    keys.forEach((key, i) => counts[i]! > 0 && sending.set(key, counts[i]!));
+    this.#sending = { table: t, counts: sending };
     try {
-      this.#adoptInto(t, keys, await this.store.charge({ kind: t.name, intervalUs: t.table.intervalUs, keys, counts }));
+      const ahead = await this.store.charge({ kind: t.name, intervalUs: t.table.intervalUs, keys, counts });
+      this.#sending = undefined;
+      this.#adoptInto(t, keys, ahead);
     } catch (err) {
+      this.#sending = undefined;
       this.failures++;
       // Keep the takes (on the key's slot, wherever it is now) for the next report.
       keys.forEach((key, i) => {
