@@ -1,11 +1,13 @@
 /**
  * The widget WebSocket: upgrade (authentication), open, message, close.
  *
- * Authentication happens in the upgrade handler, synchronously, before any
- * per-connection state exists. A refused client is still upgraded, with a
- * user-data object that holds only the close code, and closed in `open` with
- * 4001/4003/4400 - closing before the upgrade would give the client an HTTP
- * 403 and no close code at all (the seed's defect).
+ * Authentication happens in the upgrade handler, before any per-connection
+ * state exists. A refused client is still upgraded, with a user-data object
+ * that holds only the close code, and closed in `open` with 4001/4003/4400 -
+ * closing before the upgrade would give the client an HTTP 403 and no close
+ * code at all (the seed's defect). Every upgrade is synchronous: checks that
+ * end after an await (a JWKS key, the session's budget) are waited for with
+ * the socket open and its frames held (Waiting), never by upgrading later.
  *
  * uWS rules followed here: nothing is read from `req` after the handler
  * returns; nothing touches a `ws` after its close handler ran (`closed`);
@@ -46,6 +48,30 @@ export interface UserData {
   c: Conn | undefined;
   /** Set for a refused socket: closed with this code as soon as it opens. */
   reject: CloseCode | undefined;
+  /** Set (only) for a socket opened before its checks ended: see Waiting. */
+  wait?: Waiting;
+}
+
+/** Frames a socket may send before its checks end; one more closes it with 4008. */
+export const MAX_HELD_FRAMES = 32;
+
+/**
+ * A socket whose checks end after an await (a JWKS key to fetch, the
+ * session's budget to fetch from the other workers). It is upgraded at
+ * once and waits open: uWS.js v20.30 closes a socket upgraded inside
+ * `res.cork` after an await, now and then, right after `open` (its cork()
+ * mistakes the new WebSocket for the HTTP response: uNetworking/uWebSockets
+ * #1929, fixed in 2026), and an upgrade outside a cork prints a warning per
+ * socket. So nothing is sent until the checks end (then connection_status,
+ * or the close code of a refusal), and the frames the client sends
+ * meanwhile are held, at most MAX_HELD_FRAMES, then handled in order.
+ */
+export class Waiting {
+  readonly held: Array<[data: ArrayBuffer, isBinary: boolean]> = [];
+  /** The socket closed (its ws must not be touched), or the checks ended. */
+  done = false;
+
+  constructor(readonly result: Promise<Conn | CloseCode>) {}
 }
 
 /** What every Conn of a worker shares. */
@@ -497,6 +523,48 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
     );
   }
 
+  /** A socket whose checks passed: registered, subscribed, told its status. */
+  function openConn(ws: WebSocket<UserData>, conn: Conn): void {
+    conn.ws = ws;
+    sockets.add(ws, conn);
+    deps.sink?.add(conn);
+    log.debug({ conn: conn.connectionId, creator: conn.creatorId, session: conn.sessionId, v2: conn.v2 }, 'socket open');
+    // With history, broadcasts reach this worker through the creator's stream.
+    if (hub && sockets.byCreator.get(conn.creatorId)?.size === 1) hub.followCreator(conn.creatorId);
+    if (!conn.v2) {
+      // A msgpack socket listens on the msgpack twin of its creator's topic (fanout.ts).
+      ws.subscribe(conn.msgpack ? msgpackTopic(creatorTopic(conn.creatorId)) : creatorTopic(conn.creatorId));
+      conn.status();
+      return;
+    }
+    openV2(conn);
+  }
+
+  /** A frame of an open socket: size and frame-rate checks, then validation (inline or in the pool) and `handle`. */
+  function receive(ws: WebSocket<UserData>, conn: Conn, data: ArrayBuffer, isBinary: boolean): void {
+    if (data.byteLength > cfg.maxPayloadBytes) {
+      ws.end(CLOSE.TOO_BIG.code, CLOSE.TOO_BIG.reason);
+      return;
+    }
+    if (!conn.slotted) {
+      conn.slotted = true;
+      ({ frameSlot: conn.frameSlot, sessionSlot: conn.sessionSlot, creatorSlot: conn.creatorSlot } = limits.acquire(conn.connectionId, conn.creatorId, conn.sessionKey, conn.newSession));
+    }
+    if (!limits.takeFrame(conn.frameSlot)) {
+      deps.metrics.rateLimited.labels('frames').inc();
+      ws.end(CLOSE.FRAME_RATE.code, CLOSE.FRAME_RATE.reason);
+      return;
+    }
+    inHandler = true;
+    try {
+      deps.validator.submit(conn, data, isBinary, (d) => (inHandler ? safeHandle(conn, d) : conn.cork(() => safeHandle(conn, d))));
+    } catch (err) {
+      internalError(conn, err);
+    } finally {
+      inHandler = false;
+    }
+  }
+
   /**
    * Refuses an upgrade. Normally with a WebSocket close code (the client
    * reads why); but past REFUSED_LINGER_CAP refusals still lingering (a
@@ -580,90 +648,85 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         resume = { ...(session ? { session } : {}), ...(broadcast ? { broadcast } : {}) };
       }
 
-      // Waiting (a JWKS key to fetch, a session's budget to fetch from the
-      // other workers) follows the uWS async-upgrade rules: everything from
-      // `req` is copied above, abort is watched, the upgrade is corked, and
-      // the socket counts against MAX_CONNECTIONS meanwhile.
-      let waiting = false;
-      const later = <T>(p: Promise<T>, then: (v: T | undefined) => void): void => {
-        if (!waiting) {
-          waiting = true;
-          r.onAborted(() => (r.done = true));
-        }
-        sockets.pending++;
-        const settle = (v: T | undefined) => {
-          sockets.pending--;
-          if (!r.done) r.cork(() => then(v));
-        };
-        p.then(settle, () => settle(undefined));
-      };
-
-      const finish = (auth: WidgetAuth | undefined): void => {
+      /** The socket's Conn, or why it is refused. */
+      const check = (auth: WidgetAuth | undefined): Conn | CloseCode => {
         if (!auth?.ok) {
           log.info({ creator: creatorId, reason: auth?.reason ?? 'verification failed' }, 'widget token refused');
           // widget.v2 tells an expired token apart (4001): a client fetches a new one. v1 keeps the seed's 4003.
-          return reject(r, hs, ctx, fromProtocol.v2 && auth?.expired ? CLOSE.TOKEN_EXPIRED : CLOSE.AUTH_INVALID);
+          return fromProtocol.v2 && auth?.expired ? CLOSE.TOKEN_EXPIRED : CLOSE.AUTH_INVALID;
         }
-        if (given !== '' && !isValidId(given)) return reject(r, hs, ctx, CLOSE.BAD_REQUEST);
+        if (given !== '' && !isValidId(given)) return CLOSE.BAD_REQUEST;
         const conn = new Conn(creatorId, given || randomUUID(), randomUUID(), env, ip, given === '');
         conn.msgpack = fromProtocol.msgpack;
         conn.v2 = fromProtocol.v2;
         conn.resume = resume;
-        const open = () => upgradeWith(r, hs, ctx, { c: conn, reject: undefined });
-        const budget = limits.prepare(creatorId, conn.newSession ? undefined : conn.sessionKey);
-        if (budget === undefined) open();
-        else later(budget, open);
+        return conn;
+      };
+      /** Fetches the session's budget if this worker does not have it yet (Limits.prepare). */
+      const budgetOf = (conn: Conn) => limits.prepare(creatorId, conn.newSession ? undefined : conn.sessionKey);
+      /** Opens a socket whose checks end later (see Waiting); it counts against MAX_CONNECTIONS meanwhile. */
+      const waitOpen = (result: Promise<Conn | CloseCode>): void => {
+        sockets.pending++;
+        upgradeWith(r, hs, ctx, { c: undefined, reject: undefined, wait: new Waiting(result) });
       };
 
       const auth = verifier.verifyWidget(token, creatorId, origin);
-      if (auth instanceof Promise) later(auth, finish);
-      else finish(auth);
+      if (auth instanceof Promise) {
+        waitOpen(
+          auth.then(
+            (a) => {
+              const c = check(a);
+              const budget = c instanceof Conn ? budgetOf(c) : undefined;
+              return budget ? budget.then(() => c) : c;
+            },
+            () => check(undefined),
+          ),
+        );
+        return;
+      }
+      const c = check(auth);
+      if (!(c instanceof Conn)) return reject(r, hs, ctx, c);
+      const budget = budgetOf(c);
+      if (budget === undefined) upgradeWith(r, hs, ctx, { c, reject: undefined });
+      else waitOpen(budget.then(() => c));
     },
 
     open(ws) {
-      const { c: conn, reject } = ws.getUserData();
-      if (conn === undefined) {
-        if (reject) ws.end(reject.code, reject.reason);
-        return;
+      const { c: conn, reject, wait } = ws.getUserData();
+      if (conn !== undefined) openConn(ws, conn);
+      else if (reject) ws.end(reject.code, reject.reason);
+      else if (wait) {
+        const settle = (result: Conn | CloseCode) => {
+          if (wait.done) return; // closed meanwhile
+          wait.done = true;
+          sockets.pending--;
+          ws.cork(() => {
+            if (!(result instanceof Conn)) {
+              sockets.noteRefused();
+              deps.metrics.refused.labels(String(result.code)).inc();
+              ws.end(result.code, result.reason);
+            } else if (!deps.accepting()) {
+              ws.end(CLOSE.OVERLOADED.code, CLOSE.OVERLOADED.reason);
+            } else {
+              ws.getUserData().c = result;
+              openConn(ws, result);
+              for (const [data, isBinary] of wait.held.splice(0)) receive(ws, result, data, isBinary);
+            }
+          });
+        };
+        wait.result.then(settle, () => settle(CLOSE.INTERNAL));
       }
-      conn.ws = ws;
-      sockets.add(ws, conn);
-      deps.sink?.add(conn);
-      log.debug({ conn: conn.connectionId, creator: conn.creatorId, session: conn.sessionId, v2: conn.v2 }, 'socket open');
-      // With history, broadcasts reach this worker through the creator's stream.
-      if (hub && sockets.byCreator.get(conn.creatorId)?.size === 1) hub.followCreator(conn.creatorId);
-      if (!conn.v2) {
-        // A msgpack socket listens on the msgpack twin of its creator's topic (fanout.ts).
-        ws.subscribe(conn.msgpack ? msgpackTopic(creatorTopic(conn.creatorId)) : creatorTopic(conn.creatorId));
-        conn.status();
-        return;
-      }
-      openV2(conn);
     },
 
     message(ws, data, isBinary) {
-      const conn = ws.getUserData().c;
-      if (conn === undefined || conn.closed) return;
-      if (data.byteLength > cfg.maxPayloadBytes) {
-        ws.end(CLOSE.TOO_BIG.code, CLOSE.TOO_BIG.reason);
-        return;
-      }
-      if (!conn.slotted) {
-        conn.slotted = true;
-        ({ frameSlot: conn.frameSlot, sessionSlot: conn.sessionSlot, creatorSlot: conn.creatorSlot } = limits.acquire(conn.connectionId, conn.creatorId, conn.sessionKey, conn.newSession));
-      }
-      if (!limits.takeFrame(conn.frameSlot)) {
-        deps.metrics.rateLimited.labels('frames').inc();
-        ws.end(CLOSE.FRAME_RATE.code, CLOSE.FRAME_RATE.reason);
-        return;
-      }
-      inHandler = true;
-      try {
-        deps.validator.submit(conn, data, isBinary, (d) => (inHandler ? safeHandle(conn, d) : conn.cork(() => safeHandle(conn, d))));
-      } catch (err) {
-        internalError(conn, err);
-      } finally {
-        inHandler = false;
+      const { c: conn, wait } = ws.getUserData();
+      if (conn !== undefined) {
+        if (!conn.closed) receive(ws, conn, data, isBinary);
+      } else if (wait && !wait.done) {
+        // Before the checks end: held (copied: uWS reuses `data` after this call).
+        if (data.byteLength > cfg.maxPayloadBytes) return ws.end(CLOSE.TOO_BIG.code, CLOSE.TOO_BIG.reason);
+        if (wait.held.length >= MAX_HELD_FRAMES) return ws.end(CLOSE.FRAME_RATE.code, CLOSE.FRAME_RATE.reason);
+        wait.held.push([data.slice(0), isBinary]);
       }
     },
 
@@ -689,8 +752,16 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
 
     close(ws, code) {
       deps.metrics.closes.labels(String(code)).inc();
-      const conn = ws.getUserData().c;
-      if (conn === undefined) return;
+      const { c: conn, wait } = ws.getUserData();
+      if (conn === undefined) {
+        // Closed while its checks ran: they end unheard.
+        if (wait && !wait.done) {
+          wait.done = true;
+          wait.held.length = 0;
+          sockets.pending--;
+        }
+        return;
+      }
       conn.closed = true;
       conn.ws = undefined;
       if (hub) {

@@ -18,6 +18,8 @@ export class Client {
   readonly opened: Promise<void>;
   /** The connection_status frame, once connectWidget has read it. */
   status: Frame | undefined;
+  /** The socket's last error (a 1006 close says no more). */
+  error: Error | undefined;
   #waiters: Array<() => void> = [];
 
   constructor(url: string, opts: WebSocket.ClientOptions = {}) {
@@ -27,7 +29,7 @@ export class Client {
       this.inbox.push(JSON.parse(text) as Frame);
       for (const w of this.#waiters.splice(0)) w();
     });
-    this.ws.on('error', () => {});
+    this.ws.on('error', (err) => (this.error = err));
     this.opened = new Promise((resolve, reject) => {
       this.ws.once('open', () => resolve());
       this.ws.once('close', () => reject(new Error('closed before open')));
@@ -54,7 +56,7 @@ export class Client {
       if (i >= 0) return this.inbox.splice(i, 1)[0]!;
       if (this.ws.readyState === WebSocket.CLOSED) {
         const c = await this.closed;
-        throw new Error(`socket closed (${c.code} ${c.reason}) while waiting; inbox ${JSON.stringify(this.inbox)}`);
+        throw new Error(`socket closed (${c.code} ${c.reason}${this.error ? `; ${this.error.message}` : ''}) while waiting; inbox ${JSON.stringify(this.inbox)}`);
       }
       const left = end - Date.now();
       if (left <= 0) throw new Error(`timed out waiting for a frame; inbox ${JSON.stringify(this.inbox)}`);
