@@ -97,10 +97,10 @@ export class Limits {
   }
 
   /**
-   * Before a socket of this session opens: if the session or its creator is
-   * new to this worker and budgets are shared, resolves once their state
-   * has been fetched from the store (at most `waitMs`; a store that cannot
-   * be reached does not hold the socket). Undefined when there is nothing
+   * Before a socket of this session is served: if the session or its
+   * creator is new to this worker and budgets are shared, resolves once
+   * their state has been fetched from the store (at most `waitMs`; a store
+   * that cannot be reached does not hold the socket longer). Undefined when there is nothing
    * to wait for. `sessionKey` undefined: a session id the gateway just
    * made up, which cannot have spent anything yet.
    */

@@ -2,9 +2,9 @@
  * Reconciles this worker's synchronised buckets (sessions, creators) with
  * the other workers' through a RateStore (the primary in embedded mode,
  * Redis otherwise), in batches: every `periodMs`, and at once when a key is
- * first seen here. The upgrade of a socket whose session is new to this
- * worker waits for that (see Limits.prepare), so a session that reconnects
- * to another worker or host arrives with its debt.
+ * first seen here. A socket whose session is new to this worker has its
+ * frames handled only after that (see Limits.prepare), so a session that
+ * reconnects to another worker or host arrives with its debt.
  *
  * Overshoot bound. A worker admits on its own bucket, which knows the other
  * workers' takes as of their last report (each report is charged in the
