@@ -56,3 +56,20 @@ export function usage(root: number): Usage {
 export function rssKiB(pid: number): number {
   return stat(pid)?.rssKiB ?? NaN;
 }
+
+/**
+ * RSS of `root` and its descendants after a full garbage collection in each
+ * (servers started by lib/targets.ts collect on SIGUSR2), `settleMs` later:
+ * a figure that does not depend on when V8 last collected.
+ */
+export async function settledRssKiB(root: number, settleMs = 1000): Promise<number> {
+  for (const pid of tree(root)) {
+    try {
+      process.kill(pid, 'SIGUSR2');
+    } catch {
+      /* gone */
+    }
+  }
+  await new Promise((r) => setTimeout(r, settleMs));
+  return usage(root).rssKiB;
+}

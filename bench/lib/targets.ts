@@ -36,7 +36,8 @@ export function freePort(): Promise<number> {
 }
 
 // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles every server's processes (the baselines' too, to compare).
-const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+// Every server can be told to collect its garbage (SIGUSR2) before RSS is read: lib/gc-preload.cjs.
+const NODE_ARGS = ['--expose-gc', '--require', path.join(ROOT, 'bench/lib/gc-preload.cjs'), ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)];
 const COMMANDS: Record<TargetName, string[]> = {
   // BENCH_GATEWAY_MAIN: another build to measure (e.g. an older commit's dist/main.js, for a before/after figure).
   gateway: [...NODE_ARGS, process.env.BENCH_GATEWAY_MAIN ?? path.join(ROOT, 'dist/main.js')],
