@@ -226,8 +226,10 @@ export class Gateway {
     conn.tooSlow();
   }
 
-  /** Listens on HOST:PORT (port 0 picks a free one), and on ADMIN_HOST:ADMIN_PORT if set; resolves to the port. */
+  /** Once the validation pool is up, listens on HOST:PORT (port 0 picks a free one), and on ADMIN_HOST:ADMIN_PORT if set; resolves to the port. */
   async listen(host: string, port: number): Promise<number> {
+    // Frames are not accepted before they can be validated.
+    await this.validator.ready();
     const admin = this.d.cfg.admin;
     if (admin && this.#adminApp) this.#adminListen = await listenOn(this.#adminApp, admin.host, admin.port);
     this.#listen = await listenOn(this.app, host, port);

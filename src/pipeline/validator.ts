@@ -40,6 +40,8 @@ export interface Validator {
   submit(conn: Ordered, data: ArrayBuffer, isBinary: boolean, done: (d: Decoded) => void): void;
   /** Frames waiting for or inside the pool (a metric). */
   readonly queued: number;
+  /** Resolves once frames can be validated at once: the pool's first thread has loaded its task (a cold thread takes seconds on a busy host). */
+  ready(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -71,6 +73,7 @@ export function createValidator(o: ValidatorOptions): Validator {
     return {
       submit: (c, data, bin, done) => done(inline(o, c, data, bin)),
       queued: 0,
+      ready: async () => {},
       close: async () => {},
     };
   }
@@ -104,6 +107,11 @@ class PoolValidator implements Validator {
 
   get queued(): number {
     return this.#queued;
+  }
+
+  /** An empty batch: answered once a thread has loaded the task. A pool that cannot load it fails here, at start-up. */
+  async ready(): Promise<void> {
+    await this.#pool.run({ frames: [], binary: [], msgpack: [], slots: [] });
   }
 
   submit(conn: Ordered, data: ArrayBuffer, isBinary: boolean, done: (d: Decoded) => void): void {
