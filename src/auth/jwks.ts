@@ -2,7 +2,7 @@
  * Public keys from a JWKS URL, selected by `kid`.
  *
  * - One fast-jwt verifier per key, so verification stays synchronous once a
- *   key is known (the common case: the upgrade handler never awaits).
+ *   key is known (the common case: a socket never waits for a key).
  * - Refreshed every `refreshMs` (key rotation), and on an unknown `kid` -
  *   but at most once per `minRefreshMs`, so a flood of tokens with forged
  *   kids costs at most one JWKS request per interval, never one per token.

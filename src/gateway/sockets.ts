@@ -292,15 +292,15 @@ export interface SocketDeps {
  * The live sockets of this worker: by connection id (targeted sends), by
  * creator (stats, and the slow-consumer check before a publish) and by
  * client IP (limits), plus those that count against MAX_CONNECTIONS without
- * being served: upgrades waiting for an asynchronous check, and refused
- * sockets until their close completes.
+ * being served: sockets open but waiting for an asynchronous check
+ * (Waiting), and refused sockets until their close completes.
  */
 export class SocketSet {
   readonly all = new Set<WebSocket<UserData>>();
   readonly byId = new Map<string, Conn>();
   readonly byCreator = new Map<string, Set<WebSocket<UserData>>>();
   readonly #byIp = new Map<string, number>();
-  /** Upgrades waiting for an asynchronous token or budget check. */
+  /** Sockets open but waiting for an asynchronous token or budget check (Waiting). */
   pending = 0;
   /**
    * Sockets refused with a close frame, per second, over the last
@@ -439,7 +439,7 @@ function httpStatusOf(code: CloseCode): string {
 export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketBehavior<UserData> {
   const { cfg, verifier, chat, bus, log } = deps;
 
-  /** What the upgrade needs from `req`, copied before any await. */
+  /** What the upgrade needs from `req`, copied once (`req` is valid only in the handler). */
   interface Handshake {
     key: string;
     protocol: string;
@@ -573,14 +573,20 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
    * sockets cannot hold the worker's descriptors.
    */
   function reject(res: Res, hs: Handshake, ctx: us_socket_context_t, code: CloseCode): void {
-    deps.metrics.refused.labels(String(code.code)).inc();
     if (sockets.refused >= refusedCap) {
+      deps.metrics.refused.labels(String(code.code)).inc();
       deps.metrics.refused.labels('http').inc();
       res.writeStatus(httpStatusOf(code)).end('', true);
       return;
     }
-    sockets.noteRefused();
+    noteRefusal(code);
     upgradeWith(res, hs, ctx, { c: undefined, reject: code });
+  }
+
+  /** A refusal with a close frame: counted, and its socket counted as lingering (SocketSet.refused). */
+  function noteRefusal(code: CloseCode): void {
+    deps.metrics.refused.labels(String(code.code)).inc();
+    sockets.noteRefused();
   }
 
   return {
@@ -702,8 +708,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
           sockets.pending--;
           ws.cork(() => {
             if (!(result instanceof Conn)) {
-              sockets.noteRefused();
-              deps.metrics.refused.labels(String(result.code)).inc();
+              noteRefusal(result);
               ws.end(result.code, result.reason);
             } else if (!deps.accepting()) {
               ws.end(CLOSE.OVERLOADED.code, CLOSE.OVERLOADED.reason);

@@ -100,9 +100,9 @@ export class Limits {
    * Before a socket of this session is served: if the session or its
    * creator is new to this worker and budgets are shared, resolves once
    * their state has been fetched from the store (at most `waitMs`; a store
-   * that cannot be reached does not hold the socket longer). Undefined when there is nothing
-   * to wait for. `sessionKey` undefined: a session id the gateway just
-   * made up, which cannot have spent anything yet.
+   * that cannot be reached does not hold the socket longer). Undefined
+   * when there is nothing to wait for. `sessionKey` undefined: a session id
+   * the gateway just made up, which cannot have spent anything yet.
    */
   prepare(creatorId: string, sessionKey: string | undefined, waitMs = 250): Promise<void> | undefined {
     const sync = this.#sync;

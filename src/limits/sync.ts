@@ -158,11 +158,8 @@ export class RateSync {
     keys.forEach((key, i) => counts[i]! > 0 && sending.set(key, counts[i]!));
     this.#sending = { table: t, counts: sending };
     try {
-      const ahead = await this.store.charge({ kind: t.name, intervalUs: t.table.intervalUs, keys, counts });
-      this.#sending = undefined;
-      this.#adoptInto(t, keys, ahead);
+      this.#adoptInto(t, keys, await this.store.charge({ kind: t.name, intervalUs: t.table.intervalUs, keys, counts }));
     } catch (err) {
-      this.#sending = undefined;
       this.failures++;
       // Keep the takes (on the key's slot, wherever it is now) for the next report.
       keys.forEach((key, i) => {
@@ -176,6 +173,8 @@ export class RateSync {
         this.#lastWarn = now;
         this.log.warn({ err: (err as Error).message, kind: t.name }, 'rate-limit store unreachable; limiting per worker until it returns');
       }
+    } finally {
+      this.#sending = undefined;
     }
   }
 
