@@ -21,6 +21,8 @@ interface Node {
   received: Array<{ topic: string; payload: Buffer }>;
   subscribe(topic: string): Promise<void>;
   unsubscribe(topic: string): Promise<void>;
+  /** Waits for bus.listening(topic); whether it had to wait. */
+  listening(topic: string): Promise<boolean>;
   publish(topic: string, payload: Uint8Array): Promise<void>;
   status(): Promise<BusStatus>;
   stats(): Promise<BusStats>;
@@ -41,6 +43,11 @@ function localNode(make: (onMessage: (topic: string, p: Uint8Array) => void) => 
     received,
     subscribe: async (x) => bus.subscribe(x),
     unsubscribe: async (x) => bus.unsubscribe(x),
+    listening: async (x) => {
+      const p = bus.listening(x);
+      await p;
+      return p !== undefined;
+    },
     publish: async (x, p) => void bus.publish(x, p),
     status: async () => bus.status,
     stats: async () => bus.stats(),
@@ -99,6 +106,7 @@ const transports: Record<string, () => Promise<Transport>> = {
           else if (m.t === 'sub') relay.update(target, m.add, m.del);
           else if (m.t === 'got') received.push({ topic: m.topic, payload: Buffer.from(m.payload) });
           else if (m.t === 'ack') acks.get(m.id)?.(m);
+          else if (m.t === 'sync') child.send({ t: 'synced', id: m.id });
         });
         child.on('exit', () => relay.remove(target));
         await new Promise<void>((r) => child.once('message', () => r()));
@@ -112,6 +120,7 @@ const transports: Record<string, () => Promise<Transport>> = {
           received,
           subscribe: async (topic) => void (await cmd('subscribe', { topic })),
           unsubscribe: async (topic) => void (await cmd('unsubscribe', { topic })),
+          listening: async (topic) => (await cmd('listening', { topic })).waited,
           publish: async (topic, payload) => void (await cmd('publish', { topic, payload })),
           status: async () => (await cmd('status')).status,
           stats: async () => (await cmd('stats')).stats,
@@ -170,6 +179,17 @@ for (const [name, make] of Object.entries(transports)) {
       await a.publish('y', bytes('never'));
       await tr.settle();
       t.equal(b.received.length, 1, 'one copy, then none');
+      b.received.length = 0;
+    });
+
+    await t.test('once listening() settles, a publish from another node arrives (no settling time)', async (t) => {
+      await b.subscribe('heard');
+      t.equal(await b.listening('heard'), name !== 'memory', name === 'memory' ? 'in one process a subscription takes effect at once' : 'the first time, listening() waits for the transport to confirm the subscription');
+      await a.publish('heard', bytes('first'));
+      await until(() => b.received.length === 1, 3000, 'delivery to b');
+      t.same(b.received.map((r) => r.payload.toString()), ['first']);
+      t.equal(await b.listening('heard'), false, 'then listening() does not wait');
+      await b.unsubscribe('heard');
       b.received.length = 0;
     });
 

@@ -19,7 +19,7 @@ import { sleep, until } from './helpers/net.js';
 
 /** A real HTTP engine: `delayMs` before answering, or a stream of `pieces` `gapMs` apart (NDJSON). Counts requests. */
 async function engineServer() {
-  const state = { requests: 0, delayMs: 0, pieces: undefined as string[] | undefined, gapMs: 20, bodies: [] as string[] };
+  const state = { requests: 0, delayMs: 0, pieces: undefined as string[] | undefined, gapMs: 20, bodies: [] as string[], streamed: 0 };
   const srv = http.createServer((req, res) => {
     let body = '';
     req.on('data', (d) => (body += d));
@@ -44,7 +44,10 @@ async function engineServer() {
           if (state.gapMs > 0) setTimeout(next, state.gapMs);
           else if (ok) setImmediate(next);
           else res.once('drain', next);
-        } else res.end(`${JSON.stringify({ confidence: 0.8, sources: [] })}\n`);
+        } else {
+          res.end(`${JSON.stringify({ confidence: 0.8, sources: [] })}\n`);
+          state.streamed++;
+        }
       };
       next();
     });
@@ -270,17 +273,20 @@ void t.test('a slow reader under a fast engine: chunks merged, the worker\'s mem
   eng.state.gapMs = 0;
   const [pid] = c.workerPids();
   const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
-  /** One streamed answer to a reader that reads (or pauses `pauseMs` first): the worker's peak growth and what the reader got. */
-  const run = async (session: string, pauseMs: number) => {
+  /** One streamed answer to a reader that reads (or does not read until the engine has sent it all): the worker's peak growth and what the reader got. */
+  const run = async (session: string, pause: boolean) => {
     const client = new V2Client(`ws://127.0.0.1:${c.port}`, 'fast', widgetToken('fast'), session);
     await client.connect();
     const rss0 = rss();
-    if (pauseMs) client.ws.pause();
+    if (pause) client.ws.pause();
+    const streamed = eng.state.streamed;
     client.send({ type: 'user_message', content: 'everything, fast' });
     let peak = 0;
     const sample = setInterval(() => (peak = Math.max(peak, rss() - rss0)), 50);
-    if (pauseMs) {
-      await sleep(pauseMs);
+    if (pause) {
+      // Not reading until the whole answer has passed through the gateway (a fixed pause was shorter than a slow run's stream).
+      await until(() => eng.state.streamed > streamed, 30_000, 'the engine to send the whole answer');
+      await sleep(300);
       client.ws.resume();
     }
     let final = await client.next((f) => f.type === 'ai_response', 15_000).catch(() => undefined);
@@ -298,8 +304,8 @@ void t.test('a slow reader under a fast engine: chunks merged, the worker\'s mem
     return { peak, chunks, final, closed };
   };
   t.teardown(() => { if (t.counts.fail) t.comment(c.output().slice(-2500)); });
-  const fast = await run('fast-reader', 0);
-  const slow = await run('slow-reader', 3000);
+  const fast = await run('fast-reader', false);
+  const slow = await run('slow-reader', true);
   if (slow.closed) t.same(slow.closed, { code: 4009, reason: 'Slow consumer' }, 'only the final answer closed the still-full socket (4009), and a resume brought it');
   const m = await fetch(`http://127.0.0.1:${c.port}/metrics`).then((r) => r.text());
   t.match(m, /gateway_stream_chunks_merged_total [1-9]/, 'chunks were merged');

@@ -11,6 +11,9 @@
  * Interest is declared per topic with subscribe/unsubscribe; the caller
  * reference-counts (uWS's `subscription` event tells when the first local
  * socket joins a topic and when the last leaves). Both are idempotent.
+ * A subscription takes effect later (a Redis SUBSCRIBE, an IPC message to
+ * the primary): `listening` tells when messages other nodes publish reach
+ * this node.
  */
 export type BusStatus = 'connecting' | 'ready' | 'reconnecting' | 'closed';
 
@@ -36,6 +39,13 @@ export interface Bus {
   subscribe(topic: string): void;
   /** Stops receiving messages for `topic`. */
   unsubscribe(topic: string): void;
+  /**
+   * For a subscribed topic: undefined when a message another node publishes
+   * from now on reaches this node, else a promise that resolves once it
+   * does (the transport confirmed the subscription). Never rejects; it may
+   * wait as long as the transport is down, so callers bound the wait.
+   */
+  listening(topic: string): Promise<void> | undefined;
   readonly status: BusStatus;
   stats(): BusStats;
   /** Stops intake and releases the transport. Safe to call twice. */

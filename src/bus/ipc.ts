@@ -2,7 +2,9 @@
  * The embedded-mode bus of a worker: it relays through the primary over
  * cluster IPC (see `primary/relay.ts` for the other end). Subscription
  * changes are batched per event-loop turn (TopicSet), so a connect storm
- * costs one IPC message per turn, not one per socket.
+ * costs one IPC message per turn, not one per socket. The primary handles a
+ * worker's messages in order, so a `sync` request sent after a
+ * subscription change is answered once the change took effect (`listening`).
  */
 import type { Bus, BusHandler, BusStats, BusStatus } from './bus.js';
 import { TopicSet } from './topic-set.js';
@@ -18,7 +20,19 @@ export interface IpcPort {
 
 export class IpcBus implements Bus {
   readonly #stats: BusStats = { published: 0, delivered: 0, dropped: 0 };
-  readonly #topics = new TopicSet((add, del) => this.#send({ t: 'sub', add, del }));
+  readonly #topics = new TopicSet((add, del) => {
+    this.#flushes++;
+    for (const t of add) this.#addedAt.set(t, this.#flushes);
+    for (const t of del) this.#addedAt.delete(t);
+    this.#send({ t: 'sub', add, del });
+  });
+  /** Subscription changes sent so far, and by which one each subscribed topic was added. */
+  #flushes = 0;
+  readonly #addedAt = new Map<string, number>();
+  /** The primary took in every change up to this one (answered `sync`s; the primary answers in order). */
+  #heardUpTo = 0;
+  /** Topics asked about this turn, with their waiters: one `sync` for all at the end of the turn. */
+  #asked: Map<string, Array<() => void>> | undefined;
   #closed = false;
   readonly #listener = (m: unknown): void => {
     if (!isTagged(m) || m.t !== 'msg') return;
@@ -31,11 +45,15 @@ export class IpcBus implements Bus {
   /**
    * @param relayed which topics go through the primary at all (the others
    *   are delivered locally only, and subscribe() ignores them).
+   * @param sync a `sync` request to the primary over the same ordered
+   *   channel (resolves or rejects when answered or timed out); without
+   *   it, `listening` does not wait.
    */
   constructor(
     private readonly port: IpcPort,
     private readonly onMessage: BusHandler,
     private readonly relayed: (topic: string) => boolean = () => true,
+    private readonly sync?: () => Promise<unknown>,
   ) {
     port.on('message', this.#listener);
   }
@@ -78,6 +96,37 @@ export class IpcBus implements Bus {
     this.#topics.delete(topic);
   }
 
+  listening(topic: string): Promise<void> | undefined {
+    if (!this.sync || this.#closed || !this.#topics.has(topic)) return undefined;
+    const at = this.#addedAt.get(topic);
+    if (at !== undefined && at <= this.#heardUpTo) return undefined;
+    return new Promise((resolve) => {
+      if (!this.#asked) {
+        this.#asked = new Map();
+        setImmediate(() => this.#syncAsked());
+      }
+      const list = this.#asked.get(topic);
+      if (list) list.push(resolve);
+      else this.#asked.set(topic, [resolve]);
+    });
+  }
+
+  /** Sends this turn's subscription changes, then one `sync`; its answer (or failure) settles the turn's waiters. */
+  #syncAsked(): void {
+    const asked = this.#asked!;
+    this.#asked = undefined;
+    this.#topics.flushNow();
+    const upTo = this.#flushes;
+    const done = (ok: boolean) => {
+      if (ok) this.#heardUpTo = Math.max(this.#heardUpTo, upTo);
+      for (const waiters of asked.values()) for (const f of waiters) f();
+    };
+    this.sync!().then(
+      () => done(true),
+      () => done(false),
+    );
+  }
+
   stats(): BusStats {
     return { ...this.#stats };
   }
@@ -87,6 +136,7 @@ export class IpcBus implements Bus {
     this.#topics.flushNow();
     this.#closed = true;
     this.#topics.clear();
+    this.#addedAt.clear();
     this.port.off('message', this.#listener);
   }
 }

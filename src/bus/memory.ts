@@ -58,6 +58,11 @@ export class MemoryBus implements Bus {
     this.#topics.delete(topic);
   }
 
+  /** In one process a subscription takes effect at once. */
+  listening(): undefined {
+    return undefined;
+  }
+
   stats(): BusStats {
     return { ...this.#stats };
   }

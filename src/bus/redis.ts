@@ -90,6 +90,12 @@ export class RedisBus implements Bus {
     this.link.sub.unwant(this.#channelPrefix + topic);
   }
 
+  /** Once Redis acknowledged the SUBSCRIBE (after a reconnect: again). */
+  listening(topic: string): Promise<void> | undefined {
+    const ch = this.#channelPrefix + topic;
+    return this.link.sub.confirmed(ch) ? undefined : this.link.sub.whenConfirmed(ch);
+  }
+
   stats(): BusStats {
     return { ...this.#stats };
   }

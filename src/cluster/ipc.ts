@@ -26,6 +26,8 @@ export interface PrimaryOps {
   follow: ReadResult;
   claim: Claim;
   'frame-at': StoredFrame | null;
+  /** Answered in order: once it is, the primary has handled everything the worker sent before it (a subscription change). */
+  sync: null;
   /** Telegram opt-ins (embedded mode, channels/telegram/chats.ts): creator `arg`, chat `chat`. */
   'chats-add': null;
   'chats-del': null;

@@ -55,6 +55,9 @@ export interface UserData {
 /** Frames a socket may send before its checks end; one more closes it with 4008. */
 export const MAX_HELD_FRAMES = 32;
 
+/** The longest a v1 socket waits for its worker to hear its creator's broadcasts (holdAudience). */
+export const AUDIENCE_WAIT_MS = 2000;
+
 /**
  * A socket whose checks end after an await (a JWKS key to fetch, the
  * session's budget to fetch from the other workers). It is upgraded at
@@ -70,6 +73,8 @@ export class Waiting {
   readonly held: Array<[data: ArrayBuffer, isBinary: boolean]> = [];
   /** The socket closed (its ws must not be touched), or the checks ended. */
   done = false;
+  /** Undoes what the wait holds (its creator's audience, see `holdAudience`), once, when it ends either way. */
+  release: (() => void) | undefined = undefined;
 
   constructor(readonly result: Promise<Conn | CloseCode>) {}
 }
@@ -452,8 +457,40 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
 
   const env: ConnEnv = { backpressure: deps.backpressure, metrics: deps.metrics, log, streams: deps.streams };
   const hub = deps.streams;
-  /** Bus topics by how many of their uWS topics (JSON, msgpack) have local subscribers. */
+  /** Bus topics by how many of their uWS topics (JSON, msgpack) have local subscribers, plus the waits holding them (holdAudience). */
   const busTopics = new Map<string, number>();
+
+  /**
+   * A v1 socket gets every broadcast published after its connection_status,
+   * whichever worker or host the broadcast enters. That needs this worker
+   * to hear the creator's broadcasts from the other nodes first: the
+   * subscription of the creator's first socket here takes a Redis SUBSCRIBE
+   * or an IPC round trip (with history: the follow of the creator's
+   * broadcast stream and its read). Undefined when the worker already
+   * hears them; else the socket waits open (Waiting) until `ready`, at most
+   * AUDIENCE_WAIT_MS (the transport is down: readiness reports it; the
+   * socket opens at most once-delivered, as before), holding the
+   * subscription until `release`. widget.v2 sockets need none: their join
+   * reads the stream after following it.
+   */
+  function holdAudience(creatorId: string): { ready: Promise<void>; release(): void } | undefined {
+    let held: { ready: Promise<void>; release(): void } | undefined;
+    if (hub) held = hub.holdCreator(creatorId);
+    else {
+      const t = busTopic(creatorTopic(creatorId));
+      if (bump(busTopics, t, 1) === 1) bus.subscribe(t);
+      const release = () => {
+        if (bump(busTopics, t, -1) === 0) bus.unsubscribe(t);
+      };
+      const ready = bus.listening(t);
+      if (!ready) release();
+      else held = { ready, release };
+    }
+    if (!held) return undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, AUDIENCE_WAIT_MS)));
+    return { ready: Promise.race([held.ready, late]).finally(() => clearTimeout(timer)), release: held.release };
+  }
   const limits = deps.limits;
   const refusedCap = Math.min(REFUSED_LINGER_CAP, Math.max(8, cfg.maxConnections >> 2));
 
@@ -671,19 +708,31 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       /** Fetches the session's budget if this worker does not have it yet (Limits.prepare). */
       const budgetOf = (conn: Conn) => limits.prepare(creatorId, conn.newSession ? undefined : conn.sessionKey);
       /** Opens a socket whose checks end later (see Waiting); it counts against MAX_CONNECTIONS meanwhile. */
-      const waitOpen = (result: Promise<Conn | CloseCode>): void => {
+      const waitOpen = (result: Promise<Conn | CloseCode>): Waiting => {
         sockets.pending++;
-        upgradeWith(r, hs, ctx, { c: undefined, reject: undefined, wait: new Waiting(result) });
+        const wait = new Waiting(result);
+        upgradeWith(r, hs, ctx, { c: undefined, reject: undefined, wait });
+        return wait;
+      };
+      /** What a socket that passed its token still waits for (its session's budget; v1: its creator's audience), and what the wait holds. */
+      const later = (c: Conn): { more: Promise<unknown> | undefined; release: (() => void) | undefined } => {
+        const budget = budgetOf(c);
+        const audience = c.v2 ? undefined : holdAudience(creatorId);
+        if (!audience) return { more: budget, release: undefined };
+        return { more: budget ? Promise.all([budget, audience.ready]) : audience.ready, release: audience.release };
       };
 
       const auth = verifier.verifyWidget(token, creatorId, origin);
       if (auth instanceof Promise) {
-        waitOpen(
+        const wait: Waiting = waitOpen(
           auth.then(
             (a) => {
               const c = check(a);
-              const budget = c instanceof Conn ? budgetOf(c) : undefined;
-              return budget ? budget.then(() => c) : c;
+              if (!(c instanceof Conn)) return c;
+              const { more, release } = later(c);
+              if (wait.done) release?.(); // closed meanwhile
+              else wait.release = release;
+              return more ? more.then(() => c) : c;
             },
             () => check(undefined),
           ),
@@ -692,9 +741,9 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       }
       const c = check(auth);
       if (!(c instanceof Conn)) return reject(r, hs, ctx, c);
-      const budget = budgetOf(c);
-      if (budget === undefined) upgradeWith(r, hs, ctx, { c, reject: undefined });
-      else waitOpen(budget.then(() => c));
+      const { more, release } = later(c);
+      if (more === undefined) upgradeWith(r, hs, ctx, { c, reject: undefined });
+      else waitOpen(more.then(() => c)).release = release;
     },
 
     open(ws) {
@@ -718,6 +767,8 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
               for (const [data, isBinary] of wait.held.splice(0)) receive(ws, result, data, isBinary);
             }
           });
+          // After openConn: the socket's own subscription now keeps what the wait held.
+          wait.release?.();
         };
         wait.result.then(settle, () => settle(CLOSE.INTERNAL));
       }
@@ -764,6 +815,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
           wait.done = true;
           wait.held.length = 0;
           sockets.pending--;
+          wait.release?.();
         }
         return;
       }

@@ -117,7 +117,7 @@ export async function runWorker(): Promise<void> {
  */
 function clusterParts(cfg: Readonly<Config>, log: Logger, host: EmbeddedCluster, port: BatchingPort<WorkerToPrimary>): Pick<GatewayDeps, 'busFactory' | 'cluster' | 'rateStore' | 'redisHealth' | 'linkReady' | 'streams' | 'telegramChats'> {
   if (!cfg.redis) {
-    return { busFactory: (onMessage) => new IpcBus(port, onMessage), cluster: host, rateStore: host.rateStore, streams: (sink) => new EmbeddedStreams(host, sink), telegramChats: new PrimaryChatList(host) };
+    return { busFactory: (onMessage) => new IpcBus(port, onMessage, undefined, () => host.request('sync')), cluster: host, rateStore: host.rateStore, streams: (sink) => new EmbeddedStreams(host, sink), telegramChats: new PrimaryChatList(host) };
   }
   const nodeId = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const link = new RedisLink({ target: cfg.redis, name: nodeId, log, commandTimeoutMs: cfg.redisCommandTimeoutMs, maxPendingBytes: cfg.redisMaxPendingBytes });

@@ -249,6 +249,8 @@ class Supervisor {
         const reply = (r: PrimaryToWorker) => slot.port.send(r);
         answer(reply, msg.id, (): PrimaryOps[typeof msg.op] | Promise<PrimaryOps[typeof msg.op]> => {
           switch (msg.op) {
+            case 'sync':
+              return null;
             case 'stats':
               return this.#stats();
             case 'metrics':

@@ -92,14 +92,20 @@ export class RedisSubscriber {
   unwant(channel: string): void {
     if (!this.#wanted.delete(channel)) return;
     this.#unconfirmed.delete(channel);
+    this.#wake(channel);
     this.#schedule();
+  }
+
+  /** Whether Redis acknowledged the subscription to `channel` on the current connection. */
+  confirmed(channel: string): boolean {
+    return this.#confirmed.has(channel);
   }
 
   wants(channel: string): boolean {
     return this.#wanted.has(channel);
   }
 
-  /** Resolves once `channel` is confirmed (at once if it is); never rejects (readiness reports a lasting failure). */
+  /** Resolves once `channel` is confirmed (at once if it is) or no longer wanted; never rejects (readiness reports a lasting failure). */
   whenConfirmed(channel: string): Promise<void> {
     if (this.#confirmed.has(channel)) return Promise.resolve();
     return new Promise((resolve) => {
@@ -206,6 +212,10 @@ export class RedisSubscriber {
     this.#confirmed.add(channel);
     if (!this.#wanted.has(channel)) return;
     this.#unconfirmed.delete(channel);
+    this.#wake(channel);
+  }
+
+  #wake(channel: string): void {
     const w = this.#waiters.get(channel);
     if (w) {
       this.#waiters.delete(channel);

@@ -251,6 +251,23 @@ export class StreamHub {
     this.#follow(ns).catch((err: Error) => this.o.log.warn({ stream: ns.id, err: err.message }, 'could not read a broadcast stream; following it anyway'));
   }
 
+  /**
+   * Before a v1 socket's connection_status: undefined when this node is
+   * positioned in the creator's broadcast stream (every later frame reaches
+   * its readers), else one more follow of it, with `ready` settling when its
+   * read did (failed or not) and `release` undoing it once the socket
+   * follows through its own (or is gone).
+   */
+  holdCreator(creatorId: string): { ready: Promise<void>; release(): void } | undefined {
+    const ns = this.#node(broadcastStream(creatorId));
+    if (ns.follows > 0 && ns.epoch !== undefined) return undefined;
+    const ready = this.#follow(ns).then(
+      () => {},
+      () => {},
+    );
+    return { ready, release: () => this.#unfollow(ns) };
+  }
+
   unfollowCreator(creatorId: string): void {
     const ns = this.#streams.get(broadcastStream(creatorId));
     if (ns) this.#unfollow(ns);
