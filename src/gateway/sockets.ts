@@ -473,8 +473,8 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
    * subscription until `release`. widget.v2 sockets need none: their join
    * reads the stream after following it.
    */
-  function holdAudience(creatorId: string): { ready: Promise<void>; release(): void } | undefined {
-    let held: { ready: Promise<void>; release(): void } | undefined;
+  function holdAudience(creatorId: string): { ready: Promise<void>; release: () => void } | undefined {
+    let held: { ready: Promise<void>; release: () => void } | undefined;
     if (hub) held = hub.holdCreator(creatorId);
     else {
       const t = busTopic(creatorTopic(creatorId));

@@ -258,7 +258,7 @@ export class StreamHub {
    * read did (failed or not) and `release` undoing it once the socket
    * follows through its own (or is gone).
    */
-  holdCreator(creatorId: string): { ready: Promise<void>; release(): void } | undefined {
+  holdCreator(creatorId: string): { ready: Promise<void>; release: () => void } | undefined {
     const ns = this.#node(broadcastStream(creatorId));
     if (ns.follows > 0 && ns.epoch !== undefined) return undefined;
     const ready = this.#follow(ns).then(
