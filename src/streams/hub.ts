@@ -160,6 +160,8 @@ export interface StreamHubOptions {
 
 export class StreamHub {
   readonly #streams = new Map<string, NodeStream>();
+  /** v1 sockets waiting for their creator's broadcast stream (holdCreator), by creator: one follow for them all. */
+  readonly #holds = new Map<string, { count: number; ready: Promise<void> }>();
   store!: StreamStore;
   readonly counters: HubCounters = { gapsFilled: 0, continuityLost: { session: 0, broadcast: 0 }, resumes: { recovered: 0, lost: 0 }, chunksMerged: 0 };
 
@@ -254,18 +256,33 @@ export class StreamHub {
   /**
    * Before a v1 socket's connection_status: undefined when this node is
    * positioned in the creator's broadcast stream (every later frame reaches
-   * its readers), else one more follow of it, with `ready` settling when its
-   * read did (failed or not) and `release` undoing it once the socket
-   * follows through its own (or is gone).
+   * its readers), else a hold on it, with `ready` settling when the stream's
+   * first read did (failed or not) and `release` to call once the socket
+   * follows through its own (or is gone). The holds of one creator share
+   * one follow and one read: a connect storm costs one, not one per socket.
    */
   holdCreator(creatorId: string): { ready: Promise<void>; release: () => void } | undefined {
     const ns = this.#node(broadcastStream(creatorId));
     if (ns.follows > 0 && ns.epoch !== undefined) return undefined;
-    const ready = this.#follow(ns).then(
-      () => {},
-      () => {},
-    );
-    return { ready, release: () => this.#unfollow(ns) };
+    let h = this.#holds.get(creatorId);
+    if (!h) {
+      const ready = this.#follow(ns).then(
+        () => {},
+        () => {},
+      );
+      h = { count: 0, ready };
+      this.#holds.set(creatorId, h);
+    }
+    h.count++;
+    const held = h;
+    return {
+      ready: held.ready,
+      release: () => {
+        if (--held.count > 0 || this.#holds.get(creatorId) !== held) return;
+        this.#holds.delete(creatorId);
+        this.#unfollow(ns);
+      },
+    };
   }
 
   unfollowCreator(creatorId: string): void {
