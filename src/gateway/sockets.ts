@@ -60,7 +60,8 @@ export const AUDIENCE_WAIT_MS = 2000;
 
 /**
  * A socket whose checks end after an await (a JWKS key to fetch, the
- * session's budget to fetch from the other workers). It is upgraded at
+ * session's budget to fetch from the other workers, its worker's
+ * subscription to its creator: holdAudience). It is upgraded at
  * once and waits open: uWS.js v20.30 closes a socket upgraded inside
  * `res.cork` after an await, now and then, right after `open` (its cork()
  * mistakes the new WebSocket for the HTTP response: uNetworking/uWebSockets

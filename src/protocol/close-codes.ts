@@ -88,7 +88,7 @@ export const CLOSE = def({
     reason: 'Frame rate exceeded',
     client: 'backoff',
     advice: 'yes, with back-off',
-    meaning: 'the client sent more than FRAME_RATE_LIMIT frames per second on the socket, or more than 32 before its connection_status (while a JWKS key or its session\'s budget was fetched)',
+    meaning: 'the client sent more than FRAME_RATE_LIMIT frames per second on the socket, or more than 32 before its connection_status (while a JWKS key or its session\'s budget was fetched, or its worker subscribed to its creator)',
   },
   SLOW_CONSUMER: {
     code: 4009,
