@@ -14,6 +14,9 @@ import { startCluster, type RunningCluster } from './helpers/cluster.js';
 import { Client, widgetUrl } from './helpers/client.js';
 import { serviceToken, widgetToken } from './helpers/tokens.js';
 import { startRedis } from './helpers/redis.js';
+import { startGateway } from './helpers/gateway.js';
+import { MemoryBus } from '../src/bus/memory.js';
+import { CLOSE } from '../src/protocol/close-codes.js';
 import { sleep } from './helpers/net.js';
 
 const post = (c: RunningCluster, creator: string, body: unknown) =>
@@ -83,3 +86,20 @@ for (const history of ['0', '100']) {
     }
   });
 }
+
+void t.test('a socket still waiting for its creator when its worker begins a rolling restart gets 1012, as its other sockets do', async (t) => {
+  // A transport that never confirms a subscription: the creator's first socket waits its whole bound (AUDIENCE_WAIT_MS), past the restart's hand-off.
+  const deaf = (hub: ConstructorParameters<typeof MemoryBus>[0], onMessage: ConstructorParameters<typeof MemoryBus>[1]) => {
+    const b = new MemoryBus(hub, onMessage);
+    b.listening = () => new Promise<void>(() => {});
+    return b;
+  };
+  const g = await startGateway({ HISTORY_SIZE: '0' }, undefined, undefined, undefined, deaf);
+  const c = new Client(widgetUrl(g.port, 'deaf', widgetToken('deaf')));
+  await c.opened;
+  const closing = g.gw.close(CLOSE.RESTART.code);
+  const closed = await c.closed;
+  t.same(closed, { code: CLOSE.RESTART.code, reason: CLOSE.RESTART.reason }, '1012 (reconnect soon), not 1013 (back off)');
+  t.same(c.inbox, [], 'nothing was sent to it');
+  await closing;
+});

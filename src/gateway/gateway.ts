@@ -14,7 +14,7 @@ import type { RateStore } from '../limits/store.js';
 import { ChatPipeline, type SessionStreams } from '../pipeline/chat.js';
 import { ChannelRouter } from '../channels/router.js';
 import { WidgetChannel } from '../channels/widget.js';
-import { CLOSE } from '../protocol/close-codes.js';
+import { CLOSE, type CloseCode } from '../protocol/close-codes.js';
 import type { ClusterView, LocalStats, RedisHealth } from '../cluster/view.js';
 import type { Logger } from '../observability/log.js';
 import { GatewayError } from '../errors.js';
@@ -76,6 +76,8 @@ export class Gateway {
   #listen: us_listen_socket | undefined;
   #port = 0;
   #serving = false;
+  /** Once closing: the close its sockets get (1001, or 1012 for a rolling restart). */
+  #stopClose: CloseCode | undefined;
   /** False from the first moment of close(): readiness fails at once. */
   #ready = false;
   #closing: Promise<void> | undefined;
@@ -166,7 +168,7 @@ export class Gateway {
     this.app.ws<UserData>(
       '/api/v1/channels/widget/:creator_id/connect',
       widgetBehavior(
-        { cfg: d.cfg, verifier: d.verifier, chat, validator: this.validator, limits: this.limits, bus: this.fanout.bus, log: d.log, sink: d.cluster, metrics: this.metrics, accepting: () => this.#serving, fdPressure: () => this.fds.refusing, backpressure: this.#backpressure, streams: this.streams, trusted: new TrustedProxies(d.cfg.trustedProxies) },
+        { cfg: d.cfg, verifier: d.verifier, chat, validator: this.validator, limits: this.limits, bus: this.fanout.bus, log: d.log, sink: d.cluster, metrics: this.metrics, accepting: () => this.#serving, stopClose: () => this.#stopClose ?? CLOSE.OVERLOADED, fdPressure: () => this.fds.refusing, backpressure: this.#backpressure, streams: this.streams, trusted: new TrustedProxies(d.cfg.trustedProxies) },
         this.sockets,
       ),
     );
@@ -306,6 +308,7 @@ export class Gateway {
 
   async #close(code: number, deadlineMs: number): Promise<void> {
     const until = Date.now() + deadlineMs;
+    this.#stopClose = code === CLOSE.RESTART.code ? CLOSE.RESTART : CLOSE.SHUTDOWN;
     this.#ready = false;
     clearInterval(this.#sweep);
     this.fds.stop();

@@ -284,6 +284,8 @@ export interface SocketDeps {
   sink: ConnectionSink | undefined;
   /** False once the worker is shutting down: new sockets are refused with 1013. */
   accepting: () => boolean;
+  /** The close a socket gets whose checks end once the worker has stopped serving: the others' (1001, or 1012 for a rolling restart). */
+  stopClose: () => CloseCode;
   /** Where a socket is closed as a slow consumer. */
   backpressure: SlowConsumerPolicy;
   /** True near the descriptor limit (fd-guard.ts): new sockets get HTTP 503 and the connection is closed at once. */
@@ -761,7 +763,9 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
               noteRefusal(result);
               ws.end(result.code, result.reason);
             } else if (!deps.accepting()) {
-              ws.end(CLOSE.OVERLOADED.code, CLOSE.OVERLOADED.reason);
+              // Accepted before the worker began to stop: closed as its other sockets are.
+              const stop = deps.stopClose();
+              ws.end(stop.code, stop.reason);
             } else {
               ws.getUserData().c = result;
               openConn(ws, result);

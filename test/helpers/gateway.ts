@@ -6,6 +6,7 @@ import { createTokenVerifier } from '../../src/auth/verifier.js';
 import { createEngine, type AiEngine } from '../../src/ai/index.js';
 import type { RateStore } from '../../src/limits/store.js';
 import { MemoryBus, MemoryHub } from '../../src/bus/memory.js';
+import type { Bus, BusHandler } from '../../src/bus/bus.js';
 import { LocalStreamHub, LocalStreams } from '../../src/streams/local.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { StandaloneCluster } from '../../src/cluster/standalone.js';
@@ -29,9 +30,16 @@ export interface TestGateway {
 /**
  * Gateways of one test share what a cluster shares: pass the same `hub` (the
  * bus) to several, and they share one stream store too (the primary's, in a
- * real cluster). `rateStore`: shared session and creator budgets.
+ * real cluster). `rateStore`: shared session and creator budgets. `bus`:
+ * another bus on the hub (a transport with faults).
  */
-export async function startGateway(env: Record<string, string> = {}, hub = new MemoryHub(), rateStore?: RateStore, engine?: AiEngine): Promise<TestGateway> {
+export async function startGateway(
+  env: Record<string, string> = {},
+  hub = new MemoryHub(),
+  rateStore?: RateStore,
+  engine?: AiEngine,
+  bus: (hub: MemoryHub, onMessage: BusHandler) => Bus = (h, onMessage) => new MemoryBus(h, onMessage),
+): Promise<TestGateway> {
   // TEST_VALIDATION_MODE runs a whole suite with frames validated in the pool (see *-pool.test.ts).
   const mode = process.env.TEST_VALIDATION_MODE ? { VALIDATION_MODE: process.env.TEST_VALIDATION_MODE } : {};
   // Tests open sockets and send frames much faster than people do: the abuse caps are off unless a test sets them.
@@ -46,7 +54,7 @@ export async function startGateway(env: Record<string, string> = {}, hub = new M
     verifier,
     engine: engine ?? createEngine(cfg),
     rateStore,
-    busFactory: (onMessage) => new MemoryBus(hub, onMessage),
+    busFactory: (onMessage) => bus(hub, onMessage),
     streams: (sink) => new LocalStreams(streamsOf(hub, cfg), sink),
     cluster: new StandaloneCluster(),
   });
