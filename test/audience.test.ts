@@ -16,6 +16,7 @@ import { serviceToken, widgetToken } from './helpers/tokens.js';
 import { startRedis } from './helpers/redis.js';
 import { startGateway } from './helpers/gateway.js';
 import { MemoryBus } from '../src/bus/memory.js';
+import type { Bus } from '../src/bus/bus.js';
 import { CLOSE } from '../src/protocol/close-codes.js';
 import { sleep } from './helpers/net.js';
 
@@ -90,7 +91,7 @@ for (const history of ['0', '100']) {
 void t.test('a socket still waiting for its creator when its worker begins a rolling restart gets 1012, as its other sockets do', async (t) => {
   // A transport that never confirms a subscription: the creator's first socket waits its whole bound (AUDIENCE_WAIT_MS), past the restart's hand-off.
   const deaf = (hub: ConstructorParameters<typeof MemoryBus>[0], onMessage: ConstructorParameters<typeof MemoryBus>[1]) => {
-    const b = new MemoryBus(hub, onMessage);
+    const b: Bus = new MemoryBus(hub, onMessage);
     b.listening = () => new Promise<void>(() => {});
     return b;
   };
