@@ -99,9 +99,10 @@ export async function startCluster(env: Record<string, string> = {}, o: { waitFo
     if (o.waitFor === '/healthz') return /cluster ready|worker listening[\s\S]*worker listening/.test(out) && (await get('/healthz')).status === 200;
     // The log line too: workerPids() reads the primary's log, which may reach the pipe after /readyz answers.
     return (await get('/readyz')).status === 200 && out.includes('"msg":"cluster ready"');
-  }, 20_000, 'cluster ready').catch((err) => {
+  }, 20_000, 'cluster ready').catch((err: Error) => {
     proc.kill('SIGKILL');
-    throw err;
+    // What the cluster said is the only clue to why it never served.
+    throw new Error(`${err.message} (port ${port}); its output ended with:\n${out.slice(-3000)}`);
   });
   return c;
 }

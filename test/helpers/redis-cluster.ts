@@ -32,11 +32,13 @@ export async function startRedisCluster(o: { masters?: number; nodeTimeoutMs?: n
   const n = (o.masters ?? 3) * 2;
   const dir = mkdtempSync(path.join(tmpdir(), 'cgw-cluster-'));
   const ports = await Promise.all(Array.from({ length: n }, () => freePort()));
+  // The cluster bus port is checked free too (by default it is the port + 10000, which nobody checked).
+  const busPorts = await Promise.all(Array.from({ length: n }, () => freePort()));
   const servers = await Promise.all(
-    ports.map((port) =>
+    ports.map((port, i) =>
       startRedis({
         port,
-        args: ['--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, `nodes-${port}.conf`), '--cluster-node-timeout', String(o.nodeTimeoutMs ?? 1000), '--dir', dir],
+        args: ['--cluster-enabled', 'yes', '--cluster-port', String(busPorts[i]), '--cluster-config-file', path.join(dir, `nodes-${port}.conf`), '--cluster-node-timeout', String(o.nodeTimeoutMs ?? 1000), '--dir', dir],
       }),
     ),
   );
