@@ -63,14 +63,18 @@ for (const [name, make] of Object.entries(stores)) {
     await sleep(100); // the subscription (Redis)
 
     await t.test('a charge adds counts x interval to one shared TAT per key, from now', async (t) => {
+      // "Ahead" counts from the store's now: each answer is its expected value less the time since the first charge (a loaded machine's round trips included), within 50 ms.
       const batch = { kind: 'session', intervalUs: 1_000_000, keys: ['k1', 'k2'], counts: [3, 0] };
+      const start = performance.now();
+      const sinceUs = () => (performance.now() - start) * 1000;
+      const near = (got: number, expected: number) => got <= expected && got >= expected - sinceUs() - 50_000;
       const [ahead1, ahead2] = await a.charge(batch);
-      t.ok(ahead1! > 2_900_000 && ahead1! <= 3_000_000, `3 takes put k1 3 s ahead (${ahead1})`);
+      t.ok(near(ahead1!, 3_000_000), `3 takes put k1 3 s ahead (${ahead1})`);
       t.equal(ahead2, 0, 'a count of 0 only reads: a full bucket');
       const [again] = await b.charge({ kind: 'session', intervalUs: 1_000_000, keys: ['k1'], counts: [2] });
-      t.ok(again! > 4_800_000 && again! <= 5_000_000, `another worker's 2 takes add on top (${again})`);
+      t.ok(near(again!, 5_000_000), `another worker's 2 takes add on top (${again}, ${sinceUs().toFixed(0)} µs after the first charge began)`);
       const [read] = await a.charge({ kind: 'session', intervalUs: 1_000_000, keys: ['k1'], counts: [0] });
-      t.ok(read! > 4_700_000 && read! <= 5_000_000, 'a read sees both');
+      t.ok(near(read!, 5_000_000), `a read sees both (${read})`);
     });
 
     await t.test('kinds do not share keys', async (t) => {
