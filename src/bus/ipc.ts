@@ -31,8 +31,8 @@ export class IpcBus implements Bus {
   readonly #addedAt = new Map<string, number>();
   /** The primary took in every change up to this one (answered `sync`s; the primary answers in order). */
   #heardUpTo = 0;
-  /** Topics asked about this turn, with their waiters: one `sync` for all at the end of the turn. */
-  #asked: Map<string, Array<() => void>> | undefined;
+  /** Waiters asked this turn: one `sync` for all at the end of the turn. */
+  #asked: Array<() => void> | undefined;
   #closed = false;
   readonly #listener = (m: unknown): void => {
     if (!isTagged(m) || m.t !== 'msg') return;
@@ -102,12 +102,10 @@ export class IpcBus implements Bus {
     if (at !== undefined && at <= this.#heardUpTo) return undefined;
     return new Promise((resolve) => {
       if (!this.#asked) {
-        this.#asked = new Map();
+        this.#asked = [];
         setImmediate(() => this.#syncAsked());
       }
-      const list = this.#asked.get(topic);
-      if (list) list.push(resolve);
-      else this.#asked.set(topic, [resolve]);
+      this.#asked.push(resolve);
     });
   }
 
@@ -119,7 +117,7 @@ export class IpcBus implements Bus {
     const upTo = this.#flushes;
     const done = (ok: boolean) => {
       if (ok) this.#heardUpTo = Math.max(this.#heardUpTo, upTo);
-      for (const waiters of asked.values()) for (const f of waiters) f();
+      for (const f of asked) f();
     };
     this.sync!().then(
       () => done(true),

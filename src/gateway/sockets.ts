@@ -34,7 +34,7 @@ import type { ConnectionSink } from '../cluster/view.js';
 import type { SlowConsumerPolicy } from './backpressure.js';
 import { clientIp, type TrustedProxies } from './client-ip.js';
 import { parsePosition, sessionStream, type Position } from '../streams/streams.js';
-import type { StreamHub, StreamReader } from '../streams/hub.js';
+import type { Hold, StreamHub, StreamReader } from '../streams/hub.js';
 
 /**
  * What uWS holds for a socket. uWS.js v20.30 copies the user-data object's
@@ -476,8 +476,8 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
    * subscription until `release`. widget.v2 sockets need none: their join
    * reads the stream after following it.
    */
-  function holdAudience(creatorId: string): { ready: Promise<void>; release: () => void } | undefined {
-    let held: { ready: Promise<void>; release: () => void } | undefined;
+  function holdAudience(creatorId: string): Hold | undefined {
+    let held: Hold | undefined;
     if (hub) held = hub.holdCreator(creatorId);
     else {
       const t = busTopic(creatorTopic(creatorId));

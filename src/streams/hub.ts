@@ -158,6 +158,12 @@ export interface StreamHubOptions {
   maxQueuedBytes: number;
 }
 
+/** A wait that holds something until released (see StreamHub.holdCreator). */
+export interface Hold {
+  ready: Promise<void>;
+  release: () => void;
+}
+
 export class StreamHub {
   readonly #streams = new Map<string, NodeStream>();
   /** v1 sockets waiting for their creator's broadcast stream (holdCreator), by creator: one follow for them all. */
@@ -261,7 +267,7 @@ export class StreamHub {
    * follows through its own (or is gone). The holds of one creator share
    * one follow and one read: a connect storm costs one, not one per socket.
    */
-  holdCreator(creatorId: string): { ready: Promise<void>; release: () => void } | undefined {
+  holdCreator(creatorId: string): Hold | undefined {
     const ns = this.#node(broadcastStream(creatorId));
     if (ns.follows > 0 && ns.epoch !== undefined) return undefined;
     let h = this.#holds.get(creatorId);
