@@ -135,6 +135,7 @@ export class RedisCluster implements ClusterView {
       leaseLapses: r.lease_lapses,
       inboxMissed: this.missed,
       publishBatched: this.link.batched,
+      subscriberRebuilds: l.subscriberRebuilds,
     };
   }
 

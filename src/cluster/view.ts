@@ -100,4 +100,6 @@ export interface RedisHealth {
   inboxMissed: number;
   /** Messages that left in a batch with others of their turn and channel (one PUBLISH for several). */
   publishBatched: number;
+  /** Cluster subscriber clients replaced because their sharded subscribers did not recover (redis/subscriber.ts). */
+  subscriberRebuilds: number;
 }

@@ -141,6 +141,7 @@ export class Metrics {
     totalCounter('gateway_rate_limit_overflow_total', 'Keys that shared the overflow bucket because a rate-limit table was full', () => sources.limits()?.overflows);
     totalCounter('gateway_redis_publish_refused_total', 'Publishes and appends refused because Redis was down or REDIS_MAX_PENDING_BYTES waited for it (answered 503)', () => sources.redis?.().publishRefused);
     totalCounter('gateway_redis_publish_batched_total', 'Messages published inside a batch with others of the same turn and channel (one PUBLISH or SPUBLISH for several)', () => sources.redis?.().publishBatched);
+    totalCounter('gateway_redis_subscriber_rebuilds_total', 'Redis Cluster subscriber clients replaced because their sharded subscriptions kept failing on a ready client (an ioredis fault; every wanted channel is made again on the new one)', () => sources.redis?.().subscriberRebuilds);
     totalCounter('gateway_registry_lease_lapses_total', "Lease renewals that found this node's lease gone (a stall past REGISTRY_LEASE_S); its entries were rewritten", () => sources.redis?.().leaseLapses);
     const failures = { command: 0, subscribe: 0, lease: 0, sweep: 0, registry_write: 0 };
     new Counter({

@@ -44,6 +44,8 @@ export interface LinkStats {
   /** Publishes refused because REDIS_MAX_PENDING_BYTES were waiting, or Redis was down. */
   refused: number;
   subscribeFailures: number;
+  /** Cluster subscriber clients replaced because their sharded subscribers did not recover (subscriber.ts). */
+  subscriberRebuilds: number;
   /** Requests that failed (time-out or connection), by `run`. */
   failures: number;
 }
@@ -66,7 +68,7 @@ export class RedisLink {
   constructor(private readonly o: RedisLinkOptions) {
     this.sharded = o.target.mode === 'cluster';
     this.cmd = createRedis(o.target, `${o.name}:cmd`, o.log, { ...o, autoPipelining: true });
-    this.sub = new RedisSubscriber(createRedis(o.target, `${o.name}:sub`, o.log, { ...o, subscriber: true }), o.log, this.sharded);
+    this.sub = new RedisSubscriber(() => createRedis(o.target, `${o.name}:sub`, o.log, { ...o, subscriber: true }), o.log, this.sharded);
   }
 
   get status(): LinkStatus {
@@ -158,7 +160,7 @@ export class RedisLink {
   }
 
   stats(): LinkStats {
-    return { pendingBytes: this.#pending, refused: this.#refused, subscribeFailures: this.sub.failures, failures: this.#failures };
+    return { pendingBytes: this.#pending, refused: this.#refused, subscribeFailures: this.sub.failures, subscriberRebuilds: this.sub.rebuilds, failures: this.#failures };
   }
 
   async close(): Promise<void> {

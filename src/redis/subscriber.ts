@@ -16,6 +16,18 @@
  * or a slot move ioredis reconnects those subscribers, and every wanted
  * channel is made again here.
  *
+ * One fault of ioredis 6.0.0 is worked around here: when the Cluster client
+ * reconnects (it does so by itself, e.g. after a slots refresh that reached
+ * no node in time, which a loaded box sees) while its subscriber group waits
+ * for a sharded subscriber to connect, the group stops that subscriber and
+ * drops its listeners, so the connect promise it waits for never settles;
+ * the group stays "resetting" forever and makes no subscriber again: every
+ * SSUBSCRIBE fails with "No sharded subscriber for slot" while the client
+ * says it is ready. So when sharded (S)SUBSCRIBEs have failed for
+ * REBUILD_AFTER_MS on a ready client, the client is replaced by a new one
+ * (`make`), counted in `rebuilds` and logged; every wanted channel is then
+ * made on the new one.
+ *
  * A message starting with BATCH_MARK (link.ts) is a batch: its messages are
  * dispatched one by one, in order.
  */
@@ -34,10 +46,15 @@ export const BATCH_MARK = 0xc1;
 export const SUBSCRIBE_GRACE_MS = 1000;
 const RETRY_MS = 250;
 const CHUNK = 5000;
+/** How long sharded subscription changes may fail on a ready Cluster client before it is replaced. */
+export const REBUILD_AFTER_MS = 15_000;
 
 type Handler = (channel: Buffer, message: Buffer) => void;
 
 export class RedisSubscriber {
+  #client: Redis;
+  /** This subscriber's listeners on the current client (removed from a replaced one). */
+  readonly #listeners: Array<[string, (...args: Buffer[]) => void]>;
   readonly #wanted = new Set<string>();
   readonly #confirmed = new Set<string>();
   /** Wanted channels not (yet) confirmed, with since when. */
@@ -49,17 +66,21 @@ export class RedisSubscriber {
   #retry: NodeJS.Timeout | undefined;
   #closed = false;
   #lastWarn = 0;
+  /** Since when subscription changes have failed without a success between (undefined: the last one worked). */
+  #failingSince: number | undefined;
   /** SUBSCRIBE / UNSUBSCRIBE batches that failed (a metric). */
   failures = 0;
+  /** Cluster clients replaced because their sharded subscribers did not recover (a metric). */
+  rebuilds = 0;
   /** Batch envelopes received (link.ts). */
   batches = 0;
 
+  /** `make` creates the connection (again, when sharded and it has to be replaced). */
   constructor(
-    readonly client: Redis,
+    private readonly make: () => Redis,
     private readonly log: Logger,
     readonly sharded = false,
   ) {
-    client.on(sharded ? 'smessageBuffer' : 'messageBuffer', (channel: Buffer, message: Buffer) => this.#dispatch(channel, message));
     // A new connection holds no subscriptions: everything wanted is missing again.
     const lost = () => {
       this.#confirmed.clear();
@@ -67,14 +88,37 @@ export class RedisSubscriber {
       for (const c of this.#wanted) if (!this.#unconfirmed.has(c)) this.#unconfirmed.set(c, now);
       this.#schedule();
     };
-    client.on('ready', lost);
-    client.on('close', () => this.#confirmed.clear());
+    const gone = () => this.#confirmed.clear();
+    this.#listeners = [
+      [sharded ? 'smessageBuffer' : 'messageBuffer', (channel: Buffer, message: Buffer) => this.#dispatch(channel, message)],
+      ['ready', lost],
+      ['close', gone],
+    ];
     // A Cluster's sharded subscribers come and go with the masters (a failover, a slot move).
-    if (sharded) {
-      client.on('-subscriber', () => this.#confirmed.clear());
-      client.on('+subscriber', lost);
-      client.on('subscribersReady', lost);
-    }
+    if (sharded) this.#listeners.push(['-subscriber', gone], ['+subscriber', lost], ['subscribersReady', lost]);
+    this.#client = this.#attach(make());
+  }
+
+  /** The current connection (a Cluster client when sharded; replaced after a lasting sharded failure). */
+  get client(): Redis {
+    return this.#client;
+  }
+
+  #attach(client: Redis): Redis {
+    for (const [event, fn] of this.#listeners) client.on(event, fn);
+    return client;
+  }
+
+  /** Replaces a Cluster client whose sharded subscribers did not come back (see the top of this file). */
+  #rebuild(failingMs: number): void {
+    const old = this.#client;
+    for (const [event, fn] of this.#listeners) old.removeListener(event, fn);
+    old.disconnect();
+    this.rebuilds++;
+    this.log.warn({ failing_ms: failingMs, channels: this.#wanted.size }, 'redis sharded subscriptions kept failing on a ready cluster client: replaced it');
+    this.#confirmed.clear();
+    this.#failingSince = undefined;
+    this.#client = this.#attach(this.make());
   }
 
   /** Routes messages on channels starting with `prefix` to `fn`. */
@@ -186,13 +230,16 @@ export class RedisSubscriber {
         await this.#command('del', chunk);
         for (const c of chunk) this.#confirmed.delete(c);
       }
+      this.#failingSince = undefined;
     } catch (err) {
       this.failures++;
       const now = Date.now();
+      this.#failingSince ??= now;
       if (now - this.#lastWarn > 5000) {
         this.#lastWarn = now;
         this.log.warn({ err: (err as Error).message, channels: add.length + del.length }, 'redis subscription change failed; retrying');
       }
+      if (this.sharded && now - this.#failingSince >= REBUILD_AFTER_MS && this.client.status === 'ready') this.#rebuild(now - this.#failingSince);
       clearTimeout(this.#retry);
       this.#retry = setTimeout(() => {
         this.#retry = undefined;
