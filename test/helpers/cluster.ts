@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, until } from './net.js';
+import { reap } from './reaper.js';
 import { SECRET } from './tokens.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -52,6 +53,8 @@ export async function startCluster(env: Record<string, string> = {}, o: { waitFo
     // Its own process group, so a test can kill the "host" (primary and workers) at once.
     detached: true,
   });
+  // The whole group (primary and workers), until the primary has exited.
+  proc.once('exit', reap(-proc.pid!));
   let out = '';
   proc.stdout!.on('data', (d) => (out += d));
   proc.stderr!.on('data', (d) => (out += d));

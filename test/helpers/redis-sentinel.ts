@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
+import { reap } from './reaper.js';
 import { freePort, until } from './net.js';
 import { startRedis, type RedisServer } from './redis.js';
 
@@ -41,6 +42,7 @@ export async function startSentinelGroup(name = 'gw'): Promise<SentinelGroup> {
     ].join('\n'),
   );
   const proc: ChildProcess = spawn('redis-server', [conf, '--sentinel'], { stdio: 'ignore' });
+  proc.once('exit', reap(proc.pid!));
   const ask = async (): Promise<number> => {
     const c = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
     c.on('error', () => {});

@@ -2,10 +2,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { freePort, until } from './net.js';
+import { reap } from './reaper.js';
 
 export interface RedisServer {
   port: number;
   url: string;
+  /** The server's process id (undefined before it first started). */
+  pid(): number | undefined;
   /** A client for assertions (closed by stop()). */
   client(): Redis;
   /** kill -9 the server (the port stays reserved for restart()). */
@@ -27,6 +30,7 @@ export async function startRedis(o: { start?: boolean; args?: string[]; port?: n
     proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning', '--enable-debug-command', 'local', ...(o.args ?? [])], {
       stdio: 'ignore',
     });
+    proc.once('exit', reap(proc.pid!));
     const probe = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
     probe.on('error', () => {});
     await until(async () => {
@@ -53,6 +57,7 @@ export async function startRedis(o: { start?: boolean; args?: string[]; port?: n
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
+    pid: () => proc?.pid,
     client() {
       const c = new Redis({ port, maxRetriesPerRequest: 1 });
       c.on('error', () => {});
