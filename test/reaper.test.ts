@@ -24,7 +24,7 @@ setInterval(() => {}, 1000);`;
   const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
-  const pid = Number((await until(() => /redis (\d+)/.exec(out), 20_000, 'the child to start redis'))[1]);
+  const pid = Number((await until(() => /redis (\d+)/.exec(out), 20_000, 'the child to start redis'))?.[1]);
   t.ok(alive(pid), `redis-server ${pid} runs`);
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGALRM');
