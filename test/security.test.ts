@@ -222,6 +222,12 @@ void t.test('idle TCP connects and bad-token upgrades past the descriptor limit:
     x.ws.terminate();
     return { how, ms: Date.now() - started };
   };
+  /** The worker's refusal counters: every reason summed, and those answered as plain HTTP. */
+  const refusals = async () => {
+    const m = await fetch(`http://127.0.0.1:${c.port}/metrics`).then((r) => r.text());
+    const sum = (re: RegExp) => [...m.matchAll(re)].reduce((a, x) => a + Number(x[1]), 0);
+    return { total: sum(/^gateway_upgrades_refused_total\{[^}]*\} (\d+)$/gm), asHttp: sum(/^gateway_upgrades_refused_as_http_total(?:\{[^}]*\})? (\d+)$/gm) };
+  };
   const upgrade = (token: string) =>
     `GET /api/v1/channels/widget/alice/connect?token=${token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
     `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
@@ -240,6 +246,7 @@ void t.test('idle TCP connects and bad-token upgrades past the descriptor limit:
     }, false],
   ] as const) {
     await t.test(attack, async (t) => {
+      const refused0 = await refusals();
       const socks = Array.from({ length: 1200 }, () => {
         const s = make();
         s.on('error', () => {});
@@ -257,6 +264,11 @@ void t.test('idle TCP connects and bad-token upgrades past the descriptor limit:
       else {
         t.ok(fds < 550, `refused attackers do not hold the worker's descriptors: ${fds} open`);
         t.equal(during.how, 'ok', `a new socket during the attack is served (${during.ms} ms)`);
+        const r = await refusals();
+        const counted = r.total - refused0.total;
+        // Each refusal once, under its reason; those answered as plain HTTP also in their own counter (they were counted twice).
+        t.ok(counted > 0 && counted <= 1200, `${counted} refusals counted for 1,200 refused upgrades (at most one each)`);
+        t.ok(r.asHttp - refused0.asHttp > 0 && r.asHttp - refused0.asHttp <= counted, `${r.asHttp - refused0.asHttp} of them answered as plain HTTP`);
       }
       bystander.send({ type: 'ping' });
       t.same(await bystander.nextOfType('pong', 2000), { type: 'pong' }, 'a client connected before keeps being served');

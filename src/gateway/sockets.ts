@@ -615,7 +615,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
   function reject(res: Res, hs: Handshake, ctx: us_socket_context_t, code: CloseCode): void {
     if (sockets.refused >= refusedCap) {
       deps.metrics.refused.labels(String(code.code)).inc();
-      deps.metrics.refused.labels('http').inc();
+      deps.metrics.refusedAsHttp.inc();
       res.writeStatus(httpStatusOf(code)).end('', true);
       return;
     }
@@ -653,6 +653,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         // Near the descriptor limit, a close handshake is a luxury: a hostile
         // client never completes it. Answer and free the descriptor now.
         deps.metrics.refused.labels('fd_limit').inc();
+        deps.metrics.refusedAsHttp.inc();
         r.writeStatus('503 Service Unavailable').writeHeader('retry-after', '1').end('', true);
         return;
       }

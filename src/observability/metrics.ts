@@ -38,6 +38,8 @@ export class Metrics {
   readonly errors: Counter<'error'>;
   readonly closes: Counter<'code'>;
   readonly refused: Counter<'reason'>;
+  /** Of the refused upgrades, those answered with a plain HTTP status and closed at once (no close frame). */
+  readonly refusedAsHttp: Counter;
   readonly rateLimited: Counter<'limit'>;
   readonly slowConsumerCloses: Counter;
   readonly dropped: Counter<'type'>;
@@ -97,7 +99,12 @@ export class Metrics {
     });
     this.errors = new Counter({ name: 'gateway_error_frames_total', help: 'Error frames sent, by error', labelNames: ['error'], registers: [r] });
     this.closes = new Counter({ name: 'gateway_closes_total', help: 'Sockets closed, by close code', labelNames: ['code'], registers: [r] });
-    this.refused = new Counter({ name: 'gateway_upgrades_refused_total', help: 'Upgrades refused, by reason', labelNames: ['reason'], registers: [r] });
+    this.refused = new Counter({ name: 'gateway_upgrades_refused_total', help: 'Upgrades refused, by reason (the close code, or fd_limit); each refusal counted once', labelNames: ['reason'], registers: [r] });
+    this.refusedAsHttp = new Counter({
+      name: 'gateway_upgrades_refused_as_http_total',
+      help: 'Refused upgrades answered with a plain HTTP status and closed at once instead of a close frame (past the lingering cap, or near the descriptor limit); each is also in gateway_upgrades_refused_total',
+      registers: [r],
+    });
     this.rateLimited = new Counter({ name: 'gateway_rate_limited_total', help: 'Messages refused by a rate limit', labelNames: ['limit'], registers: [r] });
     this.slowConsumerCloses = new Counter({ name: 'gateway_slow_consumer_closes_total', help: 'Sockets closed with 4009 (slow consumer)', registers: [r] });
     this.dropped = new Counter({ name: 'gateway_dropped_frames_total', help: 'Droppable frames skipped under backpressure, by type', labelNames: ['type'], registers: [r] });
