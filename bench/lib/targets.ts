@@ -4,10 +4,10 @@
  * `ws` baseline, all with the same number of workers.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createSigner } from 'fast-jwt';
+import { freePort } from '../../test/helpers/net.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const SECRET = 'bench-secret-0123456789abcdef';
@@ -24,16 +24,12 @@ export interface Target {
   stop(): Promise<void>;
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
+/**
+ * The tests' free-port finder: below the kernel's ephemeral range, where none of the
+ * benchmark's own (up to 100,000) client sockets can take the port between the check
+ * and the server's listen.
+ */
+export { freePort };
 
 // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles every server's processes (the baselines' too, to compare).
 // Every server can be told to collect its garbage (SIGUSR2) before RSS is read: lib/gc-preload.cjs.
