@@ -79,6 +79,11 @@ export function createRedis(target: RedisTarget, name: string, log: Logger, o: R
         clusterRetryStrategy: retryStrategy,
         // A failover moves slots: ask again soon, not after the default 5 s only.
         slotsRefreshInterval: 2000,
+        // CLUSTER SLOTS gets the deadline of any command, not ioredis's 1 s: on a loaded
+        // host a refresh that reached no node in time makes the client reconnect
+        // (ClusterAllFailedError), which is what wedges the sharded subscribers
+        // (subscriber.ts); a longer deadline makes that rarer.
+        slotsRefreshTimeout: o.commandTimeoutMs,
         retryDelayOnFailover: 200,
         retryDelayOnClusterDown: 200,
         redisOptions: { ...common, lazyConnect: false, ...(target.password ? { password: target.password } : {}) },
