@@ -16,6 +16,7 @@ import WebSocket from 'ws';
 import { startCluster, type RunningCluster } from './helpers/cluster.js';
 import { widgetToken } from './helpers/tokens.js';
 import { freePort, until } from './helpers/net.js';
+import { reap } from './helpers/reaper.js';
 
 const HAPROXY = '/usr/sbin/haproxy';
 
@@ -50,6 +51,7 @@ backend gw7
 `,
   );
   const proc = spawn(HAPROXY, ['-db', '-f', cfg], { stdio: 'ignore' });
+  proc.once('exit', reap(proc.pid!));
   await until(
     () =>
       new Promise<boolean>((resolve) => {
