@@ -3,6 +3,7 @@
  * fan-out across workers, cluster-wide stats, worker replacement, SIGTERM.
  */
 import t from 'tap';
+import { readFileSync } from 'node:fs';
 import { startCluster, type RunningCluster } from './helpers/cluster.js';
 import { Client, connectWidget, connectionId } from './helpers/client.js';
 import { serviceToken, widgetToken } from './helpers/tokens.js';
@@ -37,6 +38,11 @@ async function broadcast(c: RunningCluster, creator: string, body: unknown): Pro
 }
 t.teardown(async () => Promise.all([...publishers.values()].map((p) => p.close())));
 
+/** A process's command line, as its arguments. */
+function nodeFlags(pid: number): string[] {
+  return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+}
+
 void t.test('fan-out and stats across two workers', async (t) => {
   const c = await startCluster();
   t.teardown(() => c.stop('SIGKILL'));
@@ -51,6 +57,9 @@ void t.test('fan-out and stats across two workers', async (t) => {
   const perWorker = Object.values(stats.connections_by_worker) as number[];
   t.equal(perWorker.length, 2);
   t.ok(perWorker.every((n) => n > 0), `connections landed on both workers (${perWorker.join(' + ')})`);
+  for (const pid of Object.keys(stats.connections_by_worker)) {
+    t.ok(nodeFlags(Number(pid)).includes('--max-semi-space-size=4'), `worker ${pid} runs with WORKER_SEMI_SPACE_MB's default (--max-semi-space-size=4)`);
+  }
 
   await t.test('a broadcast reaches every alice socket on both workers exactly once, and no bob socket', async (t) => {
     for (let i = 0; i < 5; i++) t.equal((await broadcast(c, 'alice', { type: 'news', seq: i })).status, 202);
@@ -108,6 +117,7 @@ void t.test('a killed worker is replaced and the port keeps serving', async (t) 
   for (const f of fresh) t.equal((await f.ask('new')).content, 'new');
   const pids = Object.keys((await c.get('/api/v1/stats')).body.connections_by_worker);
   t.notOk(pids.includes(String(victim)));
+  for (const pid of pids) t.ok(nodeFlags(Number(pid)).includes('--max-semi-space-size=4'), `worker ${pid} (a replacement too) runs with the workers' flags`);
   t.match(c.output(), /worker died; replacing it/);
   [...socks, ...fresh].forEach((s) => s.close());
 });

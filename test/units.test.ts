@@ -1,5 +1,6 @@
 /** Small pure parts: validation, rate limiting, the relay, back-off, the uWS loader. */
 import t from 'tap';
+import { loadConfig } from '../src/config/index.js';
 import { decodeFrame, validateMessage } from '../src/pipeline/validate.js';
 import { BucketTable, nowUs } from '../src/limits/buckets.js';
 import { KeyedBuckets } from '../src/limits/keyed.js';
@@ -8,7 +9,7 @@ import { RateSync } from '../src/limits/sync.js';
 import { Limits, sessionKey } from '../src/limits/index.js';
 import { createLogger } from '../src/observability/log.js';
 import { Relay, type RelayTarget } from '../src/primary/relay.js';
-import { backoffMs } from '../src/primary/supervisor.js';
+import { backoffMs, workerExecArgv } from '../src/primary/supervisor.js';
 import { loadUws, UwsLoadError, CANDIDATES } from '../src/uws/loader.js';
 import { ERRORS } from '../src/protocol/frames.js';
 import type { PrimaryToWorker } from '../src/cluster/ipc.js';
@@ -206,6 +207,18 @@ void t.test('Relay forwards to interested workers, never back to the publisher',
 
 void t.test('respawn back-off grows and is capped', async (t) => {
   t.same([0, 1, 2, 3, 8, 20].map(backoffMs), [0, 250, 500, 1000, 30000, 30000]);
+});
+
+void t.test("the workers' Node flags: WORKER_SEMI_SPACE_MB, unless 0 or given already", async (t) => {
+  t.same(workerExecArgv(['--enable-source-maps'], 4), ['--enable-source-maps', '--max-semi-space-size=4']);
+  t.same(workerExecArgv(['--enable-source-maps'], 0), ['--enable-source-maps'], '0: V8 decides');
+  t.same(workerExecArgv(['--max_semi_space_size=8'], 4), ['--max_semi_space_size=8'], "the primary's own flag wins, either spelling");
+  t.same(workerExecArgv(['--max-semi-space-size-x=2'], 4), ['--max-semi-space-size-x=2', '--max-semi-space-size=4'], 'a flag that only starts the same does not count');
+  const semi = (env: Record<string, string>) => loadConfig({ JWT_SECRET: 'x'.repeat(32), ...env }).workerSemiSpaceMb;
+  t.equal(semi({}), 4, 'the default');
+  t.equal(semi({ WORKER_SEMI_SPACE_MB: '0' }), 0);
+  t.equal(semi({ NODE_OPTIONS: '--trace-gc --max-semi-space-size=8' }), 0, 'NODE_OPTIONS sets it: nothing is added');
+  t.throws(() => semi({ WORKER_SEMI_SPACE_MB: '-1' }), /WORKER_SEMI_SPACE_MB/, 'a bad value names the variable');
 });
 
 void t.test('uWS loader', async (t) => {

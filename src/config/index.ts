@@ -39,6 +39,8 @@ export interface Config {
   /** The internal listener for stats and metrics; undefined: they are on the widget port. */
   admin: { port: number; host: string } | undefined;
   workers: number;
+  /** WORKER_SEMI_SPACE_MB: the workers' --max-semi-space-size (0: V8's default, or NODE_OPTIONS sets it). */
+  workerSemiSpaceMb: number;
   /** The Telegram channel (channels/telegram/), when bots are configured. */
   telegram: TelegramConfig | undefined;
   /** Where Redis is (redis/client.ts); undefined: embedded mode. */
@@ -283,6 +285,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     production: read(env, 'NODE_ENV') === 'production',
     demoPage: read(env, 'DEMO_PAGE') === '' ? read(env, 'NODE_ENV') !== 'production' : read(env, 'DEMO_PAGE') === 'on',
     workers: read(env, 'WORKERS'),
+    // Node's own NODE_OPTIONS wins: the flag added to the workers' command line would override it.
+    workerSemiSpaceMb: /(^|\s)--max[-_]semi[-_]space[-_]size(=|\s|$)/.test(env.NODE_OPTIONS ?? '') ? 0 : read(env, 'WORKER_SEMI_SPACE_MB'),
     redis: readRedis(env),
     telegram: readTelegram(env),
     redisPrefix: read(env, 'REDIS_PREFIX'),

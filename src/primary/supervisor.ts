@@ -113,7 +113,7 @@ class Supervisor {
   }
 
   start(): void {
-    cluster.setupPrimary({ serialization: 'advanced' });
+    cluster.setupPrimary({ serialization: 'advanced', execArgv: workerExecArgv(process.execArgv, this.cfg.workerSemiSpaceMb) });
     for (let i = 0; i < this.cfg.workers; i++) this.#fork();
     process.on('SIGTERM', () => this.shutdown('SIGTERM'));
     process.on('SIGINT', () => this.shutdown('SIGINT'));
@@ -394,3 +394,15 @@ class Supervisor {
   }
 }
 
+/**
+ * The workers' Node flags: the primary's, plus `--max-semi-space-size`
+ * (WORKER_SEMI_SPACE_MB) unless that is 0 or the primary runs with the flag
+ * already (NODE_OPTIONS is handled by the config). V8 grows a busy worker's
+ * young generation to 2 x 16 MB; a connect storm touches all of it and the
+ * pages stay resident, about 30 MB per worker for good (bench/RESULTS.md,
+ * connect storm and capacity).
+ */
+export function workerExecArgv(execArgv: readonly string[], semiSpaceMb: number): string[] {
+  const given = execArgv.some((a) => /^--max[-_]semi[-_]space[-_]size(=|$)/.test(a));
+  return semiSpaceMb > 0 && !given ? [...execArgv, `--max-semi-space-size=${semiSpaceMb}`] : [...execArgv];
+}
