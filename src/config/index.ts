@@ -276,6 +276,11 @@ function readAdmin(env: Env): Config['admin'] {
   return Object.freeze({ port, host: read(env, 'ADMIN_HOST') });
 }
 
+/** Whether Node flags (one, or several separated by spaces) set V8's young-generation size (WORKER_SEMI_SPACE_MB then adds nothing). */
+export function setsSemiSpace(flags: string): boolean {
+  return /(^|\s)--max[-_]semi[-_]space[-_]size(=|\s|$)/.test(flags);
+}
+
 /** Reads, validates and freezes the configuration. Throws ConfigError. */
 export function loadConfig(env: Env = process.env): Readonly<Config> {
   const cfg: Config = {
@@ -286,7 +291,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     demoPage: read(env, 'DEMO_PAGE') === '' ? read(env, 'NODE_ENV') !== 'production' : read(env, 'DEMO_PAGE') === 'on',
     workers: read(env, 'WORKERS'),
     // Node's own NODE_OPTIONS wins: the flag added to the workers' command line would override it.
-    workerSemiSpaceMb: /(^|\s)--max[-_]semi[-_]space[-_]size(=|\s|$)/.test(env.NODE_OPTIONS ?? '') ? 0 : read(env, 'WORKER_SEMI_SPACE_MB'),
+    workerSemiSpaceMb: setsSemiSpace(env.NODE_OPTIONS ?? '') ? 0 : read(env, 'WORKER_SEMI_SPACE_MB'),
     redis: readRedis(env),
     telegram: readTelegram(env),
     redisPrefix: read(env, 'REDIS_PREFIX'),

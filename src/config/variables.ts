@@ -202,7 +202,7 @@ export const VARIABLES = {
   WORKER_SEMI_SPACE_MB: intVar(
     'listen',
     '4',
-    "each worker's V8 young-generation semi-space, at most (`--max-semi-space-size`; 0: V8's default, 16 on this Node). A connect storm's garbage touches every page of it and they stay resident, so V8's default costs each worker about 30 MB of RSS for good; a flag of the same name in NODE_OPTIONS wins",
+    "each worker's V8 young-generation semi-space, at most (`--max-semi-space-size`; 0: V8's default, 16 on this Node). A connect storm's garbage touches every page of it and they stay resident, so V8's default costs each worker about 30 MB of RSS for good; a flag of the same name in NODE_OPTIONS or on the primary's command line wins",
     0,
     256,
   ),

@@ -18,7 +18,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Serializable } from 'node:child_process';
 import { AggregatorRegistry } from 'prom-client';
-import { loadConfig, type Config } from '../config/index.js';
+import { loadConfig, setsSemiSpace, type Config } from '../config/index.js';
 import { reloadEnv } from '../config/env-file.js';
 import { loadUws } from '../uws/loader.js';
 import { createLogger, type Logger } from '../observability/log.js';
@@ -403,6 +403,5 @@ class Supervisor {
  * connect storm and capacity).
  */
 export function workerExecArgv(execArgv: readonly string[], semiSpaceMb: number): string[] {
-  const given = execArgv.some((a) => /^--max[-_]semi[-_]space[-_]size(=|$)/.test(a));
-  return semiSpaceMb > 0 && !given ? [...execArgv, `--max-semi-space-size=${semiSpaceMb}`] : [...execArgv];
+  return semiSpaceMb > 0 && !execArgv.some(setsSemiSpace) ? [...execArgv, `--max-semi-space-size=${semiSpaceMb}`] : [...execArgv];
 }

@@ -1,6 +1,6 @@
 /**
- * The servers a test file starts (redis-servers, sentinels, gateway
- * clusters) die with it, however it ends. Its teardown stops them; but when
+ * The servers a test file starts (redis-servers, sentinels, HAProxy,
+ * gateway clusters) die with it, however it ends. Its teardown stops them; but when
  * tap kills a file that ran past its time-out (SIGALRM, then SIGKILL 500 ms
  * later), no teardown runs, and they used to live on, orphaned, taking CPU
  * and ports from the files after it. signal-exit (the module tap itself uses
