@@ -14,10 +14,13 @@
  * read as it arrives and cut at `maxResponseBytes` (an engine answering
  * 400 MB cannot take the worker's memory); deadlines for the whole answer,
  * the first piece and the gap between pieces. Every failure is a coded
- * GatewayError (ai/engine.ts). undici's `request` is used rather than
- * `fetch`: it costs a fraction of the CPU per call.
+ * GatewayError (ai/engine.ts). Requests go through undici's `dispatch`
+ * (class Exchange below), not `fetch` or `request`: no body stream and no
+ * promise per chunk, which is most of the cost of relaying a streamed
+ * answer piece by piece.
  */
-import { Pool } from 'undici';
+import type { IncomingHttpHeaders } from 'node:http';
+import { Pool, type Dispatcher } from 'undici';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { AiEngine, AskOptions, Query } from './engine.js';
 import type { Answer } from '../protocol/frames.js';
@@ -74,64 +77,25 @@ export class HttpEngine implements AiEngine {
     return this.#inflight;
   }
 
-  async ask(q: Query, o: AskOptions = {}): Promise<Answer> {
-    if (this.#closed) throw new GatewayError('GW_ERR_CLOSED', 'AI engine client is closed');
+  ask(q: Query, o: AskOptions = {}): Promise<Answer> {
+    if (this.#closed) return Promise.reject(new GatewayError('GW_ERR_CLOSED', 'AI engine client is closed'));
     if (this.#inflight >= this.opts.maxInflight) {
-      throw new GatewayError('GW_ERR_AI_SATURATED', `AI engine saturated: ${this.#inflight} requests in flight`);
+      return Promise.reject(new GatewayError('GW_ERR_AI_SATURATED', `AI engine saturated: ${this.#inflight} requests in flight`));
     }
-    if (o.signal?.aborted) throw new GatewayError('GW_ERR_AI_CANCELLED', 'cancelled before the request');
+    if (o.signal?.aborted) return Promise.reject(new GatewayError('GW_ERR_AI_CANCELLED', 'cancelled before the request'));
     this.#inflight++;
-    const abort = new AbortController();
-    let why: { code: ErrorCode; message: string } | undefined;
-    const stop = (code: ErrorCode, message: string) => {
-      if (why) return;
-      why = { code, message };
-      abort.abort();
-    };
-    const total = setTimeout(() => stop('GW_ERR_AI_TIMEOUT', `no complete answer within ${this.opts.timeoutMs} ms`), this.opts.timeoutMs);
-    // Until the first piece (the headers, for a JSON answer), then between pieces.
-    let gap: NodeJS.Timeout | undefined;
-    const arm = (ms: number | undefined, what: string) => {
-      clearTimeout(gap);
-      if (ms !== undefined) gap = setTimeout(() => stop('GW_ERR_AI_TIMEOUT', what), ms);
-    };
-    arm(this.opts.firstPieceTimeoutMs, `no first piece within ${this.opts.firstPieceTimeoutMs} ms`);
-    const onCancel = () => stop('GW_ERR_AI_CANCELLED', 'cancelled by the client');
-    o.signal?.addEventListener('abort', onCancel, { once: true });
-    try {
-      const res = await this.#pool.request({ path: this.#path, method: 'POST', headers: HEADERS, body: JSON.stringify(q), signal: abort.signal });
-      if (res.statusCode < 200 || res.statusCode > 299) {
-        res.body.resume();
-        throw new GatewayError('GW_ERR_AI_HTTP_STATUS', `AI engine answered HTTP ${res.statusCode}`);
+    return new Promise<Answer>((resolve, reject) => {
+      const x = new Exchange(this.opts, this.#max, o, (err, answer) => {
+        this.#inflight--;
+        if (err) reject(err);
+        else resolve(answer!);
+      });
+      try {
+        this.#pool.dispatch({ path: this.#path, method: 'POST', headers: HEADERS, body: JSON.stringify(q) }, x);
+      } catch (err) {
+        x.onResponseError(undefined, err as Error);
       }
-      const framing = framingOf(res.headers['content-type']);
-      // A JSON answer has its total deadline only; a stream's first-piece deadline runs on.
-      if (framing === 'json') arm(undefined, '');
-      let size = 0;
-      const reader = new PieceReader(framing, o.onDelta, () => arm(this.opts.idleTimeoutMs, `no piece for ${this.opts.idleTimeoutMs} ms`));
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        size += chunk.length;
-        if (size > this.#max) {
-          res.body.destroy();
-          throw new GatewayError('GW_ERR_AI_TOO_LARGE', `AI engine answered more than ${this.#max} bytes`);
-        }
-        reader.push(chunk);
-        if (reader.done) {
-          res.body.destroy();
-          break;
-        }
-      }
-      return reader.end();
-    } catch (err) {
-      if (why) throw new GatewayError(why.code, `AI engine request: ${why.message}`, { cause: err });
-      if (err instanceof GatewayError) throw err;
-      throw new GatewayError('GW_ERR_AI_UNREACHABLE', `AI engine request failed: ${(err as Error).message}`, { cause: err });
-    } finally {
-      clearTimeout(total);
-      clearTimeout(gap);
-      o.signal?.removeEventListener('abort', onCancel);
-      this.#inflight--;
-    }
+    });
   }
 
   /** Aborts requests in flight and closes the connections. Safe to call twice. */
@@ -139,6 +103,141 @@ export class HttpEngine implements AiEngine {
     if (this.#closed) return;
     this.#closed = true;
     await this.#pool.destroy().catch(() => {});
+  }
+}
+
+/**
+ * One request to the engine, as an undici dispatch handler: the body's
+ * chunks go straight to the PieceReader, with no stream object, no async
+ * iterator and no promise per chunk (a streamed answer is hundreds of
+ * chunks). Settles once, through `done`; after that, whatever undici still
+ * reports is ignored and the request is aborted.
+ *
+ * Deadlines: one timer for the whole answer; one for the first piece, then
+ * the gap between pieces, which is not re-armed per piece: a piece only
+ * notes its time, and the timer, when it fires, waits again for what is
+ * left of the gap since the last piece.
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  #controller: Dispatcher.DispatchController | undefined;
+  #settled = false;
+  #reader: PieceReader | undefined;
+  #size = 0;
+  /** Why the exchange was stopped (a deadline, a cancel): the error it rejects with. */
+  #why: GatewayError | undefined;
+  readonly #total: NodeJS.Timeout;
+  #gap: NodeJS.Timeout | undefined;
+  #gapMs: number | undefined;
+  #gapWhat = '';
+  #lastPiece = 0;
+  #pieces = 0;
+  readonly #onCancel = (): void => this.#stop('GW_ERR_AI_CANCELLED', 'cancelled by the client');
+
+  constructor(
+    private readonly opts: HttpEngineOptions,
+    private readonly max: number,
+    private readonly o: AskOptions,
+    private readonly done: (err: Error | undefined, answer?: Answer) => void,
+  ) {
+    this.#total = setTimeout(() => this.#stop('GW_ERR_AI_TIMEOUT', `no complete answer within ${opts.timeoutMs} ms`), opts.timeoutMs);
+    // Until the first piece (the headers, for a JSON answer), then between pieces.
+    this.#armGap(opts.firstPieceTimeoutMs, `no first piece within ${opts.firstPieceTimeoutMs} ms`);
+    o.signal?.addEventListener('abort', this.#onCancel, { once: true });
+  }
+
+  #armGap(ms: number | undefined, what: string): void {
+    clearTimeout(this.#gap);
+    this.#gap = undefined;
+    this.#gapMs = ms;
+    this.#gapWhat = what;
+    this.#lastPiece = performance.now();
+    if (ms !== undefined) this.#gap = setTimeout(this.#gapCheck, ms);
+  }
+
+  readonly #gapCheck = (): void => {
+    const left = this.#gapMs! - (performance.now() - this.#lastPiece);
+    if (left <= 0) this.#stop('GW_ERR_AI_TIMEOUT', this.#gapWhat);
+    else this.#gap = setTimeout(this.#gapCheck, left);
+  };
+
+  readonly #onPiece = (): void => {
+    if (this.#pieces++ === 0) this.#armGap(this.opts.idleTimeoutMs, `no piece for ${this.opts.idleTimeoutMs} ms`);
+    else this.#lastPiece = performance.now();
+  };
+
+  #stop(code: ErrorCode, message: string): void {
+    if (this.#settled) return;
+    this.#why = new GatewayError(code, `AI engine request: ${message}`);
+    this.#fail(this.#why);
+  }
+
+  #fail(err: Error): void {
+    if (this.#settled) return;
+    this.#finish(err);
+    this.#controller?.abort(err);
+  }
+
+  #finish(err: Error | undefined, answer?: Answer): void {
+    this.#settled = true;
+    clearTimeout(this.#total);
+    clearTimeout(this.#gap);
+    this.o.signal?.removeEventListener('abort', this.#onCancel);
+    this.done(err, answer);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    // Stopped while queued in the pool: the request never leaves.
+    if (this.#settled) controller.abort(this.#why ?? new Error('settled'));
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    if (this.#settled) return;
+    if (statusCode < 200 || statusCode > 299) {
+      this.#fail(new GatewayError('GW_ERR_AI_HTTP_STATUS', `AI engine answered HTTP ${statusCode}`));
+      return;
+    }
+    const framing = framingOf(headers['content-type']);
+    // A JSON answer has its total deadline only; a stream's first-piece deadline runs on.
+    if (framing === 'json') this.#armGap(undefined, '');
+    this.#reader = new PieceReader(framing, this.o.onDelta, this.#onPiece);
+  }
+
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#settled || this.#reader === undefined) return;
+    this.#size += chunk.length;
+    if (this.#size > this.max) {
+      this.#fail(new GatewayError('GW_ERR_AI_TOO_LARGE', `AI engine answered more than ${this.max} bytes`));
+      return;
+    }
+    try {
+      this.#reader.push(chunk);
+      // The stream said it is complete (SSE [DONE]): what follows is not read.
+      if (this.#reader.done) this.#complete(true);
+    } catch (err) {
+      this.#fail(err as Error);
+    }
+  }
+
+  onResponseEnd(): void {
+    if (!this.#settled) this.#complete(false);
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | undefined, err: Error): void {
+    if (this.#settled) return;
+    this.#finish(new GatewayError('GW_ERR_AI_UNREACHABLE', `AI engine request failed: ${err.message}`, { cause: err }));
+  }
+
+  #complete(abortRest: boolean): void {
+    let answer: Answer;
+    try {
+      answer = this.#reader!.end();
+    } catch (err) {
+      this.#fail(err as Error);
+      return;
+    }
+    this.#finish(undefined, answer);
+    if (abortRest) this.#controller?.abort(new Error('answer complete'));
   }
 }
 
@@ -171,7 +270,8 @@ export class PieceReader {
     }
     try {
       // CRs are only line-ending noise here (JSON escapes them inside strings).
-      this.#buf += this.#decoder.decode(chunk, { stream: true }).replace(/\r/g, '');
+      const text = this.#decoder.decode(chunk, { stream: true });
+      this.#buf += text.includes('\r') ? text.replace(/\r/g, '') : text;
     } catch {
       throw new GatewayError('GW_ERR_AI_BAD_ANSWER', 'AI engine stream is not UTF-8');
     }
