@@ -183,6 +183,36 @@ void t.test('cancel aborts the engine request', async (t) => {
   t.ok(aborted, 'the engine saw its request aborted');
 });
 
+void t.test('a request cancelled while it waits for a connection settles at once and never reaches the engine', async (t) => {
+  const seen: string[] = [];
+  const eng = await engineServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d));
+    req.on('end', () => {
+      seen.push((JSON.parse(body) as { query: string }).query);
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.write('{"delta":"a"}\n');
+      setTimeout(() => res.end('{"confidence":1}\n'), 2000);
+    });
+  });
+  const e = new HttpEngine({ url: eng.url, timeoutMs: 5000, maxInflight: 10, connections: 1 });
+  t.teardown(async () => {
+    await e.close();
+    await eng.close();
+  });
+  const first = e.ask({ ...Q, query: 'first' });
+  const ac = new AbortController();
+  const started = performance.now();
+  const queued = e.ask({ ...Q, query: 'queued' }, { signal: ac.signal });
+  setTimeout(() => ac.abort(), 50);
+  t.equal(await codeOf(queued), 'GW_ERR_AI_CANCELLED');
+  t.ok(performance.now() - started < 1500, 'settled long before the one connection was free (2 s)');
+  t.equal((await first).response, 'a', 'the request on the connection went on');
+  t.equal(e.inflight, 0, 'both counted out');
+  await new Promise((r) => setTimeout(r, 100));
+  t.same(seen, ['first'], 'the engine never saw the cancelled request');
+});
+
 void t.test('the circuit breaker counts engine failures by code, not saturation or cancels', async (t) => {
   let now = 0;
   const failing = { ask: async () => { throw new GatewayError('GW_ERR_AI_HTTP_STATUS', 'reworded: anything at all'); }, close: async () => {} };
