@@ -261,6 +261,45 @@ void t.test('streamed answers on the real cluster: resumed on the other worker m
   client.stop();
 });
 
+void t.test('two tabs of one session on the two workers: the other tab gets every piece as it comes', async (t) => {
+  const eng = await engineServer();
+  const c = await startCluster({ AI_ENGINE_URL: eng.url });
+  t.teardown(async () => {
+    await c.stop('SIGKILL');
+    await eng.close();
+  });
+  eng.state.pieces = Array.from({ length: 12 }, (_, i) => `p${i} `);
+  eng.state.gapMs = 60;
+  const asker = new V2Client(`ws://127.0.0.1:${c.port}`, 'tabs', widgetToken('tabs'), 'tabs-session');
+  await asker.connect();
+  const first = await workerOf(c);
+  // The second tab, reconnected until it lands on the other worker (SO_REUSEPORT picks).
+  const tab = new V2Client(`ws://127.0.0.1:${c.port}`, 'tabs', widgetToken('tabs'), 'tabs-session');
+  let apart = false;
+  for (let i = 0; i < 30 && !apart; i++) {
+    if (i > 0) {
+      tab.cut();
+      await until(async () => [...(await perWorker(c)).values()].reduce((a, b) => a + b, 0) === 1, 3000, 'the tab gone');
+    }
+    await tab.connect();
+    const w = await until(async () => {
+      const m = await perWorker(c);
+      return [...m.values()].reduce((a, b) => a + b, 0) === 2 ? m : undefined;
+    }, 3000, 'both tabs counted');
+    apart = w!.get(first) === 1;
+  }
+  t.ok(apart, 'the tabs are on different workers');
+  const from = tab.frames.length;
+  asker.send({ type: 'user_message', content: 'two tabs' });
+  const final = await tab.next((f) => f.type === 'ai_response', 10_000, from);
+  const chunks = tab.frames.slice(from).filter((f) => f.type === 'ai_response_chunk');
+  // Held pieces would come merged, every 250 ms: 3 or 4 chunks for 12 pieces 60 ms apart.
+  t.ok(chunks.length >= 9, `the other tab got ${chunks.length} chunks for 12 pieces 60 ms apart: as they came, not held`);
+  t.equal(chunks.map((x) => x.delta).join(''), final.content, 'adding up to the final content');
+  asker.stop();
+  tab.stop();
+});
+
 void t.test('a slow reader under a fast engine (4 MB/s): chunks merged, the worker\'s memory as with a fast reader, content intact', async (t) => {
   const eng = await engineServer();
   const c = await startCluster({ WORKERS: '1', AI_ENGINE_URL: eng.url, AI_ENGINE_MAX_RESPONSE_BYTES: String(32 << 20) });

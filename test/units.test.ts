@@ -9,6 +9,10 @@ import { RateSync } from '../src/limits/sync.js';
 import { Limits, sessionKey } from '../src/limits/index.js';
 import { createLogger } from '../src/observability/log.js';
 import { Relay, type RelayTarget } from '../src/primary/relay.js';
+import { StreamService } from '../src/primary/streams.js';
+import { PieceBuffer } from '../src/streams/progress.js';
+import type { Chunk } from '../src/streams/streams.js';
+import { sleep } from './helpers/net.js';
 import { backoffMs, workerExecArgv } from '../src/primary/supervisor.js';
 import { loadUws, UwsLoadError, CANDIDATES } from '../src/uws/loader.js';
 import { ERRORS } from '../src/protocol/frames.js';
@@ -203,6 +207,56 @@ void t.test('Relay forwards to interested workers, never back to the publisher',
   r.remove(a);
   r.remove(b);
   t.equal(r.topics, 0, 'nothing left behind when workers go');
+});
+
+void t.test('PieceBuffer: the pieces of one answer merge while held; another answer, a flush or the timer sends them; the final frame drops them', async (t) => {
+  const sent: Array<[string, Chunk]> = [];
+  const b = new PieceBuffer((stream, c) => sent.push([stream, c]), 30);
+  b.hold('s/a/1', { messageId: 'M', index: 0, delta: 'Hel' });
+  b.hold('s/a/1', { messageId: 'M', index: 3, delta: 'lo' });
+  b.hold('s/a/2', { messageId: 'N', index: 0, delta: 'x' });
+  t.same(sent, [], 'held');
+  b.flush('s/a/1');
+  t.same(sent, [['s/a/1', { messageId: 'M', index: 0, delta: 'Hello' }]], 'one piece: the held ones joined, from the first index');
+  b.hold('s/a/1', { messageId: 'M', index: 5, delta: ', w' });
+  b.hold('s/a/1', { messageId: 'M2', index: 0, delta: 'new' });
+  t.same(sent.at(-1), ['s/a/1', { messageId: 'M', index: 5, delta: ', w' }], 'a piece of another answer sends what was held of the first');
+  b.hold('s/a/1', { messageId: 'M2', index: 9, delta: '?' });
+  t.same(sent.at(-1), ['s/a/1', { messageId: 'M2', index: 0, delta: 'new' }], 'a piece that does not continue the held text is not merged into it');
+  await sleep(80);
+  t.same(sent.slice(-2).map(([s, c]) => `${s} ${c.messageId} ${c.index} ${c.delta}`).sort(), ['s/a/1 M2 9 ?', 's/a/2 N 0 x'], 'the timer sends the rest');
+  b.hold('s/a/1', { messageId: 'M3', index: 0, delta: 'gone' });
+  b.drop('s/a/1', 'other');
+  b.drop('s/a/1', 'M3');
+  const n = sent.length;
+  b.close();
+  t.equal(sent.length, n, 'dropped (its final frame has the whole text): nothing left to send');
+});
+
+void t.test('StreamService tells the workers following a session when another worker follows it too, and when none does any more', async (t) => {
+  const got: Record<number, string[]> = { 1: [], 2: [], 3: [] };
+  const w = (id: number) => ({ id, send: (m: PrimaryToWorker) => m.t === 'shared' && got[id]!.push(`${m.stream} ${m.shared}`) });
+  const [a, b, c] = [w(1), w(2), w(3)];
+  const s = new StreamService({ size: 10, ttlMs: 60_000, maxBytes: 1 << 20 });
+  t.teardown(() => s.close());
+  s.follow(a, 's/x/1', undefined);
+  s.follow(a, 's/x/1', undefined);
+  s.follow(a, 'b/x', undefined);
+  s.follow(b, 'b/x', undefined);
+  t.same(got, { 1: [], 2: [], 3: [] }, 'one worker, however many follows; broadcast streams are never "shared"');
+  s.follow(b, 's/x/1', undefined);
+  t.same(got, { 1: ['s/x/1 true'], 2: ['s/x/1 true'], 3: [] }, 'a second worker: both are told');
+  s.follow(c, 's/x/1', undefined);
+  t.same(got[3], ['s/x/1 true'], 'a third: it is told');
+  t.equal(got[1]!.length + got[2]!.length, 2, 'the others knew already');
+  s.unfollow(c, 's/x/1');
+  s.unfollow(a, 's/x/1');
+  t.equal(got[2]!.length, 1, 'two workers still follow (a follows twice)');
+  s.unfollow(a, 's/x/1');
+  t.same(got[2], ['s/x/1 true', 's/x/1 false'], 'the one left is told it is alone');
+  s.follow(a, 's/x/1', undefined);
+  s.remove(b);
+  t.same(got[1]!.slice(-2), ['s/x/1 true', 's/x/1 false'], 'a worker that exits counts as leaving');
 });
 
 void t.test('respawn back-off grows and is capped', async (t) => {

@@ -45,6 +45,7 @@ export class EmbeddedCluster implements ClusterView {
   readonly #onMessage = (m: unknown): void => this.#receive(m);
   #onRate: ((u: RateUpdate) => void) | undefined;
   #streams: StreamSink | undefined;
+  #onShared: ((stream: string, shared: boolean) => void) | undefined;
 
   constructor(private readonly port: WorkerPort = process as unknown as WorkerPort) {
     this.#requests = new IpcRequests<PrimaryOps>((m) => this.send(m), 'primary');
@@ -88,9 +89,10 @@ export class EmbeddedCluster implements ClusterView {
     return this.#requests.request(op, fields);
   }
 
-  /** Where the frames and chunks of streams this worker follows go (streams/embedded.ts). */
-  onStream(sink: StreamSink): void {
+  /** Where the frames and chunks of streams this worker follows go, and whether another worker follows a session too (streams/embedded.ts). */
+  onStream(sink: StreamSink, onShared?: (stream: string, shared: boolean) => void): void {
     this.#streams = sink;
+    this.#onShared = onShared;
   }
 
   /** The primary's rate-limit store, shared by the workers of this host (embedded mode). */
@@ -118,6 +120,9 @@ export class EmbeddedCluster implements ClusterView {
         break;
       case 'chunk':
         this.#streams?.chunk(msg.stream, msg.chunk);
+        break;
+      case 'shared':
+        this.#onShared?.(msg.stream, msg.shared);
         break;
       case 'res':
         this.#requests.settle(msg);

@@ -89,6 +89,8 @@ export type PrimaryToWorker =
   | { t: 'smsg'; stream: string; epoch: string; offset: number; payload: Uint8Array }
   /** A chunk of an answer streamed on another worker, for a session this worker follows. */
   | { t: 'chunk'; stream: string; chunk: Chunk }
+  /** Another worker follows (or no longer follows) a session stream this worker follows: its pieces go at once (or now and then). */
+  | { t: 'shared'; stream: string; shared: boolean }
   | Request<keyof WorkerOps>
   | Response;
 

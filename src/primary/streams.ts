@@ -4,8 +4,15 @@
  * every following worker (the appending one included) and then answered,
  * all on each worker's one IPC channel, so every worker sees a stream's
  * frames in offset order and the appender's own delivery precedes its answer.
+ *
+ * A worker sends the pieces of an answer it streams as they come only
+ * while another worker follows the session (they are relayed to it); else
+ * it sends their progress now and then (streams/embedded.ts). So each
+ * follower of a session stream is told when the stream becomes shared
+ * between workers, and when it stops being so (a `shared` message).
  */
 import { MemoryStreamStore } from '../streams/memory.js';
+import { creatorOfStream } from '../streams/streams.js';
 import type { AppendOptions, Chunk, HistoryOptions, Position, ReadResult } from '../streams/streams.js';
 import type { PrimaryToWorker } from '../cluster/ipc.js';
 
@@ -45,7 +52,12 @@ export class StreamService {
   follow(from: StreamFollower, stream: string, after: Position | undefined): ReadResult {
     let m = this.#followers.get(stream);
     if (!m) this.#followers.set(stream, (m = new Map()));
-    m.set(from, (m.get(from) ?? 0) + 1);
+    const n = m.get(from) ?? 0;
+    m.set(from, n + 1);
+    if (n === 0 && m.size >= 2 && creatorOfStream(stream) === undefined) {
+      // A second worker follows this session: the new one, and (if it just became shared) the other, are told.
+      for (const f of m.keys()) if (f === from || m.size === 2) f.send({ t: 'shared', stream, shared: true });
+    }
     return this.store.follow(stream, after);
   }
 
@@ -53,10 +65,16 @@ export class StreamService {
     const m = this.#followers.get(stream);
     const n = m?.get(from);
     if (m === undefined || n === undefined) return;
-    if (n <= 1) m.delete(from);
+    if (n <= 1) this.#leave(m, from, stream);
     else m.set(from, n - 1);
-    if (m.size === 0) this.#followers.delete(stream);
     this.store.unfollow(stream);
+  }
+
+  /** `from` follows `stream` no more: the one worker left following a session is told it is no longer shared. */
+  #leave(m: Map<StreamFollower, number>, from: StreamFollower, stream: string): void {
+    m.delete(from);
+    if (m.size === 0) this.#followers.delete(stream);
+    else if (m.size === 1 && creatorOfStream(stream) === undefined) for (const f of m.keys()) f.send({ t: 'shared', stream, shared: false });
   }
 
   claim(from: StreamFollower, stream: string, cmid: string) {
@@ -70,8 +88,7 @@ export class StreamService {
       const n = m.get(from);
       if (n === undefined) continue;
       for (let i = 0; i < n; i++) this.store.unfollow(stream);
-      m.delete(from);
-      if (m.size === 0) this.#followers.delete(stream);
+      this.#leave(m, from, stream);
     }
   }
 

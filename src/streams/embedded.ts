@@ -5,32 +5,60 @@
  * stream, the appending one included, before it answers: one IPC channel
  * per worker keeps them in offset order (primary/streams.ts). Chunks of a
  * streamed answer are relayed to the other followers, and the primary keeps
- * the text so far for a resumer.
+ * the text so far for a resumer; while this worker follows the session and
+ * no other worker does (the primary says when one does), they are held and
+ * sent merged (streams/progress.ts).
  */
 import type { EmbeddedCluster } from '../cluster/embedded.js';
+import { PieceBuffer } from './progress.js';
 import type { AppendOptions, Chunk, Claim, Position, ReadResult, StoredFrame, StreamSink, StreamStore } from './streams.js';
 
 export class EmbeddedStreams implements StreamStore {
+  /** Streams this worker follows, with their follows. */
+  readonly #follows = new Map<string, number>();
+  /** Session streams another worker follows too: their pieces go at once. */
+  readonly #shared = new Set<string>();
+  readonly #held: PieceBuffer;
+
   constructor(
     private readonly primary: EmbeddedCluster,
     sink: StreamSink,
   ) {
-    primary.onStream(sink);
+    primary.onStream(sink, (stream, shared) => {
+      if (!shared) this.#shared.delete(stream);
+      else if (this.#follows.has(stream)) {
+        this.#shared.add(stream);
+        this.#held.flush(stream);
+      }
+    });
+    this.#held = new PieceBuffer((stream, chunk) => this.primary.send({ t: 'chunk', stream, chunk }));
   }
 
   append(stream: string, payload: Uint8Array, o: AppendOptions = {}): Promise<Position> {
+    if (o.ends !== undefined) this.#held.drop(stream, o.ends);
+    this.#held.flush(stream); // the store sees a stream's pieces and frames in the order they were made
     return this.primary.request('append', { arg: stream, payload, ...(o.cmid !== undefined ? { cmid: o.cmid } : {}), ...(o.ends !== undefined ? { ends: o.ends } : {}) });
   }
 
   chunk(stream: string, chunk: Chunk): void {
+    // Held while this worker follows the session and no other does (the primary says when one does); else at once (the socket that asked left: its next one may be on another worker).
+    if (this.#follows.has(stream) && !this.#shared.has(stream)) return this.#held.hold(stream, chunk);
+    this.#held.flush(stream);
     this.primary.send({ t: 'chunk', stream, chunk });
   }
 
   follow(stream: string, after?: Position): Promise<ReadResult> {
+    this.#follows.set(stream, (this.#follows.get(stream) ?? 0) + 1);
     return this.primary.request('follow', { arg: stream, ...(after ? { pos: after } : {}) });
   }
 
   unfollow(stream: string): void {
+    const n = this.#follows.get(stream) ?? 0;
+    if (n > 1) this.#follows.set(stream, n - 1);
+    else {
+      this.#follows.delete(stream);
+      this.#shared.delete(stream);
+    }
     this.primary.send({ t: 'unfollow', stream });
   }
 
@@ -42,5 +70,7 @@ export class EmbeddedStreams implements StreamStore {
     return (await this.primary.request('frame-at', { arg: stream, pos: at })) ?? undefined;
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.#held.close();
+  }
 }

@@ -21,7 +21,10 @@
  * its channel (confirmed before it reads), a session stream by adding itself
  * to `:n` in the same script that reads it. Pub/sub loses messages (a
  * reconnect, a failover): the hub fills every gap from the list, and a
- * position check every HISTORY_CHECK_S finds a lost last message.
+ * position check every HISTORY_CHECK_S finds a lost last message. The
+ * pieces of an answer streamed here go to Redis as they come only while
+ * another node follows the session; else they are held and sent merged
+ * (streams/progress.ts).
  */
 import { Packr } from 'msgpackr';
 import type { Result } from 'ioredis';
@@ -30,6 +33,7 @@ import type { Logger } from '../observability/log.js';
 import type { RedisLink } from '../redis/link.js';
 import { asBuffer } from '../redis/link.js';
 import type { RedisCluster } from '../cluster/redis.js';
+import { PieceBuffer } from './progress.js';
 import { creatorOfStream, newEpoch, type AppendOptions, type Chunk, type Claim, type HistoryOptions, type Position, type ReadResult, type StoredFrame, type StreamSink, type StreamStore } from './streams.js';
 
 const packr = new Packr({ useRecords: false });
@@ -159,6 +163,7 @@ export class RedisStreams implements StreamStore {
   /** Session stream -> the other nodes that followed it at the last append (chunks go to them too). */
   readonly #readers = new Map<string, string[]>();
   readonly #timer: NodeJS.Timeout;
+  readonly #held = new PieceBuffer((stream, chunk) => this.#piece(stream, chunk));
   #closed = false;
 
   constructor(
@@ -200,6 +205,8 @@ export class RedisStreams implements StreamStore {
   }
 
   async append(stream: string, payload: Uint8Array, o: AppendOptions = {}): Promise<Position> {
+    if (o.ends !== undefined) this.#held.drop(stream, o.ends);
+    this.#held.flush(stream); // Redis sees a stream's pieces and frames in the order they were made
     const broadcast = creatorOfStream(stream) !== undefined;
     const cmidKey = o.cmid !== undefined ? this.#key(stream, `c:${o.cmid}`) : this.#key(stream, 'c:');
     const sent = this.link.send(payload.byteLength + 256, (c) =>
@@ -226,19 +233,38 @@ export class RedisStreams implements StreamStore {
   }
 
   /**
+   * A piece of an answer streamed here: held while this node follows the
+   * session and knows of no other node that does; else at once (the
+   * socket that asked left: another node may have its next socket).
+   */
+  chunk(stream: string, chunk: Chunk): void {
+    if (this.#follows.has(stream) && !this.#readers.get(stream)?.length) return this.#held.hold(stream, chunk);
+    this.#held.flush(stream);
+    this.#piece(stream, chunk);
+  }
+
+  /**
    * Adds the piece to the text so far (for a socket that joins mid-answer)
    * and sends it to the other nodes following the session, whose set comes
    * back with the same round trip (for the next piece: a node that joins
    * meanwhile gets the text so far in its read).
    */
-  chunk(stream: string, chunk: Chunk): void {
+  #piece(stream: string, chunk: Chunk): void {
     this.link
       .send(Buffer.byteLength(chunk.delta) + 128, (c) => c.cgwPiece(this.#key(stream, 'p'), this.#key(stream, 'n'), chunk.messageId, chunk.index, chunk.delta, this.o.partialTtlMs))
       ?.then((nodes) => {
-        this.#readers.set(stream, (nodes as string[]).filter((n) => n !== this.o.nodeId));
+        const known = this.#readers.get(stream) ?? [];
+        const others = (nodes as string[]).filter((n) => n !== this.o.nodeId);
+        this.#readers.set(stream, others);
+        // Nodes that followed unknown to this one get this piece now (contiguous with the text so far they read, or read again on a gap).
+        for (const n of others) if (!known.includes(n)) this.#toNode(n, stream, chunk);
       })
       .catch(() => {});
-    for (const n of this.#readers.get(stream) ?? []) this.cluster.toInbox(n, ['h', stream, chunk.messageId, chunk.index, chunk.delta]);
+    for (const n of this.#readers.get(stream) ?? []) this.#toNode(n, stream, chunk);
+  }
+
+  #toNode(node: string, stream: string, chunk: Chunk): void {
+    this.cluster.toInbox(node, ['h', stream, chunk.messageId, chunk.index, chunk.delta]);
   }
 
   async follow(stream: string, after?: Position): Promise<ReadResult> {
@@ -395,6 +421,7 @@ export class RedisStreams implements StreamStore {
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#timer);
+    this.#held.close();
     for (const stream of [...this.#follows.keys()]) {
       this.#follows.set(stream, 1);
       this.unfollow(stream);
