@@ -8,7 +8,7 @@
  * 127.0.0.x addresses.
  *
  * Reported: connects/s, RSS per connection (the gateway's processes, after
- * the connects settle), /api/v1/stats total, Redis memory per connection
+ * the connects settle and a forced full GC), /api/v1/stats total, Redis memory per connection
  * (used_memory growth: the registry), and the broadcast to everyone:
  * deliveries/s and p99 delivery latency. Also the Redis commands per 10,000
  * connects (INFO commandstats), the figure the per-node inboxes cut.
@@ -17,7 +17,7 @@ import { Redis } from 'ioredis';
 import type { Ctx } from '../lib/context.js';
 import { Fleet } from '../lib/fleet.js';
 import { measureFanout } from '../lib/measure.js';
-import { usage } from '../lib/procs.js';
+import { settledRssKiB } from '../lib/procs.js';
 import { fmt } from '../lib/stats.js';
 import { startTarget, widgetPath } from '../lib/targets.js';
 import type { Table } from '../lib/report.js';
@@ -65,7 +65,7 @@ export async function run(ctx: Ctx): Promise<Table> {
       const target = await startTarget('gateway', workers, { ...env, CONNECT_RATE_PER_IP: '0', MAX_CONNECTIONS_PER_IP: '0', IDLE_TIMEOUT_S: '600' }, `capacity ${mode}`);
       try {
         await new Promise((r) => setTimeout(r, 500));
-        const rss0 = usage(target.proc.pid!).rssKiB;
+        const rss0 = await settledRssKiB(target.proc.pid!);
         const mem0 = clients.length ? await usedMemory(clients) : 0;
         const cmd0 = clients.length ? await redisCommands(clients) : 0;
         const o = await fleet.open(target.port, widgetPath('cap'), conns, 512);
@@ -73,7 +73,7 @@ export async function run(ctx: Ctx): Promise<Table> {
         await new Promise((r) => setTimeout(r, 3000)); // registry batches, RSS settles
         const cmd1 = clients.length ? await redisCommands(clients) : 0;
         const mem1 = clients.length ? await usedMemory(clients) : 0;
-        const rss1 = usage(target.proc.pid!).rssKiB;
+        const rss1 = await settledRssKiB(target.proc.pid!);
         const total = ((await (await fetch(`http://127.0.0.1:${target.port}/api/v1/stats`)).json()) as { total_connections: number }).total_connections;
         const fan = await measureFanout(fleet, [target], o.opened, 0, ctx.durationMs, 2, { creator: 'cap', alreadyOpen: true, maxBroadcasts: ctx.smoke ? 50 : 200 });
         process.stderr.write(`capacity ${mode}: ${fmt(o.opened)} open at ${fmt((o.opened / o.ms) * 1000)}/s, ${((rss1 - rss0) / o.opened).toFixed(2)} KiB/conn, stats ${total}, broadcast ${fmt(fan.deliveredPerSec)} deliveries/s p99 ${fmt(fan.p99, 1)} ms\n`);
@@ -106,7 +106,7 @@ export async function run(ctx: Ctx): Promise<Table> {
   }
   return {
     title: 'Capacity: idle connections and a broadcast to all',
-    method: `${fmt(conns)} authenticated widget.v1 connections of one creator, opened 512 at a time per load process (${fleet.procs.length} processes, each from its own 127.0.0.x addresses), to a ${workers}-worker gateway; then broadcasts to all of them in a closed loop (at most 2 not yet everywhere) for ${ctx.durationMs / 1000} s. RSS per connection: growth of all gateway processes' RSS over the connects, after 3 s. Redis bytes per connection: used_memory growth (all masters), i.e. the registry. Commands per 10,000 connects: INFO commandstats growth (all masters) over the connects, everything included (registry batches, leases, sweeps, pings).`,
+    method: `${fmt(conns)} authenticated widget.v1 connections of one creator, opened 512 at a time per load process (${fleet.procs.length} processes, each from its own 127.0.0.x addresses), to a ${workers}-worker gateway; then broadcasts to all of them in a closed loop (at most 2 not yet everywhere) for ${ctx.durationMs / 1000} s. RSS per connection: growth of all gateway processes' RSS over the connects, 3 s after them, each read 1 s after a forced full GC in every gateway process (as in the storm). Redis bytes per connection: used_memory growth (all masters), i.e. the registry. Commands per 10,000 connects: INFO commandstats growth (all masters) over the connects, everything included (registry batches, leases, sweeps, pings).`,
     columns: ['mode', 'workers', 'open / asked', 'connects/s', 'RSS KiB/conn', '/api/v1/stats total', 'Redis bytes/conn', 'Redis commands per 10k connects', 'broadcasts', 'deliveries/s', 'p50 ms', 'p99 ms', 'lost', 'load CPU (cores)', 'server CPU (cores)'],
     rows,
     notes: [],
