@@ -16,7 +16,9 @@ import { sleep } from './helpers/net.js';
 import { backoffMs, workerExecArgv } from '../src/primary/supervisor.js';
 import { loadUws, UwsLoadError, CANDIDATES } from '../src/uws/loader.js';
 import { ERRORS } from '../src/protocol/frames.js';
-import type { PrimaryToWorker } from '../src/cluster/ipc.js';
+import type { PrimaryToWorker, WorkerToPrimary } from '../src/cluster/ipc.js';
+import { EmbeddedCluster } from '../src/cluster/embedded.js';
+import { EmbeddedStreams } from '../src/streams/embedded.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -231,6 +233,46 @@ void t.test('PieceBuffer: the pieces of one answer merge while held; another ans
   const n = sent.length;
   b.close();
   t.equal(sent.length, n, 'dropped (its final frame has the whole text): nothing left to send');
+});
+
+void t.test('EmbeddedStreams: follows of one turn asking the same read share one request, counted as many by the primary', async (t) => {
+  // The worker's real EmbeddedCluster and EmbeddedStreams, the primary's real StreamService; between them, an in-process channel.
+  const svc = new StreamService({ size: 10, ttlMs: 1000, maxBytes: 1 << 20 });
+  t.teardown(() => svc.close());
+  let toWorker: (m: unknown) => void = () => {};
+  const worker = { id: 1, send: (m: PrimaryToWorker) => setImmediate(() => toWorker(m)) };
+  const follows: Array<number | undefined> = [];
+  const port = {
+    connected: true,
+    send: (m: WorkerToPrimary) => {
+      if (m.t === 'req' && m.op === 'follow') {
+        follows.push(m.times);
+        const result = svc.follow(worker, m.arg!, m.pos, m.times);
+        worker.send({ t: 'res', id: m.id, result } as PrimaryToWorker);
+      } else if (m.t === 'unfollow') svc.unfollow(worker, m.stream);
+      return true;
+    },
+    on: (_e: 'message', fn: (m: unknown) => void) => (toWorker = fn),
+    off: () => {},
+  };
+  const streams = new EmbeddedStreams(new EmbeddedCluster(port), { frame: () => {}, chunk: () => {} });
+  t.teardown(() => streams.close());
+  const first = svc.append('b/c', Buffer.from('{"n":1}'), {});
+  svc.append('b/c', Buffer.from('{"n":2}'), {});
+  const from0 = { epoch: first.epoch, offset: 0 };
+  const reads = await Promise.all([streams.follow('b/c', from0), streams.follow('b/c', from0), streams.follow('b/c', from0), streams.follow('b/c')]);
+  t.same(follows, [3, undefined], 'two requests for four follows: one per stream and position, the shared one counted 3 times');
+  t.same(reads.map((r) => r.frames.map((f) => f.offset)), [[1, 2], [1, 2], [1, 2], []], 'each follow got its read');
+  await streams.follow('b/c', from0);
+  t.same(follows, [3, undefined, undefined], 'a follow of a later turn asks again');
+  for (let i = 0; i < 4; i++) streams.unfollow('b/c');
+  await sleep(10);
+  svc.store.expire(Date.now() + 5000);
+  t.equal(svc.store.read('b/c').epoch, first.epoch, 'one follow of the five is left: the stream is kept past its TTL');
+  streams.unfollow('b/c');
+  await sleep(10);
+  svc.store.expire(Date.now() + 5000);
+  t.not(svc.store.read('b/c').epoch, first.epoch, 'all five unfollowed: it expires (a new epoch)');
 });
 
 void t.test('StreamService tells the workers following a session when another worker follows it too, and when none does any more', async (t) => {

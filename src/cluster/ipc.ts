@@ -52,6 +52,8 @@ export interface Request<Op> {
   batch?: ChargeBatch;
   /** Streams: a position (`follow`'s after, `frame-at`'s offset). */
   pos?: Position;
+  /** Streams: how many follows one `follow` request stands for (sockets of one turn asking the same read). */
+  times?: number;
   /** Streams: the client_message_id an appended frame answers, or to claim. */
   cmid?: string;
   /** Streams: the streamed answer an appended frame completes. */

@@ -49,16 +49,18 @@ export class StreamService {
     for (const f of followers.keys()) if (f !== from) f.send(msg);
   }
 
-  follow(from: StreamFollower, stream: string, after: Position | undefined): ReadResult {
+  /** `times`: the follows one request stands for (a worker's sockets of one turn asking the same read). */
+  follow(from: StreamFollower, stream: string, after: Position | undefined, times = 1): ReadResult {
+    const count = Number.isSafeInteger(times) && times > 0 ? times : 1;
     let m = this.#followers.get(stream);
     if (!m) this.#followers.set(stream, (m = new Map()));
     const n = m.get(from) ?? 0;
-    m.set(from, n + 1);
+    m.set(from, n + count);
     if (n === 0 && m.size >= 2 && creatorOfStream(stream) === undefined) {
       // A second worker follows this session: the new one, and (if it just became shared) the other, are told.
       for (const f of m.keys()) if (f === from || m.size === 2) f.send({ t: 'shared', stream, shared: true });
     }
-    return this.store.follow(stream, after);
+    return this.store.follow(stream, after, count);
   }
 
   unfollow(from: StreamFollower, stream: string): void {

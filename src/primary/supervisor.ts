@@ -258,7 +258,7 @@ class Supervisor {
             case 'append':
               return this.#stream().append(msg.arg ?? '', msg.payload ?? new Uint8Array(), { ...(msg.cmid !== undefined ? { cmid: msg.cmid } : {}), ...(msg.ends !== undefined ? { ends: msg.ends } : {}) });
             case 'follow':
-              return this.#stream().follow(slot.target, msg.arg ?? '', msg.pos);
+              return this.#stream().follow(slot.target, msg.arg ?? '', msg.pos, msg.times);
             case 'claim':
               return this.#stream().claim(slot.target, msg.arg ?? '', msg.cmid ?? '');
             case 'chats-add':

@@ -103,8 +103,9 @@ export class MemoryStreamStore {
     if (text !== undefined) s.partial.text = text;
   }
 
-  follow(stream: string, after?: Position): ReadResult {
-    this.#get(stream).followers++;
+  /** `times`: how many follows this read stands for (each ends with an unfollow). */
+  follow(stream: string, after?: Position, times = 1): ReadResult {
+    this.#get(stream).followers += times;
     return this.read(stream, after);
   }
 
