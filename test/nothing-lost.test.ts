@@ -64,6 +64,17 @@ async function engineServer() {
   };
 }
 
+/** A cluster asking the test's own HTTP engine; both stopped when `t` ends. */
+async function engineCluster(t: Test, env: Record<string, string> = {}): Promise<{ eng: Awaited<ReturnType<typeof engineServer>>; c: RunningCluster }> {
+  const eng = await engineServer();
+  const c = await startCluster({ ...env, AI_ENGINE_URL: eng.url });
+  t.teardown(async () => {
+    await c.stop('SIGKILL');
+    await eng.close();
+  });
+  return { eng, c };
+}
+
 /** Open sockets per worker pid, from the host's metrics (through the primary). */
 async function perWorker(c: RunningCluster): Promise<Map<string, number>> {
   const text = await fetch(`http://127.0.0.1:${c.port}/metrics`).then((r) => r.text());
@@ -134,12 +145,7 @@ async function allHoldEverything(t: Test, clients: V2Client[], least: number): P
 }
 
 void t.test('a v2 client cut while the engine answers reconnects on another worker and gets that answer exactly once', async (t) => {
-  const eng = await engineServer();
-  const c = await startCluster({ AI_ENGINE_URL: eng.url });
-  t.teardown(async () => {
-    await c.stop('SIGKILL');
-    await eng.close();
-  });
+  const { eng, c } = await engineCluster(t);
   eng.state.delayMs = 1500;
   const client = new V2Client(`ws://127.0.0.1:${c.port}`, 'cut', widgetToken('cut'), 'cut-session');
   await client.connect();
@@ -210,12 +216,7 @@ void t.test('a slow consumer closed with 4009 resumes without a gap', async (t) 
 });
 
 void t.test('a retried client_message_id reaches the engine once, whichever worker the retry lands on', async (t) => {
-  const eng = await engineServer();
-  const c = await startCluster({ AI_ENGINE_URL: eng.url });
-  t.teardown(async () => {
-    await c.stop('SIGKILL');
-    await eng.close();
-  });
+  const { eng, c } = await engineCluster(t);
   eng.state.delayMs = 300;
   const tabs = Array.from({ length: 6 }, () => new V2Client(`ws://127.0.0.1:${c.port}`, 'cm', widgetToken('cm'), 'cm-session'));
   await Promise.all(tabs.map((x) => x.connect()));
@@ -228,12 +229,7 @@ void t.test('a retried client_message_id reaches the engine once, whichever work
 });
 
 void t.test('streamed answers on the real cluster: resumed on the other worker mid-answer, whole once, engine asked once', async (t) => {
-  const eng = await engineServer();
-  const c = await startCluster({ AI_ENGINE_URL: eng.url });
-  t.teardown(async () => {
-    await c.stop('SIGKILL');
-    await eng.close();
-  });
+  const { eng, c } = await engineCluster(t);
   eng.state.pieces = Array.from({ length: 40 }, (_, i) => `word${i} `);
   eng.state.gapMs = 40;
   const client = new V2Client(`ws://127.0.0.1:${c.port}`, 'sm', widgetToken('sm'), 'sm-session');
@@ -262,12 +258,7 @@ void t.test('streamed answers on the real cluster: resumed on the other worker m
 });
 
 void t.test('two tabs of one session on the two workers: the other tab gets every piece as it comes', async (t) => {
-  const eng = await engineServer();
-  const c = await startCluster({ AI_ENGINE_URL: eng.url });
-  t.teardown(async () => {
-    await c.stop('SIGKILL');
-    await eng.close();
-  });
+  const { eng, c } = await engineCluster(t);
   eng.state.pieces = Array.from({ length: 12 }, (_, i) => `p${i} `);
   eng.state.gapMs = 60;
   const asker = new V2Client(`ws://127.0.0.1:${c.port}`, 'tabs', widgetToken('tabs'), 'tabs-session');
@@ -301,12 +292,7 @@ void t.test('two tabs of one session on the two workers: the other tab gets ever
 });
 
 void t.test('a slow reader under a fast engine (4 MB/s): chunks merged, the worker\'s memory as with a fast reader, content intact', async (t) => {
-  const eng = await engineServer();
-  const c = await startCluster({ WORKERS: '1', AI_ENGINE_URL: eng.url, AI_ENGINE_MAX_RESPONSE_BYTES: String(32 << 20) });
-  t.teardown(async () => {
-    await c.stop('SIGKILL');
-    await eng.close();
-  });
+  const { eng, c } = await engineCluster(t, { WORKERS: '1', AI_ENGINE_MAX_RESPONSE_BYTES: String(32 << 20) });
   // 12 MB, more than the kernel's socket buffers hide, a piece every millisecond or so. Not
   // "as fast as the engine can": on a loaded box the gateway then read the whole answer in a
   // few event-loop turns, sent it as a few big chunks before the socket was full, and had

@@ -5,11 +5,12 @@
  * all on each worker's one IPC channel, so every worker sees a stream's
  * frames in offset order and the appender's own delivery precedes its answer.
  *
- * A worker sends the pieces of an answer it streams as they come only
- * while another worker follows the session (they are relayed to it); else
- * it sends their progress now and then (streams/embedded.ts). So each
- * follower of a session stream is told when the stream becomes shared
- * between workers, and when it stops being so (a `shared` message).
+ * A worker that follows a session sends the pieces of an answer it
+ * streams as they come only while another worker follows the session too
+ * (they are relayed to it); while it follows alone, it sends their progress
+ * now and then (streams/embedded.ts). So each follower of a session stream
+ * is told when the stream becomes shared between workers, and when it
+ * stops being so (a `shared` message).
  */
 import { MemoryStreamStore } from '../streams/memory.js';
 import { creatorOfStream } from '../streams/streams.js';

@@ -45,16 +45,13 @@ export class EmbeddedStreams implements StreamStore {
   }
 
   append(stream: string, payload: Uint8Array, o: AppendOptions = {}): Promise<Position> {
-    if (o.ends !== undefined) this.#held.drop(stream, o.ends);
-    this.#held.flush(stream); // the store sees a stream's pieces and frames in the order they were made
+    this.#held.beforeAppend(stream, o.ends);
     return this.primary.request('append', { arg: stream, payload, ...(o.cmid !== undefined ? { cmid: o.cmid } : {}), ...(o.ends !== undefined ? { ends: o.ends } : {}) });
   }
 
   chunk(stream: string, chunk: Chunk): void {
-    // Held while this worker follows the session and no other does (the primary says when one does); else at once (the socket that asked left: its next one may be on another worker).
-    if (this.#follows.has(stream) && !this.#shared.has(stream)) return this.#held.hold(stream, chunk);
-    this.#held.flush(stream);
-    this.primary.send({ t: 'chunk', stream, chunk });
+    // Held while this worker follows the session and no other does (the primary says when one does); else at once (another worker reads it live, or the socket that asked left: its next one may be on another worker).
+    this.#held.put(stream, chunk, this.#follows.has(stream) && !this.#shared.has(stream));
   }
 
   /**

@@ -6,8 +6,8 @@
  * (the hub). The store needs it for two things: other nodes following the
  * session (another tab on another worker or host), which need it at once,
  * and the text so far kept for a socket that joins mid-answer, which does
- * not. So while this node follows a session (a socket that asked is here)
- * and no other node does, its pieces are held here,
+ * not. So while this node follows a session (a socket of it is here) and
+ * no other node does, its pieces are held here,
  * merged, and sent every PROGRESS_MS as one piece per answer: a streamed
  * answer costs the store (an IPC message to the primary, or a Redis script)
  * a few times a second instead of once per piece. A socket that joins
@@ -39,6 +39,27 @@ export class PieceBuffer {
     private readonly everyMs = PROGRESS_MS,
   ) {}
 
+  /**
+   * A piece of `stream`: held when `hold` (the store's call: no other node
+   * needs it now), else sent at once, after what is held of the stream.
+   */
+  put(stream: string, c: Chunk, hold: boolean): void {
+    if (hold) return this.hold(stream, c);
+    this.flush(stream);
+    this.send(stream, c);
+  }
+
+  /**
+   * Before a frame is appended to `stream`: what is held of the answer it
+   * ends (`ends`) is dropped, as the frame has the whole text; anything else
+   * held goes first, so the store sees a stream's pieces and frames in the
+   * order they were made.
+   */
+  beforeAppend(stream: string, ends: string | undefined): void {
+    if (ends !== undefined) this.drop(stream, ends);
+    this.flush(stream);
+  }
+
   /** Holds `c`: merged with what is held of the same answer when it continues it, else after sending that. */
   hold(stream: string, c: Chunk): void {
     const h = this.#held.get(stream);
@@ -69,7 +90,7 @@ export class PieceBuffer {
   }
 
   flushAll(): void {
-    for (const stream of [...this.#held.keys()]) this.flush(stream);
+    for (const stream of this.#held.keys()) this.flush(stream);
   }
 
   /** Sends everything held and stops the timer. */

@@ -205,8 +205,7 @@ export class RedisStreams implements StreamStore {
   }
 
   async append(stream: string, payload: Uint8Array, o: AppendOptions = {}): Promise<Position> {
-    if (o.ends !== undefined) this.#held.drop(stream, o.ends);
-    this.#held.flush(stream); // Redis sees a stream's pieces and frames in the order they were made
+    this.#held.beforeAppend(stream, o.ends);
     const broadcast = creatorOfStream(stream) !== undefined;
     const cmidKey = o.cmid !== undefined ? this.#key(stream, `c:${o.cmid}`) : this.#key(stream, 'c:');
     const sent = this.link.send(payload.byteLength + 256, (c) =>
@@ -234,13 +233,12 @@ export class RedisStreams implements StreamStore {
 
   /**
    * A piece of an answer streamed here: held while this node follows the
-   * session and knows of no other node that does; else at once (the
-   * socket that asked left: another node may have its next socket).
+   * session and knows of no other node that does; else at once (another
+   * node reads it live, or the socket that asked left: its next one may be
+   * on another node).
    */
   chunk(stream: string, chunk: Chunk): void {
-    if (this.#follows.has(stream) && !this.#readers.get(stream)?.length) return this.#held.hold(stream, chunk);
-    this.#held.flush(stream);
-    this.#piece(stream, chunk);
+    this.#held.put(stream, chunk, this.#follows.has(stream) && !this.#readers.get(stream)?.length);
   }
 
   /**
