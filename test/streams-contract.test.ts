@@ -7,6 +7,7 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { LocalStreamHub, LocalStreams } from '../src/streams/local.js';
+import { Redis } from 'ioredis';
 import { RedisStreams } from '../src/streams/redis.js';
 import { RedisLink } from '../src/redis/link.js';
 import { RedisCluster } from '../src/cluster/redis.js';
@@ -59,10 +60,22 @@ async function redisImpl(start: () => Promise<RedisBackend>): Promise<Impl> {
       for (const p of parts) await p.close();
       await server.stop();
     },
+    async scripts() {
+      const t = server.target;
+      const clients = t.mode === 'single' ? [new Redis(t.url)] : t.mode === 'cluster' ? t.nodes.map((n) => new Redis({ host: n.host, port: n.port })) : [];
+      let n = 0;
+      for (const c of clients) {
+        const m = /cmdstat_evalsha:calls=(\d+)/.exec(await c.info('commandstats'));
+        n += Number(m?.[1] ?? 0);
+        c.disconnect();
+      }
+      return n;
+    },
   };
 }
 
-type Impl = { node(): Promise<Node>; cleanup(): Promise<void> };
+/** `scripts`: Lua scripts run so far (Redis): how many reads a test made. */
+type Impl = { node(): Promise<Node>; cleanup(): Promise<void>; scripts?(): Promise<number> };
 
 const impls: Record<string, () => Promise<Impl>> = {
   async local() {
@@ -116,6 +129,23 @@ for (const [name, make] of Object.entries(impls)) {
       t.equal(await b.store.frameAt('s/c2/x', { epoch, offset: 1 }), undefined, 'trimmed');
       for (let i = 0; i < 5; i++) b.store.unfollow('s/c2/x');
       a.store.unfollow('s/c2/x');
+    });
+
+    await t.test('follows of one turn from one position share one read, and each still counts as a follow', async (t) => {
+      const { epoch } = await a.store.follow('b/c9');
+      for (let i = 1; i <= 3; i++) await a.store.append('b/c9', enc(`{"i":${i}}`));
+      const before = await impl.scripts?.();
+      const from1 = { epoch, offset: 1 };
+      const reads = await Promise.all([b.store.follow('b/c9', from1), b.store.follow('b/c9', from1), b.store.follow('b/c9', from1), b.store.follow('b/c9')]);
+      t.same(reads.map((r) => r.frames.map((f) => f.offset)), [[2, 3], [2, 3], [2, 3], []], 'each follow got its read');
+      if (before !== undefined) t.equal((await impl.scripts!()) - before, 2, 'two reads for four follows: one per position');
+      for (let i = 0; i < 3; i++) b.store.unfollow('b/c9');
+      b.frames.length = 0;
+      await a.store.append('b/c9', enc('{"i":4}'));
+      await until(() => b.frames.length === 1, 3000, 'live delivery to b');
+      t.same(b.frames.map((f) => f.offset), [4], 'one of the four follows is left: b still gets the stream live (fails if the shared read counted once)');
+      b.store.unfollow('b/c9');
+      a.store.unfollow('b/c9');
     });
 
     await t.test('session frames reach every node that follows the session', async (t) => {

@@ -39,7 +39,7 @@ async function modes(smoke: boolean): Promise<Mode[]> {
 }
 
 /** POSTs `n` broadcasts to each creator, `parallel` at a time; throws on any non-202. */
-async function publish(port: number, creators: string[], n: number, body: (i: number) => object, parallel = 32): Promise<void> {
+export async function publish(port: number, creators: string[], n: number, body: (i: number) => object, parallel = 32): Promise<void> {
   const agent = new Agent({ connections: parallel, pipelining: 1 });
   const auth = `Bearer ${serviceToken()}`;
   const jobs: Array<[string, number]> = [];
@@ -65,7 +65,7 @@ async function publish(port: number, creators: string[], n: number, body: (i: nu
 }
 
 /** Opens one widget.v2 socket; resolves with its connection_status details and the socket. */
-function openV2(port: number, path: string, onFrame: (p: Buffer) => void = () => {}): Promise<{ conn: WireConn; details: { streams: Record<'session' | 'broadcast', { epoch: string; offset: number }> } }> {
+export function openV2(port: number, path: string, onFrame: (p: Buffer) => void = () => {}): Promise<{ conn: WireConn; details: { streams: Record<'session' | 'broadcast', { epoch: string; offset: number }> } }> {
   return new Promise((resolve, reject) => {
     let first = true;
     new WireConn({
@@ -103,7 +103,7 @@ function broadcastOffset(p: Buffer): number {
  * `clients` widget.v2 sockets resume the broadcast stream from 0 at once;
  * each records the time from its connect to the frame at offset `frames`.
  */
-async function resumeAll(port: number, creator: string, epoch: string, frames: number, clients: number): Promise<{ ms: number[]; complete: number; lost: number; cpuMs: number }> {
+export async function resumeAll(port: number, creator: string, epoch: string, frames: number, clients: number): Promise<{ ms: number[]; complete: number; lost: number; cpuMs: number }> {
   const path = `${widgetPath(creator)}&resume_broadcast=${encodeURIComponent(`${epoch}:0`)}`;
   const ms: number[] = [];
   let lost = 0;

@@ -11,15 +11,8 @@
  */
 import type { EmbeddedCluster } from '../cluster/embedded.js';
 import { PieceBuffer } from './progress.js';
+import { SharedReads } from './reads.js';
 import type { AppendOptions, Chunk, Claim, Position, ReadResult, StoredFrame, StreamSink, StreamStore } from './streams.js';
-
-interface Asked {
-  stream: string;
-  after: Position | undefined;
-  times: number;
-  read: Promise<ReadResult>;
-  settle: { resolve: (r: ReadResult) => void; reject: (e: unknown) => void };
-}
 
 export class EmbeddedStreams implements StreamStore {
   /** Streams this worker follows, with their follows. */
@@ -27,8 +20,7 @@ export class EmbeddedStreams implements StreamStore {
   /** Session streams another worker follows too: their pieces go at once. */
   readonly #shared = new Set<string>();
   readonly #held: PieceBuffer;
-  /** Follows asked in this turn, by stream and position (`follow`). */
-  readonly #asked = new Map<string, Asked>();
+  readonly #reads = new SharedReads((stream, after, times) => this.primary.request('follow', { arg: stream, ...(after ? { pos: after } : {}), ...(times > 1 ? { times } : {}) }));
 
   constructor(
     private readonly primary: EmbeddedCluster,
@@ -54,36 +46,11 @@ export class EmbeddedStreams implements StreamStore {
     this.#held.put(stream, chunk, this.#follows.has(stream) && !this.#shared.has(stream));
   }
 
-  /**
-   * Follows asked in this turn of the event loop go as one request per
-   * stream and position, counted `times` by the primary: a reconnect storm
-   * of a creator's sockets (a rolling restart) costs the primary one read
-   * of its broadcast stream per worker, not one per socket. Only follows of
-   * one turn share a read: every socket among them started buffering live
-   * frames before the request left, so nothing falls between the read and
-   * live (streams/hub.ts).
-   */
+  /** Follows of one turn asking the same read share one request, counted `times` by the primary (streams/reads.ts). */
   follow(stream: string, after?: Position): Promise<ReadResult> {
     this.#follows.set(stream, (this.#follows.get(stream) ?? 0) + 1);
-    const key = after ? `${stream}\n${after.epoch}:${after.offset}` : stream;
-    let a = this.#asked.get(key);
-    if (a === undefined) {
-      let settle!: Asked['settle'];
-      const read = new Promise<ReadResult>((resolve, reject) => (settle = { resolve, reject }));
-      a = { stream, after, times: 0, read, settle };
-      this.#asked.set(key, a);
-      if (this.#asked.size === 1) setImmediate(this.#ask);
-    }
-    a.times++;
-    return a.read;
+    return this.#reads.follow(stream, after);
   }
-
-  readonly #ask = (): void => {
-    for (const a of this.#asked.values()) {
-      this.primary.request('follow', { arg: a.stream, ...(a.after ? { pos: a.after } : {}), ...(a.times > 1 ? { times: a.times } : {}) }).then(a.settle.resolve, a.settle.reject);
-    }
-    this.#asked.clear();
-  };
 
   unfollow(stream: string): void {
     const n = this.#follows.get(stream) ?? 0;

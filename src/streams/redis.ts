@@ -34,6 +34,7 @@ import type { RedisLink } from '../redis/link.js';
 import { asBuffer } from '../redis/link.js';
 import type { RedisCluster } from '../cluster/redis.js';
 import { PieceBuffer } from './progress.js';
+import { SharedReads } from './reads.js';
 import { creatorOfStream, newEpoch, type AppendOptions, type Chunk, type Claim, type HistoryOptions, type Position, type ReadResult, type StoredFrame, type StreamSink, type StreamStore } from './streams.js';
 
 const packr = new Packr({ useRecords: false });
@@ -164,6 +165,7 @@ export class RedisStreams implements StreamStore {
   readonly #readers = new Map<string, string[]>();
   readonly #timer: NodeJS.Timeout;
   readonly #held = new PieceBuffer((stream, chunk) => this.#piece(stream, chunk));
+  readonly #reads = new SharedReads((stream, after) => this.#read(stream, after));
   #closed = false;
 
   constructor(
@@ -265,8 +267,17 @@ export class RedisStreams implements StreamStore {
     this.cluster.toInbox(node, ['h', stream, chunk.messageId, chunk.index, chunk.delta]);
   }
 
-  async follow(stream: string, after?: Position): Promise<ReadResult> {
+  /**
+   * Follows of one turn asking the same read share it (streams/reads.ts): a
+   * reconnect storm reads a creator's broadcast history once per node per
+   * turn, not once per socket (Redis runs the scripts one at a time).
+   */
+  follow(stream: string, after?: Position): Promise<ReadResult> {
     this.#follows.set(stream, (this.#follows.get(stream) ?? 0) + 1);
+    return this.#reads.follow(stream, after);
+  }
+
+  async #read(stream: string, after: Position | undefined): Promise<ReadResult> {
     try {
       const broadcast = creatorOfStream(stream) !== undefined;
       if (broadcast) {
