@@ -166,6 +166,8 @@ export interface Hold {
 
 export class StreamHub {
   readonly #streams = new Map<string, NodeStream>();
+  /** Replayed frames' text (#replayText). */
+  readonly #texts = new WeakMap<StoredFrame, string>();
   /** v1 sockets waiting for their creator's broadcast stream (holdCreator), by creator: one follow for them all. */
   readonly #holds = new Map<string, { count: number; ready: Promise<void> }>();
   store!: StreamStore;
@@ -362,7 +364,7 @@ export class StreamHub {
       if (typeof next === 'string') {
         st.queuedLive -= next.length;
         r.sendFrame(next);
-      } else r.sendFrame(this.#frame(ns, next));
+      } else r.sendFrame(this.#replayText(ns, next));
     }
     if (st.queue.length === 0) st.queuedLive = 0;
     if (ns.broadcast) this.#maybeToTopic(ns, r, st);
@@ -490,6 +492,17 @@ export class StreamHub {
   /** The frame as a socket receives it. */
   #frame(ns: NodeStream, f: StoredFrame): string {
     return ns.broadcast ? broadcastFrame(f) : sessionFrame(f);
+  }
+
+  /**
+   * A replayed frame as text, made once for all the sockets that share the
+   * read it came from (streams/reads.ts: a reconnect storm's resumes share
+   * one), kept while any of them still has it queued.
+   */
+  #replayText(ns: NodeStream, f: StoredFrame): string {
+    let text = this.#texts.get(f);
+    if (text === undefined) this.#texts.set(f, (text = this.#frame(ns, f)));
+    return text;
   }
 
   #ordered(ns: NodeStream, epoch: string, f: StoredFrame): void {
