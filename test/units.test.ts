@@ -1,5 +1,5 @@
 /** Small pure parts: validation, rate limiting, the relay, back-off, the uWS loader. */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { loadConfig } from '../src/config/index.js';
 import { decodeFrame, validateMessage } from '../src/pipeline/validate.js';
 import { BucketTable, nowUs } from '../src/limits/buckets.js';
@@ -235,12 +235,19 @@ void t.test('PieceBuffer: the pieces of one answer merge while held; another ans
   t.equal(sent.length, n, 'dropped (its final frame has the whole text): nothing left to send');
 });
 
-void t.test('EmbeddedStreams: follows of one turn asking the same read share one request, counted as many by the primary', async (t) => {
-  // The worker's real EmbeddedCluster and EmbeddedStreams, the primary's real StreamService; between them, an in-process channel.
+/** A worker's real EmbeddedCluster and EmbeddedStreams, the primary's real StreamService; between them, an in-process channel (as the supervisor routes it). */
+function embeddedPair(t: Test) {
   const svc = new StreamService({ size: 10, ttlMs: 1000, maxBytes: 1 << 20 });
   t.teardown(() => svc.close());
   let toWorker: (m: unknown) => void = () => {};
-  const worker = { id: 1, send: (m: PrimaryToWorker) => setImmediate(() => toWorker(m)) };
+  const toWorkerLog: PrimaryToWorker[] = [];
+  const worker = {
+    id: 1,
+    send: (m: PrimaryToWorker) => {
+      toWorkerLog.push(m);
+      setImmediate(() => toWorker(m));
+    },
+  };
   const follows: Array<number | undefined> = [];
   const port = {
     connected: true,
@@ -249,14 +256,21 @@ void t.test('EmbeddedStreams: follows of one turn asking the same read share one
         follows.push(m.times);
         const result = svc.follow(worker, m.arg!, m.pos, m.times);
         worker.send({ t: 'res', id: m.id, result } as PrimaryToWorker);
-      } else if (m.t === 'unfollow') svc.unfollow(worker, m.stream);
+      } else if (m.t === 'req' && m.op === 'append') svc.appendFor(worker, m.id, m.arg!, m.payload!, { cmid: m.cmid, ends: m.ends });
+      else if (m.t === 'unfollow') svc.unfollow(worker, m.stream);
       return true;
     },
     on: (_e: 'message', fn: (m: unknown) => void) => (toWorker = fn),
     off: () => {},
   };
-  const streams = new EmbeddedStreams(new EmbeddedCluster(port), { frame: () => {}, chunk: () => {} });
+  const frames: Array<{ stream: string; offset: number }> = [];
+  const streams = new EmbeddedStreams(new EmbeddedCluster(port), { frame: (stream, _e, f) => frames.push({ stream, offset: f.offset }), chunk: () => {} });
   t.teardown(() => streams.close());
+  return { svc, streams, follows, toWorkerLog, frames };
+}
+
+void t.test('EmbeddedStreams: follows of one turn asking the same read share one request, counted as many by the primary', async (t) => {
+  const { svc, streams, follows } = embeddedPair(t);
   const first = svc.append('b/c', Buffer.from('{"n":1}'), {});
   svc.append('b/c', Buffer.from('{"n":2}'), {});
   const from0 = { epoch: first.epoch, offset: 0 };
@@ -273,6 +287,21 @@ void t.test('EmbeddedStreams: follows of one turn asking the same read share one
   await sleep(10);
   svc.store.expire(Date.now() + 5000);
   t.not(svc.store.read('b/c').epoch, first.epoch, 'all five unfollowed: it expires (a new epoch)');
+});
+
+void t.test('EmbeddedStreams: an append is answered by the appending worker\'s own copy of the frame when it follows the stream, else by a res', async (t) => {
+  const { streams, toWorkerLog, frames } = embeddedPair(t);
+  await streams.follow('s/c/1');
+  toWorkerLog.length = 0;
+  const pos = await streams.append('s/c/1', Buffer.from('{"type":"ai_response"}'));
+  t.match(pos, { offset: 1 }, 'resolved with its position');
+  t.same(toWorkerLog.map((m) => m.t), ['smsg'], 'one message: the frame, carrying the request id (fails if a res is sent too)');
+  t.same(frames, [{ stream: 's/c/1', offset: 1 }], 'and the frame was delivered before the append resolved');
+  toWorkerLog.length = 0;
+  const other = await streams.append('s/c/2', Buffer.from('{"type":"error"}'));
+  t.match(other, { offset: 1 }, 'a stream this worker does not follow (its socket left): answered too');
+  t.same(toWorkerLog.map((m) => m.t), ['res'], 'by a res alone');
+  streams.unfollow('s/c/1');
 });
 
 void t.test('StreamService tells the workers following a session when another worker follows it too, and when none does any more', async (t) => {
@@ -381,6 +410,8 @@ void t.test('BatchingPort over a real IPC channel: one turn, few IPC messages, o
   const { BatchingPort, MAX_BATCH } = await import('../src/cluster/ipc-port.js');
   const child = fork(new URL('./fixtures/batch-echo.ts', import.meta.url).pathname, { execArgv: ['--import', 'tsx'], serialization: 'advanced' });
   t.teardown(() => void child.kill());
+  // A send racing the child's exit fails later with EPIPE, as an 'error' event (the primary listens the same way: supervisor.ts).
+  child.on('error', () => {});
   let raw = 0;
   child.on('message', () => raw++);
   const port = new BatchingPort<{ t: string; i?: number; payload?: Uint8Array }>({

@@ -117,6 +117,7 @@ export class EmbeddedCluster implements ClusterView {
         break;
       case 'smsg':
         this.#streams?.frame(msg.stream, msg.epoch, { offset: msg.offset, payload: msg.payload });
+        if (msg.id !== undefined) this.#requests.settle({ t: 'res', id: msg.id, result: { epoch: msg.epoch, offset: msg.offset } });
         break;
       case 'chunk':
         this.#streams?.chunk(msg.stream, msg.chunk);

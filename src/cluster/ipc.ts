@@ -87,8 +87,8 @@ export type PrimaryToWorker =
   | { t: 'cluster'; ready: boolean }
   /** Budget keys another worker charged (embedded mode). */
   | { t: 'rate'; update: RateUpdate }
-  /** A frame of a stream this worker follows (embedded mode), in offset order. */
-  | { t: 'smsg'; stream: string; epoch: string; offset: number; payload: Uint8Array }
+  /** A frame of a stream this worker follows (embedded mode), in offset order; `id`: this worker's append request it answers (with its position). */
+  | { t: 'smsg'; stream: string; epoch: string; offset: number; payload: Uint8Array; id?: number }
   /** A chunk of an answer streamed on another worker, for a session this worker follows. */
   | { t: 'chunk'; stream: string; chunk: Chunk }
   /** Another worker follows (or no longer follows) a session stream this worker follows: its pieces go at once (or now and then). */

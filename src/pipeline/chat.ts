@@ -211,7 +211,7 @@ export class ChatPipeline {
         { query: item.content, creator_id: peer.creatorId, session_id: peer.sessionId },
         relay ? { onDelta: (d) => relay.delta(d), signal: abort } : { signal: abort },
       );
-      out = { ...a, messageId };
+      out = { response: a.response, confidence: a.confidence, sources: a.sources, messageId };
       this.metrics.aiLatency.observe((performance.now() - started) / 1000);
     } catch (err) {
       if (err instanceof GatewayError && err.code === 'GW_ERR_AI_CANCELLED' && relay) {

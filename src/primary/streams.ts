@@ -31,12 +31,33 @@ export class StreamService {
     this.store = new MemoryStreamStore(o);
   }
 
+  /** Stores a frame and relays it to every worker following the stream. */
   append(stream: string, payload: Uint8Array, o: AppendOptions): Position {
+    return this.#append(stream, payload, o, undefined, 0);
+  }
+
+  /**
+   * A worker's append request `id`: when that worker follows the stream,
+   * its own copy of the frame carries the id and answers the request (one
+   * message, not two); else a `res` does.
+   */
+  appendFor(from: StreamFollower, id: number, stream: string, payload: Uint8Array, o: AppendOptions): void {
+    let pos: Position;
+    try {
+      pos = this.#append(stream, payload, o, from, id);
+    } catch (err) {
+      from.send({ t: 'res', id, error: (err as Error).message });
+      return;
+    }
+    if (!this.#followers.get(stream)?.has(from)) from.send({ t: 'res', id, result: pos });
+  }
+
+  #append(stream: string, payload: Uint8Array, o: AppendOptions, from: StreamFollower | undefined, id: number): Position {
     const pos = this.store.append(stream, payload, o);
     const followers = this.#followers.get(stream);
     if (followers) {
       const msg: PrimaryToWorker = { t: 'smsg', stream, epoch: pos.epoch, offset: pos.offset, payload };
-      for (const f of followers.keys()) f.send(msg);
+      for (const f of followers.keys()) f.send(f === from ? { t: 'smsg', stream, epoch: pos.epoch, offset: pos.offset, payload, id } : msg);
     }
     return pos;
   }

@@ -247,6 +247,10 @@ class Supervisor {
         break;
       case 'req': {
         const reply = (r: PrimaryToWorker) => slot.port.send(r);
+        if (msg.op === 'append' && this.#streams) {
+          this.#streams.appendFor(slot.target, msg.id, msg.arg ?? '', msg.payload ?? new Uint8Array(), { cmid: msg.cmid, ends: msg.ends });
+          break;
+        }
         answer(reply, msg.id, (): PrimaryOps[typeof msg.op] | Promise<PrimaryOps[typeof msg.op]> => {
           switch (msg.op) {
             case 'sync':
@@ -255,8 +259,8 @@ class Supervisor {
               return this.#stats();
             case 'metrics':
               return this.#metrics();
-            case 'append':
-              return this.#stream().append(msg.arg ?? '', msg.payload ?? new Uint8Array(), { ...(msg.cmid !== undefined ? { cmid: msg.cmid } : {}), ...(msg.ends !== undefined ? { ends: msg.ends } : {}) });
+            case 'append': // taken above while history is kept here; else #stream() says why not
+              return this.#stream().append(msg.arg ?? '', msg.payload ?? new Uint8Array(), {});
             case 'follow':
               return this.#stream().follow(slot.target, msg.arg ?? '', msg.pos, msg.times);
             case 'claim':

@@ -38,7 +38,7 @@ export class EmbeddedStreams implements StreamStore {
 
   append(stream: string, payload: Uint8Array, o: AppendOptions = {}): Promise<Position> {
     this.#held.beforeAppend(stream, o.ends);
-    return this.primary.request('append', { arg: stream, payload, ...(o.cmid !== undefined ? { cmid: o.cmid } : {}), ...(o.ends !== undefined ? { ends: o.ends } : {}) });
+    return this.primary.request('append', { arg: stream, payload, cmid: o.cmid, ends: o.ends });
   }
 
   chunk(stream: string, chunk: Chunk): void {
