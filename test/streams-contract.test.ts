@@ -131,6 +131,19 @@ for (const [name, make] of Object.entries(impls)) {
       a.store.unfollow('s/c2/x');
     });
 
+    await t.test('frames are kept and delivered byte for byte (UTF-8 text)', async (t) => {
+      const { epoch } = await a.store.follow('s/c10/u');
+      a.frames.length = 0;
+      const text = '{"type":"message","data":{"t":"grüße ✓ 你好 🎉"}}';
+      await b.store.append('s/c10/u', enc(text));
+      await until(() => a.frames.length === 1, 3000, 'live delivery');
+      t.equal(a.frames[0]!.text, text, 'live');
+      const r = await b.store.follow('s/c10/u', { epoch, offset: 0 });
+      t.equal(Buffer.from(r.frames[0]!.payload).toString(), text, 'from history');
+      b.store.unfollow('s/c10/u');
+      a.store.unfollow('s/c10/u');
+    });
+
     await t.test('follows of one turn from one position share one read, and each still counts as a follow', async (t) => {
       const { epoch } = await a.store.follow('b/c9');
       for (let i = 1; i <= 3; i++) await a.store.append('b/c9', enc(`{"i":${i}}`));
