@@ -195,5 +195,21 @@ for (const [name, make] of Object.entries(impls)) {
       await a.store.append('s/c5/w', enc('{"type":"ai_response","message_id":"M"}'), { ends: 'M' });
       t.equal((await b.store.follow('s/c5/w')).partial, undefined, 'gone once answered');
     });
+
+    await t.test('the socket that asked left mid-answer: its pieces and answer still reach the other follower, and the node forgets the session after', async (t) => {
+      await a.store.follow('s/c11/v');
+      await b.store.follow('s/c11/v');
+      a.store.unfollow('s/c11/v'); // a's socket left; its answer goes on
+      const knownBefore = (a.store as { knownReaders?: number }).knownReaders;
+      b.chunks.length = 0;
+      b.frames.length = 0;
+      a.store.chunk('s/c11/v', { messageId: 'M', index: 0, delta: 'Hi' });
+      await until(() => b.chunks.length >= 1, 3000, 'the piece on the other node');
+      await a.store.append('s/c11/v', enc('{"type":"ai_response","message_id":"M"}'), { ends: 'M' });
+      await until(() => b.frames.length === 1, 3000, 'the answer on the other node');
+      const known = (a.store as { knownReaders?: number }).knownReaders;
+      if (known !== undefined) t.equal(known, knownBefore, 'a keeps nothing of a session it neither follows nor streams for any more (fails if the answer leaves its readers behind)');
+      b.store.unfollow('s/c11/v');
+    });
   });
 }

@@ -233,7 +233,9 @@ export class RedisStreams implements StreamStore {
     if (!broadcast) {
       const nodes = ((r[2] ?? []) as unknown as Array<string | Buffer>).map(String);
       const others = nodes.filter((n) => n !== this.o.nodeId);
-      this.#readers.set(stream, others);
+      // Kept while this node follows the session; else the socket that asked left and its answer ended here: nothing more to send from this node.
+      if (this.#follows.has(stream)) this.#readers.set(stream, others);
+      else this.#readers.delete(stream);
       const frame: StoredFrame = { offset, payload };
       if (this.#follows.has(stream)) this.sink.frame(stream, epoch, frame);
       for (const n of others) this.cluster.toInbox(n, ['s', stream, epoch, offset, payload]);
@@ -269,6 +271,11 @@ export class RedisStreams implements StreamStore {
       })
       .catch(() => {});
     for (const n of this.#readers.get(stream) ?? []) this.#toNode(n, stream, chunk);
+  }
+
+  /** Sessions whose other followers this node keeps (bounded by the sessions it follows or streams an answer for). */
+  get knownReaders(): number {
+    return this.#readers.size;
   }
 
   #toNode(node: string, stream: string, chunk: Chunk): void {
