@@ -116,8 +116,12 @@ export class EmbeddedCluster implements ClusterView {
         this.#onRate?.(msg.update);
         break;
       case 'smsg':
-        this.#streams?.frame(msg.stream, msg.epoch, { offset: msg.offset, payload: msg.payload });
-        if (msg.id !== undefined) this.#requests.settle({ t: 'res', id: msg.id, result: { epoch: msg.epoch, offset: msg.offset } });
+        try {
+          this.#streams?.frame(msg.stream, msg.epoch, { offset: msg.offset, payload: msg.payload });
+        } finally {
+          // This worker's own append: its frame answers it (primary/streams.ts), whatever the delivery did.
+          if (msg.id !== undefined) this.#requests.settle({ t: 'res', id: msg.id, result: { epoch: msg.epoch, offset: msg.offset } });
+        }
         break;
       case 'chunk':
         this.#streams?.chunk(msg.stream, msg.chunk);
