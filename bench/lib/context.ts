@@ -16,6 +16,12 @@ export interface Ctx {
   stormN: number;
   slowSessions: number;
   slowThinkMs: number;
+  /**
+   * Rounds of the scenarios whose ratios to bare uWS are targets (chat,
+   * storm): each round measures every server once, in a rotated order, and
+   * the tables give the mean and each round's ratio (the spread).
+   */
+  rounds: number;
   /** Warm-up before each measured run. */
   warmupMs: number;
   /**
@@ -39,6 +45,7 @@ export function readCtx(): Ctx {
     slowSessions: Number(process.env.BENCH_SLOW_SESSIONS ?? 5000),
     slowThinkMs: Number(process.env.BENCH_SLOW_THINK_MS ?? 1000),
     warmupMs: Number(process.env.BENCH_WARMUP_S ?? 1) * 1000,
+    rounds: process.env.BENCH_SMOKE === '1' ? 1 : Math.max(1, Number(process.env.BENCH_ROUNDS ?? 2)),
     smoke: process.env.BENCH_SMOKE === '1',
   };
 }

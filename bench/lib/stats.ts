@@ -10,3 +10,11 @@ export const fmt = (n: number, digits = 0): string =>
   Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '-';
 
 export const ratio = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}x` : '-');
+
+export const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/** `list` rotated left by `k`: round k of a benchmark starts with another server, so drift of the machine does not favour one. */
+export const rotate = <T>(list: readonly T[], k: number): T[] => list.map((_, i) => list[(i + k) % list.length]!);
+
+/** Each round's ratio of a to b, e.g. "0.65x / 0.63x". */
+export const ratios = (a: number[], b: number[] | undefined): string => (b ? a.map((x, i) => ratio(x, b[i] ?? NaN)).join(' / ') : '-');

@@ -7,32 +7,45 @@
 import type { Ctx } from '../lib/context.js';
 import type { Fleet } from '../lib/fleet.js';
 import { settledRssKiB } from '../lib/procs.js';
-import { fmt, ratio } from '../lib/stats.js';
+import { fmt, mean, ratio, ratios, rotate } from '../lib/stats.js';
 import { startTarget, widgetPath } from '../lib/targets.js';
 import type { Table } from '../lib/report.js';
 
 export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
-  const res: Record<string, { perSec: number; failed: number; kib: number; opened: number }> = {};
-  for (const name of ctx.targets) {
-    const target = await startTarget(name, ctx.workers);
-    try {
-      await new Promise((r) => setTimeout(r, 500));
-      const before = await settledRssKiB(target.proc.pid!);
-      const o = await fleet.open(target.port, widgetPath('storm'), ctx.stormN, 512);
-      await new Promise((r) => setTimeout(r, 2000));
-      const after = await settledRssKiB(target.proc.pid!);
-      res[name] = { perSec: (o.opened / o.ms) * 1000, failed: o.failed, kib: (after - before) / Math.max(1, o.opened), opened: o.opened };
-      process.stderr.write(`storm ${name}: ${fmt(res[name]!.perSec)} connects/s, ${o.failed} failed, ${res[name]!.kib.toFixed(2)} KiB/conn\n`);
-      await fleet.closeAll();
-    } finally {
-      await target.stop();
+  const res: Record<string, Array<{ perSec: number; failed: number; kib: number; opened: number }>> = {};
+  for (let round = 0; round < ctx.rounds; round++) {
+    for (const name of rotate(ctx.targets, round)) {
+      const target = await startTarget(name, ctx.workers);
+      try {
+        await new Promise((r) => setTimeout(r, 500));
+        const before = await settledRssKiB(target.proc.pid!);
+        const o = await fleet.open(target.port, widgetPath('storm'), ctx.stormN, 512);
+        await new Promise((r) => setTimeout(r, 2000));
+        const after = await settledRssKiB(target.proc.pid!);
+        const r = { perSec: (o.opened / o.ms) * 1000, failed: o.failed, kib: (after - before) / Math.max(1, o.opened), opened: o.opened };
+        (res[name] ??= []).push(r);
+        process.stderr.write(`storm ${name} round ${round + 1}: ${fmt(r.perSec)} connects/s, ${o.failed} failed, ${r.kib.toFixed(2)} KiB/conn\n`);
+        await fleet.closeAll();
+      } finally {
+        await target.stop();
+      }
     }
   }
+  const avg = (name: string, f: (r: (typeof res)[string][number]) => number) => mean(res[name]!.map(f));
   return {
     title: 'Connect storm',
-    method: `${fmt(ctx.stormN)} authenticated connections opened as fast as possible (512 handshakes in flight per load process); a connection counts once its first frame arrives. RSS per connection = growth of the server's total RSS (all processes) / connections, 2 s after the storm, each read 1 s after a forced full GC in every server process (SIGUSR2 with --expose-gc, bench/lib/gc-preload.cjs).`,
-    columns: ['server', 'opened', 'connects/s', 'vs uWS', 'failed', 'RSS KiB / connection'],
-    rows: ctx.targets.map((n) => [n, fmt(res[n]!.opened), fmt(res[n]!.perSec), ratio(res[n]!.perSec, res.uws?.perSec ?? NaN), fmt(res[n]!.failed), res[n]!.kib.toFixed(2)]),
+    method: `${fmt(ctx.stormN)} authenticated connections opened as fast as possible (512 handshakes in flight per load process); a connection counts once its first frame arrives. RSS per connection = growth of the server's total RSS (all processes) / connections, 2 s after the storm, each read 1 s after a forced full GC in every server process (SIGUSR2 with --expose-gc, bench/lib/gc-preload.cjs). ${ctx.rounds} round(s), each measuring every server once (in a rotated order): means over the rounds ("opened" and "failed": totals), and each round's ratio to bare uWS.`,
+    columns: ['server', 'opened', 'connects/s', 'vs uWS', 'each round vs uWS', 'failed', 'RSS KiB / connection', 'each round RSS KiB / connection'],
+    rows: ctx.targets.map((n) => [
+      n,
+      fmt(avg(n, (r) => r.opened) * res[n]!.length),
+      fmt(avg(n, (r) => r.perSec)),
+      ratio(avg(n, (r) => r.perSec), res.uws ? avg('uws', (r) => r.perSec) : NaN),
+      ratios(res[n]!.map((r) => r.perSec), res.uws?.map((r) => r.perSec)),
+      fmt(avg(n, (r) => r.failed) * res[n]!.length),
+      avg(n, (r) => r.kib).toFixed(2),
+      res[n]!.map((r) => r.kib.toFixed(2)).join(' / '),
+    ]),
     notes: [],
   };
 }
