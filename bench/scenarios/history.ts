@@ -16,8 +16,8 @@ import { Agent } from 'undici';
 import { Redis } from 'ioredis';
 import type { Ctx } from '../lib/context.js';
 import type { Fleet } from '../lib/fleet.js';
-import { measureChat, measureFanout } from '../lib/measure.js';
-import { fmt, percentiles, ratio } from '../lib/stats.js';
+import { measureChat, measureFanout, type ChatResult, type FanoutResult } from '../lib/measure.js';
+import { fmt, mean, percentiles, ratio, ratios, rotate } from '../lib/stats.js';
 import { serviceToken, startTarget, widgetPath, type Target } from '../lib/targets.js';
 import type { Table } from '../lib/report.js';
 import { startRedis } from '../lib/redis.js';
@@ -198,35 +198,51 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   const memSessions = ctx.smoke ? 20 : 1000;
   try {
     for (const mode of all) {
-      // 1. Throughput: widget.v1 without history against widget.v2 with it.
-      let base: { chat: number; fan: number } | undefined;
-      for (const [label, env, protocols] of [
+      // 1. Throughput: widget.v1 without history against widget.v2 with it;
+      // chat in ctx.rounds rounds (alternating which goes first), fan-out once.
+      const setups = [
         ['widget.v1, history off', { HISTORY_SIZE: '0' }, undefined],
         ['widget.v2, history on', {}, V2],
-      ] as const) {
-        const target = await startTarget('gateway', ctx.workers, { ...mode.env, ...env }, `${mode.label} ${label}`);
-        try {
-          const chat = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs, protocols });
-          const fan = await measureFanout(fleet, [target], subs, 0, ctx.durationMs, 4, { protocols });
-          if (chat.errors || fan.lost || fan.dup) throw new Error(`${label}: ${chat.errors} chat errors, ${fan.lost} deliveries lost, ${fan.dup} duplicated`);
-          base ??= { chat: chat.perSec, fan: fan.deliveredPerSec };
-          rows.push([
-            mode.label,
-            label,
-            fmt(chat.perSec),
-            ratio(chat.perSec, base.chat),
-            fmt((chat.serverCores / chat.perSec) * 1e6, 1),
-            fmt(chat.p99, 2),
-            fmt(fan.deliveredPerSec),
-            ratio(fan.deliveredPerSec, base.fan),
-            fmt((fan.serverCores / fan.deliveredPerSec) * 1e6, 2),
-            `${chat.loadCores.toFixed(2)} / ${fan.loadCores.toFixed(2)}`,
-          ]);
-          process.stderr.write(`history ${mode.label} ${label}: chat ${fmt(chat.perSec)}/s, fan-out ${fmt(fan.deliveredPerSec)}/s\n`);
-        } finally {
-          await target.stop();
+      ] as const;
+      const chats: ChatResult[][] = setups.map(() => []);
+      const fans: FanoutResult[] = [];
+      for (let round = 0; round < ctx.rounds; round++) {
+        for (const i of rotate([0, 1], round)) {
+          const [label, env, protocols] = setups[i]!;
+          const target = await startTarget('gateway', ctx.workers, { ...mode.env, ...env }, `${mode.label} ${label}`);
+          try {
+            const chat = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs, protocols });
+            if (chat.errors) throw new Error(`${label}: ${chat.errors} chat errors`);
+            chats[i]!.push(chat);
+            if (round === 0) {
+              const fan = await measureFanout(fleet, [target], subs, 0, ctx.durationMs, 4, { protocols });
+              if (fan.lost || fan.dup) throw new Error(`${label}: ${fan.lost} deliveries lost, ${fan.dup} duplicated`);
+              fans[i] = fan;
+            }
+            process.stderr.write(`history ${mode.label} ${label} round ${round + 1}: chat ${fmt(chat.perSec)}/s\n`);
+          } finally {
+            await target.stop();
+          }
         }
       }
+      const us = (c: ChatResult) => (c.serverCores / c.perSec) * 1e6;
+      setups.forEach(([label], i) => {
+        const cs = chats[i]!;
+        const fan = fans[i]!;
+        rows.push([
+          mode.label,
+          label,
+          fmt(mean(cs.map((c) => c.perSec))),
+          ratio(mean(cs.map((c) => c.perSec)), mean(chats[0]!.map((c) => c.perSec))),
+          ratios(cs.map((c) => c.perSec), chats[0]!.map((c) => c.perSec)),
+          fmt(mean(cs.map(us)), 1),
+          fmt(mean(cs.map((c) => c.p99)), 2),
+          fmt(fan.deliveredPerSec),
+          ratio(fan.deliveredPerSec, fans[0]!.deliveredPerSec),
+          fmt((fan.serverCores / fan.deliveredPerSec) * 1e6, 2),
+          `${mean(cs.map((c) => c.loadCores)).toFixed(2)} / ${fan.loadCores.toFixed(2)}`,
+        ]);
+      });
 
       // 2. Resume, and 3. memory, on a server keeping the frames to resume.
       const target = await startTarget('gateway', ctx.workers, { ...mode.env, HISTORY_SIZE: String(Math.max(DEFAULT_HISTORY, resumeFrames)) }, `${mode.label} resume`);
@@ -262,8 +278,8 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   }
   return {
     title: 'Nothing lost: the cost of widget.v2 and history, and resume',
-    method: `Chat: ${conns} connections, echo engine. Fan-out: ${fmt(subs)} subscribers of one creator, broadcasts in a closed loop (at most 4 not yet delivered everywhere). Each setup is a fresh ${ctx.workers}-worker gateway; "embedded" keeps history in the primary, "Redis" in a redis-server started by the benchmark. Ratios are against widget.v1 with HISTORY_SIZE=0 in the same mode and run.`,
-    columns: ['mode', 'protocol', 'chat responses/s', 'vs v1', 'chat server CPU µs/response', 'chat p99 ms', 'fan-out deliveries/s', 'vs v1', 'fan-out server CPU µs/delivery', 'load CPU chat / fan-out (cores)'],
+    method: `Chat: ${conns} connections, echo engine, ${ctx.rounds} round(s) alternating which setup goes first (means, and each round's ratio). Fan-out: ${fmt(subs)} subscribers of one creator, broadcasts in a closed loop (at most 4 not yet delivered everywhere). Each setup is a fresh ${ctx.workers}-worker gateway; "embedded" keeps history in the primary, "Redis" in a redis-server started by the benchmark. Ratios are against widget.v1 with HISTORY_SIZE=0 in the same mode and run.`,
+    columns: ['mode', 'protocol', 'chat responses/s', 'vs v1', 'each round vs v1', 'chat server CPU µs/response', 'chat p99 ms', 'fan-out deliveries/s', 'vs v1', 'fan-out server CPU µs/delivery', 'load CPU chat / fan-out (cores)'],
     rows,
     notes: [
       `Resume: ${fmt(resumeFrames)} broadcasts (~150 bytes each) published while nobody listened, then ${resumeClients} widget.v2 clients connect at once with \`resume_broadcast=EPOCH:0\`; time from starting the TCP connect to the frame at offset ${fmt(resumeFrames)}, every frame checked in order (a gap, a duplicate or continuity_lost fails the run). The clients run in the benchmark's own process.\n`,
