@@ -19,6 +19,8 @@ import { ERRORS } from '../src/protocol/frames.js';
 import type { PrimaryToWorker, WorkerToPrimary } from '../src/cluster/ipc.js';
 import { EmbeddedCluster } from '../src/cluster/embedded.js';
 import { EmbeddedStreams } from '../src/streams/embedded.js';
+import { byToken, keyVerifier, KEPT_TOKEN_CHARS, KEPT_TOKENS } from '../src/auth/jwks.js';
+import { createSigner } from 'fast-jwt';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -31,6 +33,54 @@ void t.test('decodeFrame', async (t) => {
   t.same(validateMessage({ type: 'x'.repeat(100) }).ok, false);
   t.same(validateMessage({ type: 'user_message', content: ' abc ', extra: { ignored: true } }, { maxContentChars: 3 }), { ok: true, msg: { type: 'user_message', content: 'abc' } }, 'trimmed length counts; unknown fields are dropped');
   t.same(validateMessage({ type: 'user_message', content: 'abcd' }, { maxContentChars: 3 }), { ok: false, error: ERRORS.TOO_LONG });
+});
+
+void t.test('verified tokens kept by token: until they expire or 10 minutes pass, bounded, refusals never kept', async (t) => {
+  let now = 1_000_000_000_000;
+  let calls = 0;
+  const inner = (token: string): Record<string, unknown> => {
+    calls++;
+    if (token.startsWith('bad')) throw new Error('invalid');
+    return token.startsWith('exp') ? { sub: token, exp: Math.floor(now / 1000) + 60 } : { sub: token };
+  };
+  const verify = byToken(inner, () => now);
+  t.same(verify('a'), { sub: 'a' });
+  t.same(verify('a'), { sub: 'a' });
+  t.equal(calls, 1, 'the second verify of a token is kept');
+  now += 600_000;
+  verify('a');
+  t.equal(calls, 2, 'after 10 minutes it is verified again');
+  verify('exp1');
+  now += 59_000;
+  verify('exp1');
+  t.equal(calls, 3, 'kept while it has not expired');
+  now += 1_000;
+  verify('exp1');
+  t.equal(calls, 4, 'verified again once its exp is reached (fast-jwt decides, with its clock tolerance)');
+  t.throws(() => verify('bad'));
+  t.throws(() => verify('bad'));
+  t.equal(calls, 6, 'a refusal is never kept');
+  const long = 'L'.repeat(KEPT_TOKEN_CHARS + 1);
+  verify(long);
+  verify(long);
+  t.equal(calls, 8, 'a long token is not kept');
+  for (let i = 0; i < KEPT_TOKENS + 1; i++) verify(`n${i}`);
+  const before = calls;
+  verify('n0');
+  t.equal(calls, before + 1, `at most ${KEPT_TOKENS} kept: the oldest went first`);
+  verify(`n${KEPT_TOKENS}`);
+  t.equal(calls, before + 1, 'the newest is kept');
+});
+
+void t.test('the real verifier keeps a verified token and still refuses one differing only in its signature', async (t) => {
+  const secret = 'k'.repeat(32);
+  const verify = keyVerifier(secret, ['HS256']);
+  const a = createSigner({ key: secret, algorithm: 'HS256' })({ creator_id: 'a' });
+  t.equal(verify(a).creator_id, 'a');
+  t.equal(verify(a).creator_id, 'a', 'again, kept');
+  const forged = `${a.slice(0, a.lastIndexOf('.'))}.AAAA`;
+  t.throws(() => verify(forged));
+  t.throws(() => verify(forged), 'twice');
 });
 
 void t.test('shared token buckets (GCRA)', async (t) => {

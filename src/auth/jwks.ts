@@ -97,11 +97,48 @@ export class JwksKeys {
   }
 }
 
+/** Tokens kept by `byToken`: at most this many, of at most `KEPT_TOKEN_CHARS` characters. */
+export const KEPT_TOKENS = 10_000;
+export const KEPT_TOKEN_CHARS = 512;
+/** A kept verification is used at most this long (fast-jwt's own cache TTL). A key that leaves the JWKS takes its kept tokens with it (its verifier is dropped). */
+const KEPT_MS = 600_000;
+
+/**
+ * Successful verifications kept by the token itself, each until the token
+ * expires or KEPT_MS pass, whichever is first. fast-jwt's own cache hashes
+ * every token on every verify, hits included (a hash object and a SHA-256:
+ * about 10 µs of a connect's CPU in the connect storm's profile), and warns
+ * when given another key. Only successes are kept (a refusal is decided
+ * again, by fast-jwt), only short tokens (a widget token is about 200
+ * characters), and at most KEPT_TOKENS of them (the oldest go first).
+ */
+export function byToken(verify: VerifyFn, now: () => number = Date.now): VerifyFn {
+  const kept = new Map<string, { claims: Record<string, unknown>; until: number }>();
+  return (token) => {
+    const t = now();
+    const hit = kept.get(token);
+    if (hit !== undefined) {
+      if (t < hit.until) return hit.claims;
+      kept.delete(token);
+    }
+    const claims = verify(token);
+    if (token.length <= KEPT_TOKEN_CHARS) {
+      const exp = claims.exp;
+      const until = Math.min(t + KEPT_MS, typeof exp === 'number' ? exp * 1000 : Infinity);
+      if (until > t) {
+        if (kept.size >= KEPT_TOKENS) kept.delete(kept.keys().next().value!);
+        kept.set(token, { claims, until });
+      }
+    }
+    return claims;
+  };
+}
+
 /** The fast-jwt verifier for one public key, with the gateway's rules. */
 export function keyVerifier(pem: string, algorithms: readonly JwtAlgorithm[], iss?: string, aud?: string): VerifyFn {
   // fast-jwt's allowedIss/allowedAud only check a claim that is present: require them too.
   const requiredClaims = [...(iss ? ['iss'] : []), ...(aud ? ['aud'] : [])];
-  return createVerifier({
+  const verify = createVerifier({
     requiredClaims,
     key: pem,
     algorithms: [...algorithms],
@@ -110,4 +147,5 @@ export function keyVerifier(pem: string, algorithms: readonly JwtAlgorithm[], is
     ...(iss ? { allowedIss: iss } : {}),
     ...(aud ? { allowedAud: aud } : {}),
   }) as VerifyFn;
+  return byToken(verify);
 }
