@@ -1,9 +1,10 @@
 /**
  * The primary's half of embedded-mode streams: the store (streams/memory.ts)
- * and which worker follows which stream. An append is stored, relayed to
- * every following worker (the appending one included) and then answered,
- * all on each worker's one IPC channel, so every worker sees a stream's
- * frames in offset order and the appender's own delivery precedes its answer.
+ * and which worker follows which stream. An append is stored and relayed to
+ * every following worker, all on each worker's one IPC channel, so every
+ * worker sees a stream's frames in offset order. The appending worker's own
+ * copy of the frame answers its request (a `res` does when it does not
+ * follow the stream), so its own delivery precedes its answer.
  *
  * A worker that follows a session sends the pieces of an answer it
  * streams as they come only while another worker follows the session too

@@ -259,7 +259,7 @@ class Supervisor {
               return this.#stats();
             case 'metrics':
               return this.#metrics();
-            case 'append': // taken above while history is kept here; else #stream() says why not
+            case 'append': // appendFor above takes it while history is kept here; else #stream() throws why not (answered as an error)
               return this.#stream().append(msg.arg ?? '', msg.payload ?? new Uint8Array(), {});
             case 'follow':
               return this.#stream().follow(slot.target, msg.arg ?? '', msg.pos, msg.times);

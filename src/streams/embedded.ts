@@ -2,8 +2,8 @@
  * The streams of a worker in embedded mode: kept by the primary (so a
  * worker that crashes loses nothing), asked over IPC. The primary assigns
  * offsets and relays each appended frame to every worker that follows the
- * stream, the appending one included, before it answers: one IPC channel
- * per worker keeps them in offset order (primary/streams.ts). Chunks of a
+ * stream; the appending worker's own copy answers its append: one IPC
+ * channel per worker keeps them in offset order (primary/streams.ts). Chunks of a
  * streamed answer are relayed to the other followers, and the primary keeps
  * the text so far for a resumer; while this worker follows the session and
  * no other worker does (the primary says when one does), they are held and

@@ -169,7 +169,11 @@ const asText = (payload: Uint8Array): string => asBuffer(payload).toString('utf8
 export class RedisStreams implements StreamStore {
   /** stream -> follows made by this node. */
   readonly #follows = new Map<string, number>();
-  /** Session stream -> the other nodes that followed it at the last append (chunks go to them too). */
+  /**
+   * Session stream -> the other nodes following it, as the last append or
+   * piece script said (pieces go to them too). Kept while this node follows
+   * the session or streams an answer in it.
+   */
   readonly #readers = new Map<string, string[]>();
   readonly #timer: NodeJS.Timeout;
   readonly #held = new PieceBuffer((stream, chunk) => this.#piece(stream, chunk));
@@ -233,11 +237,10 @@ export class RedisStreams implements StreamStore {
     if (!broadcast) {
       const nodes = ((r[2] ?? []) as unknown as Array<string | Buffer>).map(String);
       const others = nodes.filter((n) => n !== this.o.nodeId);
-      // Kept while this node follows the session; else the socket that asked left and its answer ended here: nothing more to send from this node.
-      if (this.#follows.has(stream)) this.#readers.set(stream, others);
-      else this.#readers.delete(stream);
-      const frame: StoredFrame = { offset, payload };
-      if (this.#follows.has(stream)) this.sink.frame(stream, epoch, frame);
+      if (this.#follows.has(stream)) {
+        this.#readers.set(stream, others);
+        this.sink.frame(stream, epoch, { offset, payload });
+      } else this.#readers.delete(stream); // the socket that asked left and its answer ended here: nothing more to send from this node
       for (const n of others) this.cluster.toInbox(n, ['s', stream, epoch, offset, payload]);
     }
     return { epoch, offset };
