@@ -24,8 +24,12 @@ export interface RunningCluster {
   workerPids(): number[];
 }
 
-/** `waitFor`: what start-up waits for: '/readyz' (default) or '/healthz' (every worker serves, the cluster may not be ready). */
-export async function startCluster(env: Record<string, string> = {}, o: { waitFor?: '/readyz' | '/healthz' } = {}): Promise<RunningCluster> {
+/**
+ * `waitFor`: what start-up waits for: '/readyz' (default) or '/healthz' (every worker serves, the cluster may not be ready).
+ * `collectable`: run under --expose-gc with bench/lib/gc-preload.cjs (the workers inherit both): SIGUSR2
+ * makes a process of the cluster collect its garbage, so RSS can be read after a full GC.
+ */
+export async function startCluster(env: Record<string, string> = {}, o: { waitFor?: '/readyz' | '/healthz'; collectable?: boolean } = {}): Promise<RunningCluster> {
   const port = await freePort();
   // GATEWAY_TEST_NOFILE: run under that file-descriptor limit (ulimit -n), as a small box would.
   const nofile = env.GATEWAY_TEST_NOFILE;
@@ -33,9 +37,10 @@ export async function startCluster(env: Record<string, string> = {}, o: { waitFo
   // opens files, which fails in a process out of descriptors): tap rewrites
   // NODE_OPTIONS of every child it spawns, so the shell clears it.
   const plain = env.NODE_OPTIONS === '' ? 'env -u NODE_OPTIONS ' : '';
+  const argv = [...(o.collectable ? ['--expose-gc', '--require', path.join(ROOT, 'bench/lib/gc-preload.cjs')] : []), MAIN];
   const [cmd, args] = nofile || plain
-    ? ['sh', ['-c', `${nofile ? `ulimit -n ${Number(nofile)} && ` : ''}exec ${plain}"$0" "$1"`, process.execPath, MAIN]]
-    : [process.execPath, [MAIN]];
+    ? ['sh', ['-c', `${nofile ? `ulimit -n ${Number(nofile)} && ` : ''}exec ${plain}"$0" "$@"`, process.execPath, ...argv]]
+    : [process.execPath, argv];
   const proc = spawn(cmd, args as string[], {
     env: {
       ...process.env,

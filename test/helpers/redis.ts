@@ -33,15 +33,18 @@ export async function startRedis(o: { start?: boolean; args?: string[]; port?: n
     proc.once('exit', reap(proc.pid!));
     const probe = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
     probe.on('error', () => {});
+    const pid = proc.pid;
+    // The server answering must be this one: another process on the port would fool a PING.
     await until(async () => {
+      if (proc!.exitCode !== null || proc!.signalCode !== null) throw new Error(`redis-server on ${port} exited (${proc!.exitCode ?? proc!.signalCode}); is the port taken?`);
       try {
         if (probe.status !== 'ready') await probe.connect();
-        return (await probe.ping()) === 'PONG';
+        return /^process_id:(\d+)/m.exec(await probe.info('server'))?.[1] === String(pid);
       } catch {
         probe.disconnect();
         return false;
       }
-    }, 10_000, `redis-server on ${port}`);
+    }, 10_000, `redis-server (pid ${pid}) on ${port}`);
     probe.disconnect();
   }
 
