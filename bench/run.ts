@@ -49,7 +49,7 @@ environment:
   BENCH_SLOW_THINK_MS      pause between a session's answer and its next message (1000)
   BENCH_VALIDATION_CONNS   chat connections per validation run (100)
   BENCH_LIMITS_CONNS       chat connections per rate-limit run (100)
-  BENCH_STREAMS            concurrent streamed answers (1000)
+  BENCH_STREAMS            concurrent streamed answers, a list (1000,250)
   BENCH_STREAM_PIECES      pieces per streamed answer (200)
   BENCH_PIECE_MS           the mock engine's pause between pieces (50)
   BENCH_CAPACITY_CONNS     idle connections of the capacity run (100000)

@@ -4,10 +4,18 @@
  * fan-out through native topics and a primary relay over cluster IPC), with
  * no authentication, validation, rate limiting, ordering or registry.
  *
+ * With AI_ENGINE_URL set, a user_message is relayed to that engine instead
+ * (its NDJSON answer read through undici's dispatch, as the gateway does):
+ * each line's delta goes out at once as an ai_response_chunk, then the
+ * ai_response. No typing frames, no history, no merging: the least work a
+ * relay of streamed answers can do (the streaming benchmark's floor).
+ *
  *   PORT=9101 WORKERS=2 node --import tsx bench/baselines/uws-bare.ts
  */
 import cluster from 'node:cluster';
 import { randomUUID } from 'node:crypto';
+import { Pool, type Dispatcher } from 'undici';
+import type { WebSocket } from '@trufflesuite/uws-js-unofficial';
 import { loadUws } from '../../src/uws/loader.js';
 
 const PORT = Number(process.env.PORT ?? 9101);
@@ -28,7 +36,42 @@ if (cluster.isPrimary) {
 } else {
   const { uws } = loadUws();
   const app = uws.App();
-  app.ws<{ creator: string }>('/api/v1/channels/widget/:creator_id/connect', {
+  const engine = process.env.AI_ENGINE_URL ? new URL(process.env.AI_ENGINE_URL) : undefined;
+  const pool = engine ? new Pool(engine.origin, { connections: Number(process.env.AI_ENGINE_CONNECTIONS ?? 256), pipelining: 1 }) : undefined;
+  /** Relays one streamed answer: a chunk per NDJSON line, then the answer. */
+  const relay = (ws: WebSocket<{ creator: string; closed?: boolean }>, query: string): void => {
+    const messageId = randomUUID();
+    let buf = '';
+    let index = 0;
+    const parts: string[] = [];
+    const send = (frame: string) => {
+      if (!ws.getUserData().closed) ws.send(frame);
+    };
+    const handler: Dispatcher.DispatchHandler = {
+      onRequestStart() {},
+      onResponseStart() {},
+      onResponseData(_c, chunk: Buffer) {
+        buf += chunk.toString();
+        let i: number;
+        while ((i = buf.indexOf('\n')) >= 0) {
+          const line = JSON.parse(buf.slice(0, i)) as { delta?: string };
+          buf = buf.slice(i + 1);
+          if (typeof line.delta !== 'string') continue;
+          send(`{"type":"ai_response_chunk","message_id":"${messageId}","index":${index},"delta":${JSON.stringify(line.delta)}}`);
+          index += line.delta.length;
+          parts.push(line.delta);
+        }
+      },
+      onResponseEnd() {
+        send(JSON.stringify({ type: 'ai_response', content: parts.join(''), confidence: 0.9, sources: [], timestamp: new Date().toISOString(), message_id: messageId }));
+      },
+      onResponseError() {
+        send('{"type":"error","message":"Failed to process message"}');
+      },
+    };
+    pool!.dispatch({ path: `${engine!.pathname}${engine!.search}`, method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) }, handler);
+  };
+  app.ws<{ creator: string; closed?: boolean }>('/api/v1/channels/widget/:creator_id/connect', {
     maxPayloadLength: 256 * 1024,
     idleTimeout: 120,
     maxBackpressure: 1024 * 1024,
@@ -41,6 +84,9 @@ if (cluster.isPrimary) {
         ctx,
       );
     },
+    close(ws) {
+      ws.getUserData().closed = true;
+    },
     open(ws) {
       ws.subscribe(`c/${ws.getUserData().creator}`);
       ws.send(JSON.stringify({ type: 'connection_status', status: 'connected', details: { session_id: randomUUID() }, timestamp: new Date().toISOString() }));
@@ -51,6 +97,7 @@ if (cluster.isPrimary) {
         ws.send('{"type":"pong"}');
         return;
       }
+      if (pool) return relay(ws, m.content);
       const ts = new Date().toISOString();
       ws.send(`{"type":"typing_indicator","is_typing":true,"timestamp":"${ts}"}`);
       ws.send(JSON.stringify({ type: 'ai_response', content: m.content, confidence: 1, sources: [], timestamp: ts, message_id: randomUUID() }));

@@ -14,7 +14,7 @@ type Cmd =
   | { op: 'chat'; id: number; durationMs: number; warmupMs: number; content: string; thinkMs: number; msgpack?: boolean }
   | { op: 'fanout-start'; id: number; total: number }
   | { op: 'fanout-stop'; id: number; total: number }
-  | { op: 'stream'; id: number; durationMs: number; warmupMs: number; content: string }
+  | { op: 'stream'; id: number; durationMs: number; warmupMs: number; content: string; spreadMs: number }
   | { op: 'close'; id: number }
   | { op: 'exit'; id: number };
 
@@ -295,9 +295,14 @@ async function streamPhase(cmd: Extract<Cmd, { op: 'stream' }>): Promise<void> {
   firstRaw = new Samples();
   phase = 'stream';
   measuring = false;
+  // Each session asks at its own moment within spreadMs: independent
+  // conversations, not one whose engine pieces all fall in the same
+  // instant (that would measure a burst every piece interval).
   for (const c of conns) {
-    c.state = { sentAt: performance.timeOrigin + performance.now(), first: false } satisfies StreamState;
-    c.send(chatFrame);
+    setTimeout(() => {
+      c.state = { sentAt: performance.timeOrigin + performance.now(), first: false } satisfies StreamState;
+      c.send(chatFrame);
+    }, Math.random() * cmd.spreadMs);
   }
   const { ms, cpuMs } = await measureWindow(cmd.warmupMs, cmd.durationMs);
   phase = 'idle';
