@@ -196,7 +196,26 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   const resumeClients = ctx.smoke ? 10 : 100;
   const memStreams = ctx.smoke ? 20 : 1000;
   const memSessions = ctx.smoke ? 20 : 1000;
+  let floorP99: number | undefined;
+  const resumeRow = (label: string, r: Awaited<ReturnType<typeof resumeAll>>) => {
+    const p = percentiles(r.ms);
+    resumeRows.push(`| ${label} | ${fmt(resumeFrames)} | ${resumeClients} | ${r.complete} | ${r.lost} | ${fmt(p.p50, 1)} | ${fmt(p.p99, 1)} | ${floorP99 === undefined ? '-' : ratio(p.p99, floorP99)} | ${fmt(p.max, 1)} | ${(r.cpuMs / Math.max(1, p.max)).toFixed(2)} |`);
+    return p;
+  };
   try {
+    // The resume's floor: bare uWS sending the same frames, built in advance, at connect (no store, no pacing).
+    if (ctx.targets.includes('uws')) {
+      const bare = await startTarget('uws', ctx.workers, { REPLAY_FRAMES: String(resumeFrames) }, 'uws replay');
+      try {
+        const r = await resumeAll(bare.port, 'resume', 'bare', resumeFrames, resumeClients);
+        if (r.complete !== resumeClients) throw new Error(`bare resume: ${resumeClients - r.complete} clients incomplete`);
+        floorP99 = percentiles(r.ms).p99;
+        resumeRow('bare uWS (frames built in advance, sent at connect)', r);
+        process.stderr.write(`history bare uWS resume: p99 ${fmt(floorP99, 1)} ms\n`);
+      } finally {
+        await bare.stop();
+      }
+    }
     for (const mode of all) {
       // 1. Throughput: widget.v1 without history against widget.v2 with it;
       // chat in ctx.rounds rounds (alternating which goes first), fan-out once.
@@ -253,8 +272,7 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
         const body = 'x'.repeat(100);
         await publish(target.port, ['resume'], resumeFrames, (i) => ({ type: 'bench', seq: i, body }));
         const r = await resumeAll(target.port, 'resume', details.streams.broadcast.epoch, resumeFrames, resumeClients);
-        const p = percentiles(r.ms);
-        resumeRows.push(`| ${mode.label} | ${fmt(resumeFrames)} | ${resumeClients} | ${r.complete} | ${r.lost} | ${fmt(p.p50, 1)} | ${fmt(p.p99, 1)} | ${fmt(p.max, 1)} | ${(r.cpuMs / Math.max(1, p.max)).toFixed(2)} |`);
+        const p = resumeRow(mode.label, r);
         process.stderr.write(`history ${mode.label} resume: ${r.complete}/${resumeClients} complete, p99 ${fmt(p.p99, 1)} ms\n`);
         if (r.complete !== resumeClients) throw new Error(`resume: ${resumeClients - r.complete} clients did not get all ${resumeFrames} frames (${r.lost} gaps or continuity_lost)`);
 
@@ -282,9 +300,9 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
     columns: ['mode', 'protocol', 'chat responses/s', 'vs v1', 'each round vs v1', 'chat server CPU µs/response', 'chat p99 ms', 'fan-out deliveries/s', 'vs v1', 'fan-out server CPU µs/delivery', 'load CPU chat / fan-out (cores)'],
     rows,
     notes: [
-      `Resume: ${fmt(resumeFrames)} broadcasts (~150 bytes each) published while nobody listened, then ${resumeClients} widget.v2 clients connect at once with \`resume_broadcast=EPOCH:0\`; time from starting the TCP connect to the frame at offset ${fmt(resumeFrames)}, every frame checked in order (a gap, a duplicate or continuity_lost fails the run). The clients run in the benchmark's own process.\n`,
-      '| mode | frames | clients | complete | gaps or lost | p50 ms | p99 ms | max ms | client CPU (cores) |',
-      '|---|---|---|---|---|---|---|---|---|',
+      `Resume: ${fmt(resumeFrames)} broadcasts (~150 bytes each) published while nobody listened, then ${resumeClients} widget.v2 clients connect at once with \`resume_broadcast=EPOCH:0\`; time from starting the TCP connect to the frame at offset ${fmt(resumeFrames)}, every frame checked in order (a gap, a duplicate or continuity_lost fails the run). The clients run in the benchmark's own process. "bare uWS": the floor, bench/baselines/uws-bare.ts with REPLAY_FRAMES sending the same frames, built in advance, at connect, to the same clients.\n`,
+      '| mode | frames | clients | complete | gaps or lost | p50 ms | p99 ms | p99 vs bare | max ms | client CPU (cores) |',
+      '|---|---|---|---|---|---|---|---|---|---|',
       ...resumeRows,
       '',
       `Memory: broadcast streams filled to the default HISTORY_SIZE (${DEFAULT_HISTORY}) with ~150-byte frames; sessions that asked one question and got the answer (the answer's frame, the claim of its message, the stream's keys). Measured as the growth of the store's memory (the primary's RSS, so allocator and GC noise is in it; or Redis's used_memory) divided by the count.\n`,
