@@ -17,9 +17,10 @@ export interface Ctx {
   slowSessions: number;
   slowThinkMs: number;
   /**
-   * Rounds of the scenarios whose ratios to bare uWS are targets (chat,
-   * storm): each round measures every server once, in a rotated order, and
-   * the tables give the mean and each round's ratio (the spread).
+   * Rounds of the comparisons whose ratios are targets (chat and storm
+   * against bare uWS, widget.v2 chat against v1 in history): each round
+   * measures every setup once, in a rotated order, and the tables give the
+   * mean and each round's ratio (the spread).
    */
   rounds: number;
   /** Warm-up before each measured run. */

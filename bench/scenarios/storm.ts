@@ -32,17 +32,18 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
     }
   }
   const avg = (name: string, f: (r: (typeof res)[string][number]) => number) => mean(res[name]!.map(f));
+  const total = (name: string, f: (r: (typeof res)[string][number]) => number) => res[name]!.reduce((a, r) => a + f(r), 0);
   return {
     title: 'Connect storm',
     method: `${fmt(ctx.stormN)} authenticated connections opened as fast as possible (512 handshakes in flight per load process); a connection counts once its first frame arrives. RSS per connection = growth of the server's total RSS (all processes) / connections, 2 s after the storm, each read 1 s after a forced full GC in every server process (SIGUSR2 with --expose-gc, bench/lib/gc-preload.cjs). ${ctx.rounds} round(s), each measuring every server once (in a rotated order): means over the rounds ("opened" and "failed": totals), and each round's ratio to bare uWS.`,
     columns: ['server', 'opened', 'connects/s', 'vs uWS', 'each round vs uWS', 'failed', 'RSS KiB / connection', 'each round RSS KiB / connection'],
     rows: ctx.targets.map((n) => [
       n,
-      fmt(avg(n, (r) => r.opened) * res[n]!.length),
+      fmt(total(n, (r) => r.opened)),
       fmt(avg(n, (r) => r.perSec)),
       ratio(avg(n, (r) => r.perSec), res.uws ? avg('uws', (r) => r.perSec) : NaN),
       ratios(res[n]!.map((r) => r.perSec), res.uws?.map((r) => r.perSec)),
-      fmt(avg(n, (r) => r.failed) * res[n]!.length),
+      fmt(total(n, (r) => r.failed)),
       avg(n, (r) => r.kib).toFixed(2),
       res[n]!.map((r) => r.kib.toFixed(2)).join(' / '),
     ]),

@@ -7,8 +7,10 @@
  * header's `alg` must be one of JWT_ALGORITHMS (so `alg: none` and HS/RS
  * confusion are refused); `exp`/`nbf` are enforced with 5 s of clock
  * tolerance; `iss` and `aud` when JWT_ISSUER / JWT_AUDIENCE are set.
- * Verified tokens are cached (a bounded LRU inside fast-jwt), so a reconnect
- * storm with the same tokens does not redo the signature work.
+ * A verified token is kept by the token itself (auth/jwks.ts byToken), and
+ * fast-jwt's own bounded cache stands behind that for the rest (refusals,
+ * tokens too long to keep), so a reconnect storm with the same tokens does
+ * not redo the signature work.
  *
  * Verification is synchronous except for a token whose JWKS key is not known
  * yet: then the result is a promise (one bounded JWKS refresh).
