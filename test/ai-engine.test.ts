@@ -230,11 +230,14 @@ void t.test('the circuit breaker counts engine failures by code, not saturation 
   t.equal(h.state, 'closed', 'a cancel does not count against the engine (even if its text says "timed out")');
 });
 
-void t.test('the echo engine streams word by word, and is instant without a listener', async (t) => {
+void t.test('the echo engine streams word by word, and is instant without a listener or a delay', async (t) => {
   const e = new EchoEngine(10);
   const deltas: string[] = [];
   const a = await e.ask({ ...Q, query: 'one two  three' }, { onDelta: (d) => deltas.push(d) });
   t.same(deltas, ['one ', 'two  ', 'three']);
   t.equal(deltas.join(''), a.response);
   t.same(await new EchoEngine().ask(Q), { response: 'q', confidence: 1, sources: [] });
+  deltas.length = 0;
+  t.same(await new EchoEngine(0).ask({ ...Q, query: 'one two' }, { onDelta: (d) => deltas.push(d) }), { response: 'one two', confidence: 1, sources: [] });
+  t.same(deltas, [], 'no delay: the whole answer at once, no pieces');
 });

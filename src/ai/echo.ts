@@ -1,8 +1,9 @@
 /**
  * The embedded engine used when AI_ENGINE_URL is unset: it answers the
  * question with itself, streamed word by word (with `delayMs` between words,
- * so a demo shows streaming with no engine at all). With no delay and no
- * listener for pieces it answers at once, allocation-free.
+ * so a demo shows streaming with no engine at all). With no delay it
+ * answers at once, whole, allocation-free: pieces that would all come in
+ * the same turn are merged into the answer anyway (pipeline/chat.ts).
  */
 import { GatewayError } from '../errors.js';
 import type { AiEngine, AskOptions, Query } from './engine.js';
@@ -15,12 +16,8 @@ export class EchoEngine implements AiEngine {
 
   ask(q: Query, o: AskOptions = {}): Promise<Answer> {
     const answer: Answer = { response: q.query, confidence: 1, sources: NO_SOURCES };
-    if (o.onDelta === undefined && this.delayMs === 0) return Promise.resolve(answer);
+    if (o.onDelta === undefined || this.delayMs === 0) return Promise.resolve(answer);
     const pieces = q.query.match(/\S+\s*|\s+/g) ?? [q.query];
-    if (this.delayMs === 0) {
-      for (const p of pieces) o.onDelta?.(p);
-      return Promise.resolve(answer);
-    }
     return new Promise((resolve, reject) => {
       let i = 0;
       const onCancel = () => {
