@@ -2,7 +2,9 @@
  * "Nothing lost" and "AI answers streamed" on the real cluster: widget.v2
  * clients keep every frame, exactly once and in order, through a cut TCP
  * connection, a rolling restart, kill -9 of a worker, a slow-consumer close,
- * and (Redis mode) kill -9 of a whole host; answers are kept for sockets that
+ * and (Redis mode) kill -9 of a whole host (a session whose worker is killed
+ * is told continuity_lost: the worker numbered its frames and may have
+ * delivered some it never stored); answers are kept for sockets that
  * left, streamed answers resume on another worker or host, and a retried
  * client_message_id reaches the engine once.
  */
@@ -192,6 +194,39 @@ void t.test('20 clients through a rolling restart, and through kill -9 of a work
       await until(async () => (await c.get('/readyz')).status === 200, 20_000, 'the host ready again');
     });
   }
+});
+
+void t.test("a session's offsets held by its worker: a rolling restart keeps the session whole; kill -9 of that worker is told as continuity_lost, never a silent gap", async (t) => {
+  const c = await startCluster({ SHUTDOWN_TIMEOUT_S: '10' });
+  t.teardown(() => c.stop('SIGKILL'));
+  const client = new V2Client(`ws://127.0.0.1:${c.port}`, 'held', widgetToken('held'), 'held-session');
+  await client.connect();
+  const ask = async (content: string) => {
+    const from = client.frames.length;
+    client.send({ type: 'user_message', content });
+    return client.next((f) => f.type === 'ai_response' && f.content === content, 5000, from);
+  };
+  const reconnected = async (from: number) => client.next((f) => f.type === 'connection_status', 20_000, from);
+  t.match(await ask('one'), { offset: 1 });
+  const epoch = client.session!.epoch;
+  client.keepConnected();
+
+  let from = client.frames.length;
+  c.proc.kill('SIGHUP');
+  const afterRestart = await reconnected(from);
+  t.match(afterRestart.details, { recovered: { session: true } }, 'a rolling restart: the worker ended its lease in order, the session resumed');
+  t.equal(client.session!.epoch, epoch, 'same epoch');
+  t.match(await ask('two'), { offset: 2 }, 'and its offsets go on');
+  await until(async () => (await c.get('/readyz')).status === 200, 20_000, 'the host ready again');
+
+  from = client.frames.length;
+  process.kill(Number(await workerOf(c)), 'SIGKILL');
+  const afterKill = await reconnected(from);
+  t.match(afterKill.details, { recovered: { session: false } }, 'kill -9 of the worker holding the session: not recovered (it may have delivered frames it never stored)');
+  t.match(client.frames.slice(from).find((f) => f.type === 'continuity_lost' && f.stream === 'session'), { offset: 0 }, 'told as continuity_lost');
+  t.not(client.session!.epoch, epoch, 'a new epoch');
+  t.match(await ask('three'), { offset: 1 }, 'offsets start again in it: none given twice in the old epoch');
+  client.stop();
 });
 
 void t.test('a slow consumer closed with 4009 resumes without a gap', async (t) => {

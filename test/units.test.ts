@@ -285,38 +285,65 @@ void t.test('PieceBuffer: the pieces of one answer merge while held; another ans
   t.equal(sent.length, n, 'dropped (its final frame has the whole text): nothing left to send');
 });
 
-/** A worker's real EmbeddedCluster and EmbeddedStreams, the primary's real StreamService; between them, an in-process channel (as the supervisor routes it). */
-function embeddedPair(t: Test) {
+/**
+ * Workers' real EmbeddedCluster and EmbeddedStreams, the primary's real
+ * StreamService; between them, in-process channels routed as the
+ * supervisor routes them: a worker's messages reach the primary at once,
+ * the primary's reach a worker in a later turn, each channel in order.
+ * `lose`: a worker's messages are dropped from then on (a crash's unsent
+ * ones).
+ */
+function embeddedWorkers(t: Test, n: number) {
   const svc = new StreamService({ size: 10, ttlMs: 1000, maxBytes: 1 << 20 });
   t.teardown(() => svc.close());
-  let toWorker: (m: unknown) => void = () => {};
-  const toWorkerLog: PrimaryToWorker[] = [];
-  const worker = {
-    id: 1,
-    send: (m: PrimaryToWorker) => {
-      toWorkerLog.push(m);
-      setImmediate(() => toWorker(m));
-    },
+  return {
+    svc,
+    workers: Array.from({ length: n }, (_, i) => {
+      let toWorker: (m: unknown) => void = () => {};
+      const w = {
+        toWorkerLog: [] as PrimaryToWorker[],
+        follows: [] as Array<number | undefined>,
+        frames: [] as Array<{ stream: string; epoch: string; offset: number; text: string }>,
+        lose: false,
+        streams: undefined as unknown as EmbeddedStreams,
+      };
+      const target = {
+        id: i + 1,
+        send: (m: PrimaryToWorker) => {
+          w.toWorkerLog.push(m);
+          setImmediate(() => toWorker(m));
+        },
+      };
+      const port = {
+        connected: true,
+        send: (m: WorkerToPrimary) => {
+          if (w.lose) return true;
+          if (m.t === 'req' && m.op === 'follow') {
+            w.follows.push(m.times);
+            const result = svc.follow(target, m.arg!, m.pos, m.times);
+            target.send({ t: 'res', id: m.id, result } as PrimaryToWorker);
+          } else if (m.t === 'req' && m.op === 'append') svc.appendFor(target, m.id, m.arg!, m.payload!, { cmid: m.cmid, ends: m.ends });
+          else if (m.t === 'unfollow') svc.unfollow(target, m.stream);
+          else if (m.t === 'put') svc.put(target, m.stream, m.epoch, m.offset, m.payload, { cmid: m.cmid, ends: m.ends }, m.fwd);
+          else if (m.t === 'decline') svc.decline(target, m.stream, m.fwd);
+          return true;
+        },
+        on: (_e: 'message', fn: (m: unknown) => void) => (toWorker = fn),
+        off: () => {},
+      };
+      w.streams = new EmbeddedStreams(new EmbeddedCluster(port), {
+        frame: (stream, epoch, f) => w.frames.push({ stream, epoch, offset: f.offset, text: Buffer.from(f.payload).toString() }),
+        chunk: () => {},
+      });
+      t.teardown(() => w.streams.close());
+      return Object.assign(w, { target });
+    }),
   };
-  const follows: Array<number | undefined> = [];
-  const port = {
-    connected: true,
-    send: (m: WorkerToPrimary) => {
-      if (m.t === 'req' && m.op === 'follow') {
-        follows.push(m.times);
-        const result = svc.follow(worker, m.arg!, m.pos, m.times);
-        worker.send({ t: 'res', id: m.id, result } as PrimaryToWorker);
-      } else if (m.t === 'req' && m.op === 'append') svc.appendFor(worker, m.id, m.arg!, m.payload!, { cmid: m.cmid, ends: m.ends });
-      else if (m.t === 'unfollow') svc.unfollow(worker, m.stream);
-      return true;
-    },
-    on: (_e: 'message', fn: (m: unknown) => void) => (toWorker = fn),
-    off: () => {},
-  };
-  const frames: Array<{ stream: string; offset: number }> = [];
-  const streams = new EmbeddedStreams(new EmbeddedCluster(port), { frame: (stream, _e, f) => frames.push({ stream, offset: f.offset }), chunk: () => {} });
-  t.teardown(() => streams.close());
-  return { svc, streams, follows, toWorkerLog, frames };
+}
+
+function embeddedPair(t: Test) {
+  const { svc, workers } = embeddedWorkers(t, 1);
+  return { svc, ...workers[0]! };
 }
 
 void t.test('EmbeddedStreams: follows of one turn asking the same read share one request, counted as many by the primary', async (t) => {
@@ -339,19 +366,106 @@ void t.test('EmbeddedStreams: follows of one turn asking the same read share one
   t.not(svc.store.read('b/c').epoch, first.epoch, 'all five unfollowed: it expires (a new epoch)');
 });
 
-void t.test('EmbeddedStreams: an append is answered by the appending worker\'s own copy of the frame when it follows the stream, else by a res', async (t) => {
-  const { streams, toWorkerLog, frames } = embeddedPair(t);
-  await streams.follow('s/c/1');
+void t.test('EmbeddedStreams: an append to a session this worker alone follows is numbered here (a lease): delivered at once, put to the primary, no answer awaited', async (t) => {
+  const { svc, streams, toWorkerLog, frames } = embeddedPair(t);
+  const read = await streams.follow('s/c/1');
+  t.equal(read.lease, true, 'the only worker following the session holds its offsets');
+  await sleep(5);
   toWorkerLog.length = 0;
-  const pos = await streams.append('s/c/1', Buffer.from('{"type":"ai_response"}'));
-  t.match(pos, { offset: 1 }, 'resolved with its position');
-  t.same(toWorkerLog.map((m) => m.t), ['smsg'], 'one message: the frame, carrying the request id (fails if a res is sent too)');
-  t.same(frames, [{ stream: 's/c/1', offset: 1 }], 'and the frame was delivered before the append resolved');
-  toWorkerLog.length = 0;
+  const pending = streams.append('s/c/1', Buffer.from('{"type":"ai_response"}'));
+  t.same(frames.map((f) => f.offset), [1], 'delivered before append returned (no round trip)');
+  t.match(await pending, { epoch: read.epoch, offset: 1 }, 'resolved with its position');
+  await sleep(5);
+  t.same(toWorkerLog, [], 'the primary sent nothing back');
+  const stored = svc.store.read('s/c/1', { epoch: read.epoch, offset: 0 });
+  t.same([stored.top, Buffer.from(stored.frames[0]!.payload).toString()], [1, '{"type":"ai_response"}'], 'and stored it at the offset the worker gave');
   const other = await streams.append('s/c/2', Buffer.from('{"type":"error"}'));
-  t.match(other, { offset: 1 }, 'a stream this worker does not follow (its socket left): answered too');
-  t.same(toWorkerLog.map((m) => m.t), ['res'], 'by a res alone');
+  t.match(other, { offset: 1 }, 'a session this worker does not follow (its socket left): appended through the primary');
+  t.same(toWorkerLog.map((m) => m.t), ['res'], 'and answered by a res alone');
   streams.unfollow('s/c/1');
+});
+
+void t.test('EmbeddedStreams: a leased session\'s appends made on another worker are numbered by the holder; one order for all', async (t) => {
+  const { svc, workers } = embeddedWorkers(t, 2);
+  const [a, b] = workers as [(typeof workers)[0], (typeof workers)[0]];
+  t.equal((await a.streams.follow('s/c/1')).lease, true, 'a: the lease');
+  t.equal((await b.streams.follow('s/c/1')).lease, undefined, 'b follows too: no lease for it');
+  await sleep(5);
+  b.toWorkerLog.length = 0;
+  const fromB = b.streams.append('s/c/1', Buffer.from('{"n":"b1"}'));
+  const fromA = a.streams.append('s/c/1', Buffer.from('{"n":"a1"}'));
+  t.match(await fromB, { offset: 2 }, "b's append, forwarded to a, was numbered after a's own (made first at the holder)");
+  t.match(await fromA, { offset: 1 });
+  await sleep(5);
+  const texts = (w: typeof a) => w.frames.map((f) => `${f.offset} ${f.text}`);
+  t.same(texts(a), ['1 {"n":"a1"}', '2 {"n":"b1"}'], 'a delivered both at once, in offset order');
+  t.same(texts(b), ['1 {"n":"a1"}', '2 {"n":"b1"}'], 'b got both from the primary, in the same order');
+  const stored = svc.store.read('s/c/1', { epoch: a.frames[0]!.epoch, offset: 0 });
+  t.same(stored.frames.map((f) => Buffer.from(f.payload).toString()), ['{"n":"a1"}', '{"n":"b1"}'], 'stored the same');
+  t.equal(b.toWorkerLog.filter((m) => m.t === 'res').length, 0, "b's append was answered by its copy of the frame");
+});
+
+void t.test('EmbeddedStreams: when the holder stops following, appends forwarded to it and not made are made by the primary, once', async (t) => {
+  const { svc, workers } = embeddedWorkers(t, 2);
+  const [a, b] = workers as [(typeof workers)[0], (typeof workers)[0]];
+  const read = await a.streams.follow('s/c/1');
+  await b.streams.follow('s/c/1');
+  const fromB = b.streams.append('s/c/1', Buffer.from('{"n":"b1"}')); // forwarded to a, which has not read it yet
+  a.streams.unfollow('s/c/1'); // the lease ends: the primary makes it
+  t.match(await fromB, { offset: 1 }, 'answered once');
+  await sleep(5);
+  t.ok(a.toWorkerLog.some((m) => m.t === 'fwd'), 'the forward reached a after it left (declined, ignored)');
+  t.equal(svc.store.read('s/c/1', { epoch: read.epoch, offset: 0 }).top, 1, 'stored once');
+  t.match(await b.streams.append('s/c/1', Buffer.from('{"n":"b2"}')), { offset: 2 }, 'the next append: the primary numbers it (b follows, no lease)');
+});
+
+void t.test('EmbeddedStreams: a holder that dies may have delivered frames it never put: its sessions start a new epoch, resumes are told', async (t) => {
+  const { svc, workers } = embeddedWorkers(t, 2);
+  const [a, b] = workers as [(typeof workers)[0], (typeof workers)[0]];
+  const read = await a.streams.follow('s/c/1');
+  await a.streams.append('s/c/1', Buffer.from('{"n":1}'));
+  a.lose = true; // the crash: what it sends from now on never arrives
+  await a.streams.append('s/c/1', Buffer.from('{"n":2}'));
+  t.same(a.frames.map((f) => f.offset), [1, 2], 'its socket was sent offsets 1 and 2');
+  t.equal(svc.store.read('s/c/1').top, 1, 'the primary has 1');
+  svc.remove(a.target);
+  const resumed = await b.streams.follow('s/c/1', { epoch: read.epoch, offset: 2 });
+  t.equal(resumed.lost, true, 'a resume from offset 2 of that epoch: continuity lost, not a silent gap');
+  t.not(resumed.epoch, read.epoch, 'a new epoch');
+  t.equal(resumed.lease, true, 'b follows alone now: it holds the session');
+  t.match(await b.streams.append('s/c/1', Buffer.from('{"n":3}')), { epoch: resumed.epoch, offset: 1 }, 'offset 2 is never given again in the old epoch');
+});
+
+void t.test("EmbeddedStreams: a put that does not fit the stream (it was evicted or started again) ends the lease: a new epoch, told to every follower", async (t) => {
+  const { svc, workers } = embeddedWorkers(t, 1);
+  const a = workers[0]!;
+  const read = await a.streams.follow('s/c/1');
+  svc.store.rebase('s/c/1'); // as if evicted and begun again
+  const moved = svc.store.read('s/c/1').epoch;
+  await a.streams.append('s/c/1', Buffer.from('{"n":1}'));
+  await sleep(5);
+  t.ok(a.toWorkerLog.some((m) => m.t === 'unlease'), 'the lease ended');
+  const relayed = a.frames.filter((f) => f.epoch !== read.epoch);
+  t.equal(relayed.length, 1, 'the frame came back from the primary');
+  t.not(relayed[0]!.epoch, moved, 'in a new epoch, so the readers are told');
+  t.not(relayed[0]!.epoch, read.epoch);
+  t.match(await a.streams.append('s/c/1', Buffer.from('{"n":2}')), { epoch: relayed[0]!.epoch, offset: 2 }, 'the next append goes through the primary');
+});
+
+void t.test('EmbeddedStreams: a lease granted to a following this worker already ended is not taken', async (t) => {
+  const { svc, streams, toWorkerLog } = embeddedPair(t);
+  const reading = streams.follow('s/c/9');
+  streams.unfollow('s/c/9'); // same turn: the follow is asked first, then the unfollow
+  const read = await reading;
+  t.equal(read.lease, true, 'the primary granted it');
+  await sleep(5);
+  toWorkerLog.length = 0;
+  const pos = await streams.append('s/c/9', Buffer.from('{"n":1}'));
+  t.match(pos, { offset: 1 }, 'not taken: the append went through the primary (which ended the lease at the unfollow)');
+  t.same(toWorkerLog.map((m) => m.t), ['res'], 'answered by the primary');
+  await sleep(5);
+  svc.store.expire(Date.now() + 5000);
+  t.not(svc.store.read('s/c/9').epoch, read.epoch, 'and the primary counts no follow left (the stream expired)');
 });
 
 void t.test('StreamService tells the workers following a session when another worker follows it too, and when none does any more', async (t) => {

@@ -38,6 +38,16 @@ export interface WorkerPort {
   off(event: 'message', fn: (m: unknown) => void): unknown;
 }
 
+/** The primary's stream messages besides frames and chunks (primary/streams.ts). */
+export interface StreamControl {
+  /** Another worker follows a session this worker follows too (or none does any more). */
+  shared(stream: string, shared: boolean): void;
+  /** An append to a session whose offsets this worker holds, for it to make. */
+  forwarded(msg: Extract<PrimaryToWorker, { t: 'fwd' }>): void;
+  /** This worker holds a session's offsets no more. */
+  unlease(stream: string): void;
+}
+
 export class EmbeddedCluster implements ClusterView {
   #ready = false;
   #handlers: LinkHandlers | undefined;
@@ -45,7 +55,7 @@ export class EmbeddedCluster implements ClusterView {
   readonly #onMessage = (m: unknown): void => this.#receive(m);
   #onRate: ((u: RateUpdate) => void) | undefined;
   #streams: StreamSink | undefined;
-  #onShared: ((stream: string, shared: boolean) => void) | undefined;
+  #control: StreamControl | undefined;
 
   constructor(private readonly port: WorkerPort = process as unknown as WorkerPort) {
     this.#requests = new IpcRequests<PrimaryOps>((m) => this.send(m), 'primary');
@@ -89,10 +99,10 @@ export class EmbeddedCluster implements ClusterView {
     return this.#requests.request(op, fields);
   }
 
-  /** Where the frames and chunks of streams this worker follows go, and whether another worker follows a session too (streams/embedded.ts). */
-  onStream(sink: StreamSink, onShared?: (stream: string, shared: boolean) => void): void {
+  /** Where the frames and chunks of streams this worker follows go, and the primary's other stream messages (streams/embedded.ts). */
+  onStream(sink: StreamSink, control?: StreamControl): void {
     this.#streams = sink;
-    this.#onShared = onShared;
+    this.#control = control;
   }
 
   /** The primary's rate-limit store, shared by the workers of this host (embedded mode). */
@@ -127,7 +137,13 @@ export class EmbeddedCluster implements ClusterView {
         this.#streams?.chunk(msg.stream, msg.chunk);
         break;
       case 'shared':
-        this.#onShared?.(msg.stream, msg.shared);
+        this.#control?.shared(msg.stream, msg.shared);
+        break;
+      case 'fwd':
+        this.#control?.forwarded(msg);
+        break;
+      case 'unlease':
+        this.#control?.unlease(msg.stream);
         break;
       case 'res':
         this.#requests.settle(msg);

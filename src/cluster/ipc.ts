@@ -76,6 +76,14 @@ export type WorkerToPrimary =
   | { t: 'unfollow'; stream: string }
   /** A streamed answer's text so far (kept for a socket that joins, relayed to the other followers). */
   | { t: 'chunk'; stream: string; chunk: Chunk }
+  /**
+   * A frame this worker appended, at the offset it gave it, to a session
+   * stream whose offsets it holds (primary/streams.ts, leases); `fwd`: the
+   * forwarded append it made.
+   */
+  | { t: 'put'; stream: string; epoch: string; offset: number; payload: Uint8Array; cmid?: string; ends?: string; fwd?: number }
+  /** A forwarded append this worker cannot make: it holds the stream's offsets no more. */
+  | { t: 'decline'; stream: string; fwd: number }
   | { t: 'pub'; topic: string; payload: Uint8Array }
   | { t: 'sub'; add: string[]; del: string[] }
   | Request<keyof PrimaryOps>
@@ -93,6 +101,10 @@ export type PrimaryToWorker =
   | { t: 'chunk'; stream: string; chunk: Chunk }
   /** Another worker follows (or no longer follows) a session stream this worker follows: its pieces go at once (or now and then). */
   | { t: 'shared'; stream: string; shared: boolean }
+  /** An append to a session stream whose offsets this worker holds, for it to make (answered by a `put` with `fwd`, or a `decline`). */
+  | { t: 'fwd'; stream: string; payload: Uint8Array; cmid?: string; ends?: string; fwd: number }
+  /** This worker holds a stream's offsets no more (its append came out of turn): it appends through the primary again. */
+  | { t: 'unlease'; stream: string }
   | Request<keyof WorkerOps>
   | Response;
 

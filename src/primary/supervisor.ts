@@ -232,6 +232,12 @@ class Supervisor {
       case 'chunk':
         this.#streams?.chunk(slot.target, msg.stream, msg.chunk);
         break;
+      case 'put':
+        this.#streams?.put(slot.target, msg.stream, msg.epoch, msg.offset, msg.payload, { cmid: msg.cmid, ends: msg.ends }, msg.fwd);
+        break;
+      case 'decline':
+        this.#streams?.decline(slot.target, msg.stream, msg.fwd);
+        break;
       case 'health':
         if (slot.healthy !== msg.ready) {
           slot.healthy = msg.ready;

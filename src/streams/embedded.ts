@@ -1,22 +1,46 @@
 /**
  * The streams of a worker in embedded mode: kept by the primary (so a
- * worker that crashes loses nothing), asked over IPC. The primary assigns
- * offsets and relays each appended frame to every worker that follows the
- * stream; the appending worker's own copy answers its append: one IPC
- * channel per worker keeps them in offset order (primary/streams.ts). Chunks of a
- * streamed answer are relayed to the other followers, and the primary keeps
- * the text so far for a resumer; while this worker follows the session and
- * no other worker does (the primary says when one does), they are held and
- * sent merged (streams/progress.ts).
+ * worker that crashes loses nothing it stored), asked over IPC. The
+ * primary assigns offsets and relays each appended frame to every worker
+ * that follows the stream; the appending worker's own copy answers its
+ * append: one IPC channel per worker keeps them in offset order
+ * (primary/streams.ts).
+ *
+ * A session that only this worker follows is leased to it
+ * (primary/streams.ts): while it follows the session, it numbers the
+ * session's frames itself, delivers them to its sockets at once and puts
+ * them to the primary, with no round trip before the answer leaves.
+ * Appends made elsewhere are forwarded here to be numbered the same way.
+ *
+ * Chunks of a streamed answer are relayed to the other followers, and the
+ * primary keeps the text so far for a resumer; while this worker follows
+ * the session and no other worker does (the primary says when one does),
+ * they are held and sent merged (streams/progress.ts).
  */
 import type { EmbeddedCluster } from '../cluster/embedded.js';
+import type { PrimaryToWorker } from '../cluster/ipc.js';
 import { PieceBuffer } from './progress.js';
 import { SharedReads } from './reads.js';
 import type { AppendOptions, Chunk, Claim, Position, ReadResult, StoredFrame, StreamSink, StreamStore } from './streams.js';
 
+/** A session's offsets held by this worker: the epoch, and the last offset given. */
+interface Lease {
+  epoch: string;
+  top: number;
+}
+
 export class EmbeddedStreams implements StreamStore {
   /** Streams this worker follows, with their follows. */
   readonly #follows = new Map<string, number>();
+  /**
+   * Per stream followed, which following it is (a new one each time this
+   * worker starts following it): a lease granted to an earlier one, read
+   * after this worker stopped following, is not taken (the primary ended
+   * it when the unfollow came).
+   */
+  readonly #following = new Map<string, number>();
+  #followings = 0;
+  readonly #leases = new Map<string, Lease>();
   /** Session streams another worker follows too: their pieces go at once. */
   readonly #shared = new Set<string>();
   readonly #held: PieceBuffer;
@@ -24,21 +48,54 @@ export class EmbeddedStreams implements StreamStore {
 
   constructor(
     private readonly primary: EmbeddedCluster,
-    sink: StreamSink,
+    private readonly sink: StreamSink,
   ) {
-    primary.onStream(sink, (stream, shared) => {
-      if (!shared) this.#shared.delete(stream);
-      else if (this.#follows.has(stream)) {
-        this.#shared.add(stream);
-        this.#held.flush(stream);
-      }
+    primary.onStream(sink, {
+      shared: (stream, shared) => {
+        if (!shared) this.#shared.delete(stream);
+        else if (this.#follows.has(stream)) {
+          this.#shared.add(stream);
+          this.#held.flush(stream);
+        }
+      },
+      forwarded: (msg) => this.#forwarded(msg),
+      unlease: (stream) => this.#leases.delete(stream),
     });
     this.#held = new PieceBuffer((stream, chunk) => this.primary.send({ t: 'chunk', stream, chunk }));
   }
 
   append(stream: string, payload: Uint8Array, o: AppendOptions = {}): Promise<Position> {
     this.#held.beforeAppend(stream, o.ends);
-    return this.primary.request('append', { arg: stream, payload, cmid: o.cmid, ends: o.ends });
+    const lease = this.#leases.get(stream);
+    if (lease === undefined) return this.primary.request('append', { arg: stream, payload, cmid: o.cmid, ends: o.ends });
+    try {
+      return Promise.resolve(this.#make(stream, lease, payload, o, undefined));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * A frame of a leased session: the next offset, put to the primary, then
+   * delivered here (the put leaves first: what a socket is sent, the primary
+   * is told before anything else this worker says).
+   */
+  #make(stream: string, lease: Lease, payload: Uint8Array, o: AppendOptions, fwd: number | undefined): Position {
+    const offset = ++lease.top;
+    this.primary.send({ t: 'put', stream, epoch: lease.epoch, offset, payload, cmid: o.cmid, ends: o.ends, fwd });
+    this.sink.frame(stream, lease.epoch, { offset, payload });
+    return { epoch: lease.epoch, offset };
+  }
+
+  /** An append made elsewhere to a session leased here: numbered like this worker's own (or declined: the lease ended). */
+  #forwarded(msg: Extract<PrimaryToWorker, { t: 'fwd' }>): void {
+    const lease = this.#leases.get(msg.stream);
+    if (lease === undefined) {
+      this.primary.send({ t: 'decline', stream: msg.stream, fwd: msg.fwd });
+      return;
+    }
+    this.#held.beforeAppend(msg.stream, msg.ends);
+    this.#make(msg.stream, lease, msg.payload, { cmid: msg.cmid, ends: msg.ends }, msg.fwd);
   }
 
   chunk(stream: string, chunk: Chunk): void {
@@ -47,9 +104,14 @@ export class EmbeddedStreams implements StreamStore {
   }
 
   /** Follows of one turn asking the same read share one request, counted `times` by the primary (streams/reads.ts). */
-  follow(stream: string, after?: Position): Promise<ReadResult> {
-    this.#follows.set(stream, (this.#follows.get(stream) ?? 0) + 1);
-    return this.#reads.follow(stream, after);
+  async follow(stream: string, after?: Position): Promise<ReadResult> {
+    const n = this.#follows.get(stream) ?? 0;
+    this.#follows.set(stream, n + 1);
+    if (n === 0) this.#following.set(stream, ++this.#followings);
+    const following = this.#following.get(stream);
+    const res = await this.#reads.follow(stream, after);
+    if (res.lease && this.#following.get(stream) === following && !this.#leases.has(stream)) this.#leases.set(stream, { epoch: res.epoch, top: res.top });
+    return res;
   }
 
   unfollow(stream: string): void {
@@ -57,8 +119,12 @@ export class EmbeddedStreams implements StreamStore {
     if (n > 1) this.#follows.set(stream, n - 1);
     else {
       this.#follows.delete(stream);
+      this.#following.delete(stream);
+      this.#leases.delete(stream);
       this.#shared.delete(stream);
     }
+    // A follow of this turn not asked yet goes first: the primary counts them in order.
+    this.#reads.flush();
     this.primary.send({ t: 'unfollow', stream });
   }
 

@@ -81,6 +81,36 @@ export class MemoryStreamStore {
     return { epoch: s.epoch, offset: s.top };
   }
 
+  /**
+   * Stores a frame at the offset a worker holding the stream's offsets gave
+   * it (primary/streams.ts); undefined, storing nothing, unless that is the
+   * stream's next offset in `epoch` (the stream expired, was evicted or
+   * started again meanwhile).
+   */
+  put(stream: string, epoch: string, offset: number, payload: Uint8Array, o: AppendOptions = {}): Position | undefined {
+    const s = this.#streams.get(stream);
+    if (s === undefined || s.epoch !== epoch || s.top + 1 !== offset) return undefined;
+    return this.append(stream, payload, o);
+  }
+
+  /**
+   * Starts `stream` again in a new epoch, with no frames: offsets above its
+   * top may have been given out and never stored (a worker holding its
+   * offsets died), so they must not be given again in the same epoch.
+   * Readers are told (continuity_lost); answered claims are forgotten (their
+   * frames are gone), pending ones kept.
+   */
+  rebase(stream: string): void {
+    const s = this.#streams.get(stream);
+    if (s === undefined) return;
+    s.epoch = newEpoch();
+    s.top = 0;
+    s.frames = [];
+    this.#bytes -= s.bytes;
+    s.bytes = 0;
+    for (const [k, c] of s.claims) if (c.offset !== 0) s.claims.delete(k);
+  }
+
   /** Reads `stream` (creating it, with a new epoch, if it does not exist). */
   read(stream: string, after?: Position): ReadResult {
     const s = this.#get(stream);

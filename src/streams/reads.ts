@@ -46,6 +46,11 @@ export class SharedReads {
     return a.read;
   }
 
+  /** Sends the reads asked so far now (before an unfollow, which must reach the store after its follow). */
+  flush(): void {
+    if (this.#asked.size > 0) this.#ask();
+  }
+
   readonly #ask = (): void => {
     for (const a of this.#asked.values()) {
       let p: Promise<ReadResult>;

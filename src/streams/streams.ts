@@ -76,6 +76,11 @@ export interface ReadResult {
   lost: boolean;
   /** Session streams: the answer being streamed now, if one is. */
   partial?: Partial;
+  /**
+   * Embedded mode: this follow made the worker the holder of the session
+   * stream's offsets (primary/streams.ts, leases), from `epoch` and `top`.
+   */
+  lease?: true;
 }
 
 /** A client_message_id's state in its session stream. */
