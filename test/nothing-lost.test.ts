@@ -292,7 +292,7 @@ void t.test('streamed answers on the real cluster: resumed on the other worker m
   client.stop();
 });
 
-void t.test('two tabs of one session on the two workers: the other tab gets every piece as it comes', async (t) => {
+void t.test('two tabs of one session on the two workers: the other tab gets every piece as it comes; answers asked in either tab take one order', async (t) => {
   const { eng, c } = await engineCluster(t);
   eng.state.pieces = Array.from({ length: 12 }, (_, i) => `p${i} `);
   eng.state.gapMs = 60;
@@ -322,6 +322,22 @@ void t.test('two tabs of one session on the two workers: the other tab gets ever
   // Held pieces would come merged, every 250 ms: 3 or 4 chunks for 12 pieces 60 ms apart.
   t.ok(chunks.length >= 9, `the other tab got ${chunks.length} chunks for 12 pieces 60 ms apart: as they came, not held`);
   t.equal(chunks.map((x) => x.delta).join(''), final.content, 'adding up to the final content');
+
+  // The tabs ask in turn, three times each: one worker numbers the session
+  // (the first to follow it), the other's answers are forwarded to it, and
+  // the holder's own answers after those take the offsets after theirs.
+  eng.state.pieces = undefined;
+  const answers = (x: V2Client) => x.frames.filter((f) => f.type === 'ai_response');
+  for (let i = 0; i < 3; i++) {
+    for (const [x, name] of [[asker, 'asker'], [tab, 'tab']] as const) {
+      x.send({ type: 'user_message', content: `${name} ${i}` });
+      await until(() => answers(asker).length === answers(tab).length && answers(tab).at(-1)?.content === `re: ${name} ${i}`, 5000, `both tabs to get ${name} ${i}`);
+    }
+  }
+  const seen = (x: V2Client) => answers(x).map((f) => `${f.offset} ${f.content}`);
+  t.same(seen(asker), seen(tab), 'both tabs hold the same answers at the same offsets');
+  t.same(answers(tab).map((f) => f.offset), [1, 2, 3, 4, 5, 6, 7], 'offsets 1..7, each once, in order');
+  t.equal(tab.frames.filter((f) => f.type === 'continuity_lost').length, 0, 'nothing lost');
   asker.stop();
   tab.stop();
 });

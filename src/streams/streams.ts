@@ -15,7 +15,10 @@
  * every implementation (test/streams-contract.test.ts):
  *   - `append` assigns the next offset and stores the frame atomically with
  *     its live delivery: every node following the stream gets it, so history
- *     and live never disagree; it resolves after this node's own delivery;
+ *     and live never disagree; it resolves after this node's own delivery
+ *     (embedded mode, a session leased to this worker: delivered here first
+ *     and stored by the primary in the same turn; a worker lost between the
+ *     two gives the stream a new epoch, primary/streams.ts);
  *   - live frames reach a following node in offset order, at most once
  *     (the hub, streams/hub.ts, drops duplicates and fills a gap from
  *     history, so a frame lost on the way is recovered);
