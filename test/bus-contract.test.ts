@@ -15,6 +15,7 @@ import { Relay, type RelayTarget } from '../src/primary/relay.js';
 import { createLogger } from '../src/observability/log.js';
 import { REDIS_BACKENDS, type RedisBackend } from './helpers/redis-backends.js';
 import { sleep, until } from './helpers/net.js';
+import { exitWhenDone } from './helpers/linger.js';
 
 /** A bus node as the suite drives it (in this process or another). */
 interface Node {
@@ -136,6 +137,8 @@ const transports: Record<string, () => Promise<Transport>> = {
 
   ...Object.fromEntries(Object.entries(REDIS_BACKENDS).map(([name, start]) => [name, () => redisTransport(start)])),
 };
+
+exitWhenDone(t);
 
 for (const [name, make] of Object.entries(transports)) {
   void t.test(`${name} bus`, async (t) => {
