@@ -2,8 +2,8 @@
  * The embedded engine used when AI_ENGINE_URL is unset: it answers the
  * question with itself, streamed word by word (with `delayMs` between words,
  * so a demo shows streaming with no engine at all). With no delay it
- * answers at once, whole, allocation-free: pieces that would all come in
- * the same turn are merged into the answer anyway (pipeline/chat.ts).
+ * answers at once, whole: pieces that would all come in the same turn are
+ * merged into the answer anyway (pipeline/chat.ts).
  */
 import { GatewayError } from '../errors.js';
 import type { AiEngine, AskOptions, Query } from './engine.js';

@@ -103,7 +103,7 @@ export type PrimaryToWorker =
   | { t: 'shared'; stream: string; shared: boolean }
   /** An append to a session stream whose offsets this worker holds, for it to make (answered by a `put` with `fwd`, or a `decline`). */
   | { t: 'fwd'; stream: string; payload: Uint8Array; cmid?: string; ends?: string; fwd: number }
-  /** This worker holds a stream's offsets no more (its append came out of turn): it appends through the primary again. */
+  /** This worker holds a stream's offsets no more (its put did not fit the stream: it expired, was evicted or started again): it appends through the primary again. */
   | { t: 'unlease'; stream: string }
   | Request<keyof WorkerOps>
   | Response;

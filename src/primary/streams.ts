@@ -11,9 +11,9 @@
  * to by that worker (the answers to its socket). So the first worker to
  * follow a session that no other worker follows is given its offsets with
  * its read (`lease` in the result): while it follows the stream, it numbers
- * its own appends, delivers them to its sockets at once (the answer leaves
- * in the same write as the rest of the exchange, no round trip) and `put`s
- * them here, where they are stored and relayed to the other followers. Any
+ * its own appends, delivers them to its sockets at once (no round trip; an
+ * instant answer leaves in the same write as its typing indicators) and
+ * `put`s them here, where they are stored and relayed to the other followers. Any
  * other append of a leased stream (a targeted send through another worker,
  * the answer of a socket that moved) is forwarded to the holder, which
  * numbers it like its own, so one place gives a stream's offsets at any
@@ -71,7 +71,9 @@ export class StreamService {
 
   /** Stores a frame and relays it to every worker following the stream: a broadcast, or a stream no worker holds (workers append through appendFor). */
   append(stream: string, payload: Uint8Array, o: AppendOptions): Position {
-    return this.#append(stream, payload, o, undefined, 0);
+    const pos = this.store.append(stream, payload, o);
+    this.#relay(stream, pos, payload, undefined, undefined, 0);
+    return pos;
   }
 
   /**
@@ -94,28 +96,32 @@ export class StreamService {
   #appendAnswering(from: StreamFollower, id: number, stream: string, payload: Uint8Array, o: AppendOptions): void {
     let pos: Position;
     try {
-      pos = this.#append(stream, payload, o, from, id);
+      pos = this.store.append(stream, payload, o);
     } catch (err) {
       from.send({ t: 'res', id, error: (err as Error).message });
       return;
     }
-    if (!this.#followers.get(stream)?.has(from)) from.send({ t: 'res', id, result: pos });
+    if (!this.#relay(stream, pos, payload, undefined, from, id)) from.send({ t: 'res', id, result: pos });
   }
 
-  #append(stream: string, payload: Uint8Array, o: AppendOptions, from: StreamFollower | undefined, id: number): Position {
-    const pos = this.store.append(stream, payload, o);
-    this.#relay(stream, pos, payload, undefined, from, id);
-    return pos;
-  }
-
-  /** Sends a stored frame to the stream's followers but `skip`; `to`'s copy carries its request `id`. */
-  #relay(stream: string, pos: Position, payload: Uint8Array, skip: StreamFollower | undefined, to: StreamFollower | undefined, id: number): void {
+  /**
+   * Sends a stored frame to the stream's followers but `skip`; `to`'s copy
+   * carries its request `id`. Whether `to` got one (else its request is
+   * answered by a `res`).
+   */
+  #relay(stream: string, pos: Position, payload: Uint8Array, skip: StreamFollower | undefined, to: StreamFollower | undefined, id: number): boolean {
     const followers = this.#followers.get(stream);
-    if (!followers) return;
+    if (!followers) return false;
     const msg: PrimaryToWorker = { t: 'smsg', stream, epoch: pos.epoch, offset: pos.offset, payload };
+    let answered = false;
     for (const f of followers.keys()) {
-      if (f !== skip) f.send(f === to ? { t: 'smsg', stream, epoch: pos.epoch, offset: pos.offset, payload, id } : msg);
+      if (f === skip) continue;
+      if (f === to) {
+        f.send({ t: 'smsg', stream, epoch: pos.epoch, offset: pos.offset, payload, id });
+        answered = true;
+      } else f.send(msg);
     }
+    return answered;
   }
 
   /**
@@ -136,8 +142,8 @@ export class StreamService {
     else if (fwd !== undefined) return; // made here already, when its lease ended
     const pos = holds ? this.store.put(stream, epoch, offset, payload, o) : undefined;
     if (pos !== undefined) {
-      this.#relay(stream, pos, payload, from, waiting?.from, waiting?.id ?? 0);
-      if (waiting && (waiting.from === from || !this.#followers.get(stream)?.has(waiting.from))) waiting.from.send({ t: 'res', id: waiting.id, result: pos });
+      // The holder delivered its copy itself: a forwarded append of its own, or of a worker that follows no more, is answered by a res.
+      if (!this.#relay(stream, pos, payload, from, waiting?.from, waiting?.id ?? 0) && waiting) waiting.from.send({ t: 'res', id: waiting.id, result: pos });
       return;
     }
     if (holds) {
@@ -147,7 +153,7 @@ export class StreamService {
       this.#endLease(stream, lease!);
     } // else the holder's puts sent before it heard of that: plain appends in the new epoch
     if (waiting) this.#appendAnswering(waiting.from, waiting.id, stream, payload, o);
-    else this.#append(stream, payload, o, undefined, 0);
+    else this.append(stream, payload, o);
   }
 
   /** `from` could not make forwarded append `fwd` (it holds the lease no more): the lease ends, the appends wait no more. */
@@ -201,7 +207,7 @@ export class StreamService {
     this.store.unfollow(stream);
   }
 
-  /** `from` follows `stream` no more: the one worker left following a session is told it is no longer shared. */
+  /** `from` follows `stream` no more: its lease of it ends, and the one worker left following a session is told it is no longer shared. */
   #leave(m: Map<StreamFollower, number>, from: StreamFollower, stream: string): void {
     m.delete(from);
     const lease = this.#leases.get(stream);

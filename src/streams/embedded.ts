@@ -1,6 +1,7 @@
 /**
- * The streams of a worker in embedded mode: kept by the primary (so a
- * worker that crashes loses nothing it stored), asked over IPC. The
+ * The streams of a worker in embedded mode: kept by the primary (they
+ * outlive a worker's crash, but for the sessions leased to it: below),
+ * asked over IPC. The
  * primary assigns offsets and relays each appended frame to every worker
  * that follows the stream; the appending worker's own copy answers its
  * append: one IPC channel per worker keeps them in offset order
@@ -76,9 +77,11 @@ export class EmbeddedStreams implements StreamStore {
   }
 
   /**
-   * A frame of a leased session: the next offset, put to the primary, then
-   * delivered here (the put leaves first: what a socket is sent, the primary
-   * is told before anything else this worker says).
+   * A frame of a leased session: the next offset, the put queued, then the
+   * frame delivered here. The put is queued first, so it precedes on the
+   * IPC channel anything the delivery makes this worker say; it reaches the
+   * primary at the end of the turn, after the socket's write (a worker lost
+   * in between is why the primary gives its leased sessions a new epoch).
    */
   #make(stream: string, lease: Lease, payload: Uint8Array, o: AppendOptions, fwd: number | undefined): Position {
     const offset = ++lease.top;
