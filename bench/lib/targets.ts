@@ -64,7 +64,8 @@ export async function startTarget(name: TargetName, workers: number, env: Record
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const health = name === 'gateway' ? '/readyz' : '/healthz';
-  const end = Date.now() + 20_000;
+  // A server that fails exits (seen at once); a slow one on a loaded machine (the test suite runs the smoke beside other files) gets a minute.
+  const end = Date.now() + 60_000;
   for (;;) {
     try {
       if ((await fetch(`http://127.0.0.1:${port}${health}`)).status === 200) break;
