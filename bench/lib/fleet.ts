@@ -5,6 +5,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { reap } from '../../test/helpers/reaper.js';
 
 /** Source addresses per load process: 8 x ~28k ephemeral ports. */
 export const ADDRS_PER_PROC = 8;
@@ -23,6 +24,7 @@ export class Fleet {
     await Promise.all(
       Array.from({ length: n }, async () => {
         const p = fork(LOADGEN, { execArgv: ['--import', 'tsx', '--max-old-space-size=4096'], stdio: 'inherit' });
+        p.once('exit', reap(p.pid!));
         f.procs.push(p);
         p.on('message', (m: { t?: string; seq?: number }) => m?.t === 'seq' && f.#onSeq(m.seq!));
         await new Promise<void>((r) => p.once('message', () => r()));

@@ -3,11 +3,12 @@
  * process tree: the gateway (dist/main.js), the bare-uWS baseline and the
  * `ws` baseline, all with the same number of workers.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createSigner } from 'fast-jwt';
 import { freePort } from '../../test/helpers/net.js';
+import { reap } from '../../test/helpers/reaper.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const SECRET = 'bench-secret-0123456789abcdef';
@@ -63,6 +64,8 @@ export async function startTarget(name: TargetName, workers: number, env: Record
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
+  // Dies with the benchmark, however it ends (a smoke run killed at its time-out left gateways running).
+  proc.once('exit', reap(proc.pid!));
   const health = name === 'gateway' ? '/readyz' : '/healthz';
   // A server that fails exits (seen at once); a slow one on a loaded machine (the test suite runs the smoke beside other files) gets a minute.
   const end = Date.now() + 60_000;
@@ -90,6 +93,18 @@ export async function startTarget(name: TargetName, workers: number, env: Record
       clearTimeout(t);
     },
   };
+}
+
+/**
+ * The mock AI engine (lib/mock-engine.ts) in its own process on a free port,
+ * configured by `env` (DELAY_MS, PIECES, PIECE_MS); it dies with the benchmark.
+ */
+export async function startMockEngine(env: Record<string, string>): Promise<{ url: string; proc: ChildProcess }> {
+  const port = await freePort();
+  const proc = fork(path.join(ROOT, 'bench/lib/mock-engine.ts'), { execArgv: ['--import', 'tsx'], env: { ...process.env, PORT: String(port), ...env } });
+  proc.once('exit', reap(proc.pid!));
+  await new Promise((r) => proc.once('message', r));
+  return { url: `http://127.0.0.1:${port}/answer`, proc };
 }
 
 export const widgetPath = (creator: string): string => `/api/v1/channels/widget/${creator}/connect?token=${widgetToken(creator)}`;

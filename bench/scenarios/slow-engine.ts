@@ -5,24 +5,17 @@
  * Sustained means: no errors, and answers in about 200 ms (an event-loop
  * stall shows as a p99/max far above it).
  */
-import { fork } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import type { Ctx } from '../lib/context.js';
 import type { Fleet } from '../lib/fleet.js';
 import { measureChat } from '../lib/measure.js';
 import { fmt } from '../lib/stats.js';
-import { freePort, startTarget } from '../lib/targets.js';
+import { startMockEngine, startTarget } from '../lib/targets.js';
 import type { Table } from '../lib/report.js';
 
 export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
-  const port = await freePort();
-  const engine = fork(fileURLToPath(new URL('../lib/mock-engine.ts', import.meta.url)), {
-    execArgv: ['--import', 'tsx'],
-    env: { ...process.env, PORT: String(port), DELAY_MS: '200' },
-  });
-  await new Promise((r) => engine.once('message', r));
+  const engine = await startMockEngine({ DELAY_MS: '200' });
   const target = await startTarget('gateway', ctx.workers, {
-    AI_ENGINE_URL: `http://127.0.0.1:${port}/answer`,
+    AI_ENGINE_URL: engine.url,
     AI_ENGINE_MAX_INFLIGHT: String(ctx.slowSessions),
     // Every session chats with one creator here; the per-creator bound (256 per
     // worker by default) would otherwise refuse most of them, by design.
@@ -40,6 +33,6 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
     };
   } finally {
     await target.stop();
-    engine.kill('SIGKILL');
+    engine.proc.kill('SIGKILL');
   }
 }

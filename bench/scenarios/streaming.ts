@@ -11,26 +11,14 @@
  * it, the same gateway's CPU per chat response (echo engine, 100
  * connections, widget.v1), for the "CPU per relayed piece" ratio.
  */
-import { fork, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import type { Ctx } from '../lib/context.js';
 import type { Fleet } from '../lib/fleet.js';
 import { measureChat } from '../lib/measure.js';
 import { usage } from '../lib/procs.js';
 import { fmt, percentiles, ratio } from '../lib/stats.js';
-import { freePort, startTarget, widgetPath, type Target } from '../lib/targets.js';
+import { startMockEngine, startTarget, widgetPath, type Target } from '../lib/targets.js';
 import type { Table } from '../lib/report.js';
 import { startRedis } from '../lib/redis.js';
-
-async function startEngine(pieces: number, pieceMs: number, firstMs: number): Promise<{ port: number; proc: ChildProcess }> {
-  const port = await freePort();
-  const proc = fork(fileURLToPath(new URL('../lib/mock-engine.ts', import.meta.url)), {
-    execArgv: ['--import', 'tsx'],
-    env: { ...process.env, PORT: String(port), DELAY_MS: String(firstMs), PIECES: String(pieces), PIECE_MS: String(pieceMs) },
-  });
-  await new Promise((r) => proc.once('message', r));
-  return { port, proc };
-}
 
 interface StreamRun {
   perSec: number;
@@ -85,10 +73,10 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   const pieceMs = Number(process.env.BENCH_PIECE_MS ?? (ctx.smoke ? 10 : 50));
   const firstMs = 20;
   const answerMs = firstMs + pieces * pieceMs;
-  const engine = await startEngine(pieces, pieceMs, firstMs);
+  const engine = await startMockEngine({ DELAY_MS: String(firstMs), PIECES: String(pieces), PIECE_MS: String(pieceMs) });
   const redis = await startRedis();
   const engineEnv = {
-    AI_ENGINE_URL: `http://127.0.0.1:${engine.port}/answer`,
+    AI_ENGINE_URL: engine.url,
     AI_ENGINE_MAX_INFLIGHT: String(most * 2),
     AI_ENGINE_MAX_INFLIGHT_PER_CREATOR: String(most * 2),
     AI_ENGINE_CONNECTIONS: String(Math.max(64, most)),
