@@ -112,6 +112,9 @@ export class V2Client {
   /**
    * Keeps reconnecting (with resume) whenever the socket closes, until
    * `stop()`: what a browser SDK does, minimally. Each reconnect is recorded.
+   * The retry timer does not keep the process alive: a test that failed
+   * before its `stop()` (its servers then killed by its teardown) must not
+   * leave a client retrying forever, holding the file until tap's time-out.
    */
   keepConnected(): void {
     this.#auto = true;
@@ -122,7 +125,7 @@ export class V2Client {
           () => this.ws.once('close', () => again(20 + Math.random() * 50)),
           () => again(Math.min(delay * 2, 500)),
         );
-      }, delay);
+      }, delay).unref();
     };
     this.ws.once('close', () => again(20 + Math.random() * 50));
   }
