@@ -173,6 +173,25 @@ for (const [name, make] of Object.entries(impls)) {
       b.store.unfollow('s/c3/y');
     });
 
+    await t.test('appends of one turn to several streams: each stream in order, contiguous, delivered; on one Redis a single script run', async (t) => {
+      const streams = ['b/c11', 's/c11/z', 's/c11/w'];
+      for (const s of streams) await a.store.follow(s);
+      a.frames.length = 0;
+      const before = await impl.scripts?.();
+      const appended: Array<Promise<[string, number, number]>> = [];
+      for (let i = 1; i <= 4; i++) for (const s of streams) appended.push(b.store.append(s, enc(`{"i":${i}}`)).then((p): [string, number, number] => [s, i, p.offset]));
+      const got = await Promise.all(appended);
+      t.ok(got.every(([, i, offset]) => offset === i), 'each frame at its place in its own stream');
+      if (before !== undefined) {
+        const runs = (await impl.scripts!()) - before;
+        if (name === 'redis') t.equal(runs, 1, 'twelve appends, one script run');
+        else t.ok(runs <= streams.length, `twelve appends, ${runs} script runs (one per slot)`);
+      }
+      await until(() => a.frames.length === 12, 3000, 'live delivery');
+      for (const s of streams) t.same(a.frames.filter((f) => f.stream === s).map((f) => [f.offset, f.text]), [1, 2, 3, 4].map((i) => [i, `{"i":${i}}`]), `${s}: in order, once`);
+      for (const s of streams) a.store.unfollow(s);
+    });
+
     await t.test('claims: first come new, then pending, then answered with its position', async (t) => {
       t.same(await a.store.claim('s/c4/z', 'm1'), { state: 'new' });
       t.same(await b.store.claim('s/c4/z', 'm1'), { state: 'pending' });

@@ -27,6 +27,7 @@
  * (streams/progress.ts).
  */
 import { Packr } from 'msgpackr';
+import calculateSlot from 'cluster-key-slot';
 import type { Result } from 'ioredis';
 import { GatewayError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
@@ -40,28 +41,46 @@ import { creatorOfStream, newEpoch, type AppendOptions, type Chunk, type Claim, 
 const packr = new Packr({ useRecords: false });
 
 /**
- * KEYS: m, l, n, p, c. ARGV: payload, size, ttl, new epoch, channel ('' for
- * none), cmid flag, ends (message id or ''), publish command (PUBLISH, or
- * SPUBLISH on a Cluster: the channel has the stream's hash tag, so its slot).
+ * Appends one or more frames, each to its own stream. KEYS: each frame's
+ * stream's `m` key (the stream's other keys are named from it: same hash
+ * tag, so the same slot on a Cluster). ARGV: size, ttl, publish command
+ * (PUBLISH, or SPUBLISH on a Cluster), then two per frame: the payload, and
+ * `<new epoch>\n<b|s><ends: message id or ''>\n<client_message_id or ''>`
+ * (b: a broadcast stream, published on its channel; s: a session stream,
+ * whose followers come back). One reply per frame: {epoch, offset}, and a
+ * session stream's followers after them. The appends of one turn go
+ * together: one round trip, one script run (on a Cluster, one per slot), and
+ * few arguments (the client's cost is per argument).
  */
 const APPEND = `
-local e = redis.call('HGET', KEYS[1], 'e')
-if not e then e = ARGV[4]; redis.call('HSET', KEYS[1], 'e', e, 'o', 0) end
-local o = redis.call('HINCRBY', KEYS[1], 'o', 1)
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-if ARGV[6] == '1' then redis.call('SET', KEYS[5], e .. ':' .. o, 'PX', ARGV[3]) end
-if ARGV[7] ~= '' then
-  local p = redis.call('GET', KEYS[4])
-  if p and string.sub(p, 1, #ARGV[7] + 1) == ARGV[7] .. '\\n' then redis.call('DEL', KEYS[4]) end
+local out = {}
+local size = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local m, payload, meta = KEYS[i], ARGV[2 + i * 2], ARGV[3 + i * 2]
+  local base = string.sub(m, 1, -2)
+  local nl = string.find(meta, '\\n', 1, true)
+  local nl2 = string.find(meta, '\\n', nl + 1, true)
+  local ends, cmid = string.sub(meta, nl + 2, nl2 - 1), string.sub(meta, nl2 + 1)
+  local e = redis.call('HGET', m, 'e')
+  if not e then e = string.sub(meta, 1, nl - 1); redis.call('HSET', m, 'e', e, 'o', 0) end
+  local o = redis.call('HINCRBY', m, 'o', 1)
+  local l = base .. 'l'
+  if redis.call('RPUSH', l, payload) > size then redis.call('LTRIM', l, -size, -1) end
+  redis.call('PEXPIRE', m, ARGV[2])
+  redis.call('PEXPIRE', l, ARGV[2])
+  if cmid ~= '' then redis.call('SET', base .. 'c:' .. cmid, e .. ':' .. o, 'PX', ARGV[2]) end
+  if ends ~= '' then
+    local p = redis.call('GET', base .. 'p')
+    if p and string.sub(p, 1, #ends + 1) == ends .. '\\n' then redis.call('DEL', base .. 'p') end
+  end
+  if string.sub(meta, nl + 1, nl + 1) == 'b' then
+    redis.call(ARGV[3], base .. 'live', cmsgpack.pack({e, o, payload}))
+    out[i] = {e, o}
+  else
+    out[i] = {e, o, redis.call('SMEMBERS', base .. 'n')}
+  end
 end
-if ARGV[5] ~= '' then
-  redis.call(ARGV[8], ARGV[5], cmsgpack.pack({e, o, ARGV[1]}))
-  return {e, o}
-end
-return {e, o, redis.call('SMEMBERS', KEYS[3])}
+return out
 `;
 
 /** KEYS: m, l, n, p. ARGV: after epoch ('' = none), after offset, ttl, new epoch, node to add ('' = none). */
@@ -158,6 +177,14 @@ export interface RedisStreamsOptions extends HistoryOptions {
 
 type Reply = Array<string | number | Buffer>;
 
+interface PendingAppend {
+  stream: string;
+  payload: Uint8Array;
+  o: AppendOptions;
+  resolve(p: Position): void;
+  reject(err: Error): void;
+}
+
 /**
  * A frame as text for the append script: ioredis writes a command whose
  * arguments are all strings as one string, and one with a Buffer through a
@@ -190,7 +217,7 @@ export class RedisStreams implements StreamStore {
     private readonly behind: (stream: string, epoch: string, top: number) => void,
   ) {
     const c = link.cmd;
-    c.defineCommand('cgwAppend', { numberOfKeys: 5, lua: APPEND });
+    c.defineCommand('cgwAppend', { lua: APPEND }); // the number of keys first: one per frame
     c.defineCommand('cgwRead', { numberOfKeys: 4, lua: READ });
     c.defineCommand('cgwTouch', { numberOfKeys: 4, lua: TOUCH });
     c.defineCommand('cgwClaim', { numberOfKeys: 1, lua: CLAIM });
@@ -218,23 +245,71 @@ export class RedisStreams implements StreamStore {
     return this.#key(stream, 'live');
   }
 
-  async append(stream: string, payload: Uint8Array, o: AppendOptions = {}): Promise<Position> {
+  /**
+   * Appends `payload` to `stream`. The appends of one turn go to Redis
+   * together: one script run for all of them (on a Cluster, one per slot),
+   * so an answer costs a share of one round trip's client work, not a whole
+   * command (the chat of a loaded node appends tens of answers a turn).
+   */
+  append(stream: string, payload: Uint8Array, o: AppendOptions = {}): Promise<Position> {
     this.#held.beforeAppend(stream, o.ends);
-    const broadcast = creatorOfStream(stream) !== undefined;
-    const cmidKey = o.cmid !== undefined ? this.#key(stream, `c:${o.cmid}`) : this.#key(stream, 'c:');
-    const sent = this.link.send(payload.byteLength + 256, (c) =>
-      c.cgwAppend(...this.#keys(stream), cmidKey, asText(payload), this.o.size, this.o.ttlMs, newEpoch(), broadcast ? this.#channel(stream) : '', o.cmid !== undefined ? '1' : '0', o.ends ?? '', this.link.sharded ? 'SPUBLISH' : 'PUBLISH'),
-    );
-    if (sent === undefined) throw new GatewayError('GW_ERR_OVERLOADED', 'Redis is unreachable or too much waits for it: append refused');
-    let r: Reply;
-    try {
-      r = (await sent) as Reply;
-    } catch (err) {
-      throw new GatewayError('GW_ERR_REDIS_UNAVAILABLE', `history append failed: ${(err as Error).message}`, { cause: err });
+    return new Promise((resolve, reject) => {
+      const group = this.link.sharded ? calculateSlot(stream) : 0;
+      const item: PendingAppend = { stream, payload, o, resolve, reject };
+      const list = this.#appends.get(group);
+      if (list) list.push(item);
+      else this.#appends.set(group, [item]);
+      if (!this.#appending) {
+        this.#appending = true;
+        setImmediate(() => this.#sendAppends());
+      }
+    });
+  }
+
+  /** Appends waiting for the end of the turn, by slot (0 on one Redis). */
+  #appends = new Map<number, PendingAppend[]>();
+  #appending = false;
+
+  #sendAppends(): void {
+    this.#appending = false;
+    const groups = this.#appends;
+    this.#appends = new Map();
+    for (const items of groups.values()) {
+      const keys: string[] = [];
+      const args: string[] = [];
+      let bytes = 0;
+      for (const { stream, payload, o } of items) {
+        keys.push(this.#key(stream, 'm'));
+        args.push(asText(payload), `${newEpoch()}\n${creatorOfStream(stream) !== undefined ? 'b' : 's'}${o.ends ?? ''}\n${o.cmid ?? ''}`);
+        bytes += payload.byteLength + 128;
+      }
+      const sent = this.link.send(bytes, (c) => c.cgwAppend(keys.length, ...keys, this.o.size, this.o.ttlMs, this.link.sharded ? 'SPUBLISH' : 'PUBLISH', ...args));
+      if (sent === undefined) {
+        const err = new GatewayError('GW_ERR_OVERLOADED', 'Redis is unreachable or too much waits for it: append refused');
+        for (const x of items) x.reject(err);
+        continue;
+      }
+      sent.then(
+        (replies) => {
+          items.forEach((x, i) => {
+            const r = (replies as Reply[])[i];
+            if (r === undefined) x.reject(new GatewayError('GW_ERR_REDIS_UNAVAILABLE', 'history append failed: no reply for the frame'));
+            else x.resolve(this.#appended(x.stream, x.payload, r));
+          });
+        },
+        (err: Error) => {
+          const e = new GatewayError('GW_ERR_REDIS_UNAVAILABLE', `history append failed: ${err.message}`, { cause: err });
+          for (const x of items) x.reject(e);
+        },
+      );
     }
+  }
+
+  /** A frame appended: a session stream's frame delivered here (if followed) and sent to the other nodes following it. */
+  #appended(stream: string, payload: Uint8Array, r: Reply): Position {
     const epoch = String(r[0]);
     const offset = Number(r[1]);
-    if (!broadcast) {
+    if (r.length > 2) {
       const nodes = ((r[2] ?? []) as unknown as Array<string | Buffer>).map(String);
       const others = nodes.filter((n) => n !== this.o.nodeId);
       if (this.#follows.has(stream)) {
@@ -475,7 +550,7 @@ function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     cgwRebase(m: string, seen: string, epoch: string): Result<string, Context>;
-    cgwAppend(m: string, l: string, n: string, p: string, c: string, payload: string, size: number, ttl: number, epoch: string, channel: string, cmid: string, ends: string, publish: string): Result<unknown, Context>;
+    cgwAppend(numberOfKeys: number, ...keysThenArgs: Array<string | number>): Result<unknown, Context>;
     cgwReadBuffer(m: string, l: string, n: string, p: string, afterEpoch: string, afterOffset: number, ttl: number, epoch: string, node: string): Result<unknown, Context>;
     cgwTouch(m: string, l: string, n: string, p: string, ttl: number): Result<unknown, Context>;
     cgwClaim(c: string, ttl: number, pending: string): Result<unknown, Context>;
