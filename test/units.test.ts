@@ -21,6 +21,8 @@ import { EmbeddedCluster } from '../src/cluster/embedded.js';
 import { EmbeddedStreams } from '../src/streams/embedded.js';
 import { byToken, keyVerifier, KEPT_TOKEN_CHARS, KEPT_TOKENS } from '../src/auth/jwks.js';
 import { createSigner } from 'fast-jwt';
+import { countFds } from '../src/gateway/fd-guard.js';
+import { openSync, closeSync, readdirSync } from 'node:fs';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -606,4 +608,15 @@ void t.test('BatchingPort over a real IPC channel: one turn, few IPC messages, o
   t.ok(raw <= 4, `and came back as few (${raw})`);
   child.kill();
   t.equal(port.send({ t: 'n', i: 0 }) || !child.connected, true, 'a send after the other end is gone does not throw');
+});
+
+void t.test('countFds: the descriptors this process holds, as listing /proc/self/fd says, following opens and closes', async (t) => {
+  const listed = () => readdirSync('/proc/self/fd').length - 1; // the listing's own descriptor
+  const before = await countFds();
+  t.ok(Math.abs(before - listed()) <= 1, `${before} counted, ${listed()} listed`);
+  const opened = Array.from({ length: 50 }, () => openSync('/dev/null', 'r'));
+  const during = await countFds();
+  t.ok(during - before >= 49 && during - before <= 51, `50 more descriptors counted (${before} -> ${during})`);
+  for (const fd of opened) closeSync(fd);
+  t.ok(Math.abs((await countFds()) - before) <= 1, 'and fewer again once they are closed');
 });

@@ -9,7 +9,7 @@
  * and at the limit uSockets' accept loop spins on EMFILE (100% CPU, new
  * clients waiting 8-13 s). So the guard counts the process's descriptors
  * themselves (/proc/self/fd, read off the event loop), more often as they
- * near the limit, and:
+ * near the limit (countFds), and:
  *   - at `limit - FD_RESERVE` it tells the upgrade path to refuse new sockets
  *     with HTTP 503 and close the connection at once (the descriptor is freed
  *     now, not after a close handshake a hostile client never completes);
@@ -19,7 +19,7 @@
  *     a burst got there between two checks;
  *   - once back under `limit - FD_RESERVE` it listens again.
  */
-import { readdir } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { FD_RESERVE, fileDescriptorLimit } from '../config/index.js';
 import type { Logger } from '../observability/log.js';
 
@@ -45,7 +45,7 @@ export class FdGuard {
     private readonly hooks: FdGuardHooks,
     private readonly log: Logger,
     limit = fileDescriptorLimit(),
-    private readonly count: () => Promise<number> = async () => (await readdir('/proc/self/fd')).length,
+    private readonly count: () => Promise<number> = countFds,
   ) {
     this.limit = limit;
   }
@@ -117,4 +117,17 @@ export class FdGuard {
     this.#stopped = true;
     clearTimeout(this.#timer);
   }
+}
+
+/**
+ * The descriptors this process holds. Linux 6.2 and later give the number
+ * as the size of /proc/self/fd (a bit count in the kernel); earlier kernels
+ * say 0 there, and the directory is listed instead. Listing costs in
+ * proportion to the descriptors (a dentry and a JS string each: at 15,000
+ * connections a worker spent 3% of a connect storm's CPU listing it every
+ * 250 ms).
+ */
+export async function countFds(): Promise<number> {
+  const { size } = await stat('/proc/self/fd');
+  return size > 0 ? size : (await readdir('/proc/self/fd')).length;
 }
