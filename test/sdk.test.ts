@@ -84,6 +84,7 @@ void t.test('against a gateway: the token never in the URL; send and answer; res
   t.same(e.broadcasts, [{ n: 1 }]);
   t.ok(e.status.some((s) => s.status === 'reconnecting'), 'it reconnected');
   t.match(urls.at(-1), /resume_session=[0-9a-f]+%3A\d+&resume_broadcast=[0-9a-f]+%3A0|resume_session=.*resume_broadcast=/, 'with its positions');
+  t.match(urls.at(-1), /&replay=batch$/, 'asking for the replay in `replay` frames (the broadcast came in one, and was seen)');
   await sleep(200);
   t.equal(e.answers.length, 2, 'each answered once');
   c.close();

@@ -120,6 +120,40 @@ void t.test('resume: what was published while away comes first, in order, then l
   c.close();
 });
 
+void t.test('replay=batch: a resume comes in `replay` frames (each frame inside as it would have come alone, in order), then live; without it, a frame at a time', async (t) => {
+  const c = new V2Client(base, 'rb', widgetToken('rb'), 'rb-1');
+  await c.connect();
+  const epoch = c.broadcast!.epoch;
+  for (let i = 1; i <= 30; i++) await post('/api/v1/creators/rb/broadcast', { n: i, pad: 'x'.repeat(3000) }); // 30 frames of ~3 KB: more than one batch of 64 KiB
+  await c.next((f) => f.type === 'broadcast' && f.offset === 30);
+  c.close();
+  const b = new V2Client(base, 'rb', widgetToken('rb'));
+  const st = await b.connect({ extra: { resume_broadcast: `${epoch}:3`, replay: 'batch' } });
+  t.same((st.details as { recovered: object }).recovered, { broadcast: true });
+  await b.next((f) => f.type === 'broadcast' && f.offset === 30);
+  await post('/api/v1/creators/rb/broadcast', { n: 31 });
+  await b.next((f) => f.type === 'broadcast' && f.offset === 31);
+  t.same(b.offsets('broadcast'), Array.from({ length: 28 }, (_, i) => i + 4), 'offsets 4..31, each once, in order');
+  t.ok(b.replays.length >= 2 && b.replays.every((r) => r.stream === 'broadcast'), `the 27 replayed frames came in ${b.replays.length} replay frames of the broadcast stream`);
+  t.equal(b.replays.reduce((a, r) => a + r.frames, 0), 27, 'the live frame came alone, after them');
+  t.same(b.frames.filter((f) => f.type === 'broadcast').map((f) => (f.data as { n: number }).n), Array.from({ length: 28 }, (_, i) => i + 4), 'each frame inside as POSTed');
+  b.close();
+  const one = new V2Client(base, 'rb', widgetToken('rb'));
+  await one.connect({ extra: { resume_broadcast: `${epoch}:25`, replay: 'frames' } });
+  await one.next((f) => f.type === 'broadcast' && f.offset === 31);
+  t.same([one.replays.length, one.offsets('broadcast')], [0, [26, 27, 28, 29, 30, 31]], 'replay=frames (the default): one frame at a time');
+  one.close();
+  for (const v of ['batches', 'x'.repeat(100), '1']) {
+    const ws = new WebSocket(`${base}/api/v1/channels/widget/rb/connect?replay=${encodeURIComponent(v)}`, ['widget.v2', `bearer.${widgetToken('rb')}`]);
+    ws.on('error', () => {});
+    const [code, reason] = await new Promise<[number, string]>((r) => ws.on('close', (c, why) => r([c, why.toString()])));
+    t.same([code, reason], [4400, 'Invalid replay mode'], `replay=${v.slice(0, 12)}`);
+  }
+  const v1 = new Client(`${widgetUrl(g.port, 'rb', widgetToken('rb'))}&replay=nonsense`);
+  t.match(await v1.nextOfType('connection_status'), { type: 'connection_status' }, 'widget.v1 ignores the parameter');
+  v1.close();
+});
+
 void t.test('an answer that arrives after the socket was cut is kept, and a resume gets it exactly once', async (t) => {
   engine.delayMs = 300;
   const c = new V2Client(base, 'cut', widgetToken('cut'), 'cut-1');

@@ -112,6 +112,8 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
   typingOffAfter: string | undefined = undefined;
   /** widget.v2: the positions it asked to resume from (until it has joined its streams). */
   resume: { session?: Position; broadcast?: Position } | undefined = undefined;
+  /** widget.v2: replays in `replay` frames (`replay=batch` in the query), not a frame at a time. */
+  replayBatch = false;
   reading: StreamReader['reading'] = undefined;
   pending: Ordered['pending'] = undefined;
   chat: ChatState | undefined = undefined;
@@ -686,6 +688,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
       const given = req.getQuery('session_id') ?? '';
       // widget.v2: where to resume each stream from (EPOCH:OFFSET, not secret).
       let resume: Conn['resume'];
+      let replayBatch = false;
       if (fromProtocol.v2) {
         const rs = req.getQuery('resume_session') ?? '';
         const rb = req.getQuery('resume_broadcast') ?? '';
@@ -693,6 +696,9 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         const broadcast = rb === '' ? undefined : parsePosition(rb);
         if ((rs !== '' && !session) || (rb !== '' && !broadcast)) return reject(r, hs, ctx, CLOSE.BAD_RESUME);
         resume = { ...(session ? { session } : {}), ...(broadcast ? { broadcast } : {}) };
+        const mode = req.getQuery('replay') ?? '';
+        if (mode !== '' && mode !== 'frames' && mode !== 'batch') return reject(r, hs, ctx, CLOSE.BAD_REPLAY);
+        replayBatch = mode === 'batch';
       }
 
       /** The socket's Conn, or why it is refused. */
@@ -707,6 +713,7 @@ export function widgetBehavior(deps: SocketDeps, sockets: SocketSet): WebSocketB
         conn.msgpack = fromProtocol.msgpack;
         conn.v2 = fromProtocol.v2;
         conn.resume = resume;
+        conn.replayBatch = replayBatch;
         return conn;
       };
       /** Fetches the session's budget if this worker does not have it yet (Limits.prepare). */

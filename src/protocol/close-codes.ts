@@ -125,6 +125,13 @@ export const CLOSE = def({
     advice: 'not with the same position',
     meaning: 'widget.v2: `resume_session` or `resume_broadcast` is not `EPOCH:OFFSET` (an epoch of 1-64 characters of `A-Z a-z 0-9 _ -`, an offset of at most 15 digits)',
   },
+  BAD_REPLAY: {
+    code: 4400,
+    reason: 'Invalid replay mode',
+    client: 'stop',
+    advice: 'not with the same mode',
+    meaning: 'widget.v2: `replay` is neither `frames` nor `batch`',
+  },
 });
 
 export type CloseName = keyof typeof CLOSE;

@@ -194,6 +194,7 @@ export class WidgetClient {
       const p = this.positions[k];
       if (p) add(`resume_${k}`, `${p.epoch}:${p.offset}`);
     }
+    if (this.positions.session || this.positions.broadcast) add('replay', 'batch'); // a resume's frames in a few `replay` frames
     const Ws = this.#o.WebSocket ?? web.WebSocket;
     if (!Ws) return this.#stop(1006, 'no WebSocket in this environment');
     const ws = new Ws(`${this.#o.url.replace(/\/$/, '')}/api/v1/channels/widget/${encodeURIComponent(this.#o.creatorId)}/connect${q.length ? `?${q.join('&')}` : ''}`, [
@@ -231,6 +232,10 @@ export class WidgetClient {
     this.#pong = undefined;
     const t = f.type;
     if (t === 'connection_status') return this.#opened(f);
+    if (t === 'replay') {
+      for (const g of f.frames as Frame[]) this.#frame(g);
+      return;
+    }
     if (t === 'continuity_lost') {
       const c = f as unknown as WidgetEvents['continuity_lost'];
       this.positions[c.stream] = { epoch: c.epoch, offset: c.offset };

@@ -43,7 +43,16 @@ export interface StreamReader {
   tooSlow(): void;
   /** Subscribes the socket to a uWS topic (the broadcast stream's live topic). */
   subscribe(topic: string): void;
+  /** The client asked for its replays in `replay` frames (`replay=batch`), not a frame at a time. */
+  readonly replayBatch?: boolean;
 }
+
+/**
+ * The most frame text one `replay` frame carries (a frame larger than this
+ * goes alone in its own). Batches are cut by the frames alone, so the
+ * sockets that share a read share its batches' text too.
+ */
+export const REPLAY_BATCH_BYTES = 64 * 1024;
 
 export interface ReaderState {
   /** The last offset this socket was sent or queued (or its starting point). */
@@ -168,6 +177,8 @@ export class StreamHub {
   readonly #streams = new Map<string, NodeStream>();
   /** Replayed frames' text (#replayText). */
   readonly #texts = new WeakMap<StoredFrame, string>();
+  /** Replay batches' text (#batchText), by their first frame. */
+  readonly #batches = new WeakMap<StoredFrame, { frames: number; text: string }>();
   /** v1 sockets waiting for their creator's broadcast stream (holdCreator), by creator: one follow for them all. */
   readonly #holds = new Map<string, { count: number; ready: Promise<void> }>();
   store!: StreamStore;
@@ -360,11 +371,13 @@ export class StreamHub {
   /** Sends a reader's queue while its socket keeps up; a broadcast reader then joins the live topic. */
   #pump(r: StreamReader, st: ReaderState, ns: NodeStream): void {
     while (st.queue.length > 0 && !r.closed && r.buffered() <= this.o.paceBytes) {
-      const next = st.queue.shift()!;
+      const next = st.queue[0]!;
       if (typeof next === 'string') {
+        st.queue.shift();
         st.queuedLive -= next.length;
         r.sendFrame(next);
-      } else r.sendFrame(this.#replayText(ns, next));
+      } else if (r.replayBatch) r.sendFrame(this.#batchText(ns, st.queue));
+      else r.sendFrame(this.#replayText(ns, st.queue.shift() as StoredFrame));
     }
     if (st.queue.length === 0) st.queuedLive = 0;
     if (ns.broadcast) this.#maybeToTopic(ns, r, st);
@@ -502,6 +515,36 @@ export class StreamHub {
   #replayText(ns: NodeStream, f: StoredFrame): string {
     let text = this.#texts.get(f);
     if (text === undefined) this.#texts.set(f, (text = this.#frame(ns, f)));
+    return text;
+  }
+
+  /**
+   * Takes the replayed frames at the head of `queue` (up to a live frame,
+   * or REPLAY_BATCH_BYTES of text) as one `replay` frame:
+   * `{"type":"replay","stream":"session"|"broadcast","frames":[...]}`, each
+   * frame as it would have been sent alone, in order. Made once for all the
+   * sockets sharing the read (its first frame is the key: cut by the frames
+   * alone, the same frames make the same batch).
+   */
+  #batchText(ns: NodeStream, queue: ReaderState['queue']): string {
+    const first = queue[0] as StoredFrame;
+    const cached = this.#batches.get(first);
+    // Replayed frames precede any live text in a queue: the span is all replayed frames if its last one is.
+    if (cached !== undefined && queue.length >= cached.frames && typeof queue[cached.frames - 1] !== 'string') {
+      queue.splice(0, cached.frames);
+      return cached.text;
+    }
+    const texts: string[] = [];
+    let bytes = 0;
+    while (queue.length > 0 && typeof queue[0] !== 'string') {
+      const t = this.#replayText(ns, queue[0]!);
+      if (texts.length > 0 && bytes + t.length > REPLAY_BATCH_BYTES) break;
+      texts.push(t);
+      bytes += t.length;
+      queue.shift();
+    }
+    const text = `{"type":"replay","stream":"${ns.broadcast ? 'broadcast' : 'session'}","frames":[${texts.join(',')}]}`;
+    this.#batches.set(first, { frames: texts.length, text });
     return text;
   }
 

@@ -23,6 +23,8 @@ export class V2Client {
   status: Frame | undefined;
   protocol = '';
   closes: Array<{ code: number; reason: string }> = [];
+  /** The `replay` frames received (their frames are in `frames`, in place). */
+  readonly replays: Array<{ stream: string; frames: number }> = [];
   #waiters: Array<() => void> = [];
 
   constructor(
@@ -44,8 +46,12 @@ export class V2Client {
     ws.on('error', () => {});
     ws.on('message', (data) => {
       const f = JSON.parse(data.toString()) as Frame;
-      this.#track(f);
-      this.frames.push(f);
+      // A `replay` frame (replay=batch) carries a resume's frames as they would have come one by one.
+      if (f.type === 'replay') this.replays.push({ stream: f.stream as string, frames: (f.frames as Frame[]).length });
+      for (const g of f.type === 'replay' ? (f.frames as Frame[]) : [f]) {
+        this.#track(g);
+        this.frames.push(g);
+      }
       for (const w of this.#waiters.splice(0)) w();
     });
     ws.on('close', (code, reason) => {
