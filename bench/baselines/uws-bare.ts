@@ -13,7 +13,8 @@
  * With REPLAY_FRAMES=N, a socket whose URL asks `resume_broadcast` gets N
  * widget.v2 broadcast frames (offsets 1..N, a ~100-byte body, built once at
  * start) at once after connection_status: the least work a resume can do
- * (the resume benchmark's floor).
+ * (the resume benchmark's floor); with `replay=batch` as well, the same
+ * frames in `replay` frames of at most 64 KiB.
  *
  *   PORT=9101 WORKERS=2 node --import tsx bench/baselines/uws-bare.ts
  */
@@ -43,10 +44,21 @@ if (cluster.isPrimary) {
   const app = uws.App();
   const body = 'x'.repeat(100);
   const replay = Array.from({ length: Number(process.env.REPLAY_FRAMES ?? 0) }, (_, i) => `{"type":"broadcast","offset":${i + 1},"data":{"type":"bench","seq":${i},"body":"${body}"}}`);
+  // replay=batch: the same frames in `replay` frames of at most 64 KiB (as the gateway cuts them).
+  const batches: string[] = [];
+  for (let i = 0; i < replay.length; ) {
+    const part: string[] = [];
+    let bytes = 0;
+    while (i < replay.length && (part.length === 0 || bytes + replay[i]!.length <= 64 * 1024)) {
+      bytes += replay[i]!.length;
+      part.push(replay[i++]!);
+    }
+    batches.push(`{"type":"replay","stream":"broadcast","frames":[${part.join(',')}]}`);
+  }
   const engine = process.env.AI_ENGINE_URL ? new URL(process.env.AI_ENGINE_URL) : undefined;
   const pool = engine ? new Pool(engine.origin, { connections: Number(process.env.AI_ENGINE_CONNECTIONS ?? 256), pipelining: 1 }) : undefined;
   /** Relays one streamed answer: a chunk per NDJSON line, then the answer. */
-  const relay = (ws: WebSocket<{ creator: string; closed?: boolean; resume?: boolean }>, query: string): void => {
+  const relay = (ws: WebSocket<{ creator: string; closed?: boolean; resume?: boolean; batch?: boolean }>, query: string): void => {
     const messageId = randomUUID();
     let buf = '';
     let index = 0;
@@ -78,13 +90,13 @@ if (cluster.isPrimary) {
     };
     pool!.dispatch({ path: `${engine!.pathname}${engine!.search}`, method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) }, handler);
   };
-  app.ws<{ creator: string; closed?: boolean; resume?: boolean }>('/api/v1/channels/widget/:creator_id/connect', {
+  app.ws<{ creator: string; closed?: boolean; resume?: boolean; batch?: boolean }>('/api/v1/channels/widget/:creator_id/connect', {
     maxPayloadLength: 256 * 1024,
     idleTimeout: 120,
     maxBackpressure: 1024 * 1024,
     upgrade(res, req, ctx) {
       res.upgrade(
-        { creator: req.getParameter(0), resume: req.getQuery('resume_broadcast') !== undefined },
+        { creator: req.getParameter(0), resume: req.getQuery('resume_broadcast') !== undefined, batch: req.getQuery('replay') === 'batch' },
         req.getHeader('sec-websocket-key'),
         req.getHeader('sec-websocket-protocol'),
         req.getHeader('sec-websocket-extensions'),
@@ -97,7 +109,7 @@ if (cluster.isPrimary) {
     open(ws) {
       ws.subscribe(`c/${ws.getUserData().creator}`);
       ws.send(JSON.stringify({ type: 'connection_status', status: 'connected', details: { session_id: randomUUID() }, timestamp: new Date().toISOString() }));
-      if (ws.getUserData().resume) for (const f of replay) ws.send(f);
+      if (ws.getUserData().resume) for (const f of ws.getUserData().batch ? batches : replay) ws.send(f);
     },
     message(ws, data) {
       const m = JSON.parse(Buffer.from(data).toString());

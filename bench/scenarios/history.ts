@@ -89,11 +89,16 @@ export function openV2(port: number, path: string, onFrame: (p: Buffer) => void 
 
 const OFFSET_KEY = Buffer.from('"offset":');
 const BROADCAST = Buffer.from('{"type":"broadcast",');
+const REPLAY = Buffer.from('{"type":"replay","stream":"broadcast",');
 
 /** A broadcast frame's offset, without JSON.parse; 0 for other frames. */
 function broadcastOffset(p: Buffer): number {
   if (p.compare(BROADCAST, 0, BROADCAST.length, 0, BROADCAST.length) !== 0) return 0;
-  let i = p.indexOf(OFFSET_KEY, BROADCAST.length) + OFFSET_KEY.length;
+  return digitsAt(p, p.indexOf(OFFSET_KEY, BROADCAST.length) + OFFSET_KEY.length);
+}
+
+/** The number written at `i`. */
+function digitsAt(p: Buffer, i: number): number {
   let n = 0;
   for (let ch = p[i]!; ch >= 48 && ch <= 57; ch = p[++i]!) n = n * 10 + (ch - 48);
   return n;
@@ -103,8 +108,8 @@ function broadcastOffset(p: Buffer): number {
  * `clients` widget.v2 sockets resume the broadcast stream from 0 at once;
  * each records the time from its connect to the frame at offset `frames`.
  */
-export async function resumeAll(port: number, creator: string, epoch: string, frames: number, clients: number): Promise<{ ms: number[]; complete: number; lost: number; cpuMs: number }> {
-  const path = `${widgetPath(creator)}&resume_broadcast=${encodeURIComponent(`${epoch}:0`)}`;
+export async function resumeAll(port: number, creator: string, epoch: string, frames: number, clients: number, batch = false): Promise<{ ms: number[]; complete: number; lost: number; cpuMs: number }> {
+  const path = `${widgetPath(creator)}&resume_broadcast=${encodeURIComponent(`${epoch}:0`)}${batch ? '&replay=batch' : ''}`;
   const ms: number[] = [];
   let lost = 0;
   const cpu0 = process.cpuUsage();
@@ -132,15 +137,19 @@ export async function resumeAll(port: number, creator: string, epoch: string, fr
                 lost++;
                 return end(conn);
               }
-              const off = broadcastOffset(p);
-              if (off === 0) return;
-              if (off !== expect) {
-                lost++; // a gap or a duplicate: the benchmark counts it as a failure
-                return end(conn);
-              }
-              if (++expect > frames) {
-                ms.push(performance.now() - t0);
-                end(conn);
+              // A replay frame of the broadcast stream: the offset of every frame inside, in order (no parse, as for a lone frame).
+              const batch = p.compare(REPLAY, 0, REPLAY.length, 0, REPLAY.length) === 0;
+              for (let at = batch ? p.indexOf(OFFSET_KEY) : 0; at >= 0; at = batch ? p.indexOf(OFFSET_KEY, at + OFFSET_KEY.length) : -1) {
+                const off = batch ? digitsAt(p, at + OFFSET_KEY.length) : broadcastOffset(p);
+                if (off === 0) return;
+                if (off !== expect) {
+                  lost++; // a gap or a duplicate: the benchmark counts it as a failure
+                  return end(conn);
+                }
+                if (++expect > frames) {
+                  ms.push(performance.now() - t0);
+                  return end(conn);
+                }
               }
             },
             onClose: (conn) => end(conn),
@@ -196,10 +205,13 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   const resumeClients = ctx.smoke ? 10 : 100;
   const memStreams = ctx.smoke ? 20 : 1000;
   const memSessions = ctx.smoke ? 20 : 1000;
-  let floorP99: number | undefined;
-  const resumeRow = (label: string, r: Awaited<ReturnType<typeof resumeAll>>) => {
+  /** The floor's p99 per replay mode (bare uWS). */
+  const floorP99: { frames?: number; batch?: number } = {};
+  const replayModes = ['frames', 'batch'] as const;
+  const resumeRow = (label: string, replay: (typeof replayModes)[number], r: Awaited<ReturnType<typeof resumeAll>>) => {
     const p = percentiles(r.ms);
-    resumeRows.push(`| ${label} | ${fmt(resumeFrames)} | ${resumeClients} | ${r.complete} | ${r.lost} | ${fmt(p.p50, 1)} | ${fmt(p.p99, 1)} | ${floorP99 === undefined ? '-' : ratio(p.p99, floorP99)} | ${fmt(p.max, 1)} | ${(r.cpuMs / Math.max(1, p.max)).toFixed(2)} |`);
+    const floor = floorP99[replay];
+    resumeRows.push(`| ${label} | ${replay === 'batch' ? 'replay=batch' : 'a frame at a time'} | ${fmt(resumeFrames)} | ${resumeClients} | ${r.complete} | ${r.lost} | ${fmt(p.p50, 1)} | ${fmt(p.p99, 1)} | ${floor === undefined ? '-' : ratio(p.p99, floor)} | ${fmt(p.max, 1)} | ${(r.cpuMs / Math.max(1, p.max)).toFixed(2)} |`);
     return p;
   };
   try {
@@ -207,11 +219,13 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
     if (ctx.targets.includes('uws')) {
       const bare = await startTarget('uws', ctx.workers, { REPLAY_FRAMES: String(resumeFrames) }, 'uws replay');
       try {
-        const r = await resumeAll(bare.port, 'resume', 'bare', resumeFrames, resumeClients);
-        if (r.complete !== resumeClients) throw new Error(`bare resume: ${resumeClients - r.complete} clients incomplete`);
-        floorP99 = percentiles(r.ms).p99;
-        resumeRow('bare uWS (frames built in advance, sent at connect)', r);
-        process.stderr.write(`history bare uWS resume: p99 ${fmt(floorP99, 1)} ms\n`);
+        for (const replay of replayModes) {
+          const r = await resumeAll(bare.port, 'resume', 'bare', resumeFrames, resumeClients, replay === 'batch');
+          if (r.complete !== resumeClients) throw new Error(`bare resume: ${resumeClients - r.complete} clients incomplete`);
+          floorP99[replay] = percentiles(r.ms).p99;
+          resumeRow('bare uWS (frames built in advance, sent at connect)', replay, r);
+          process.stderr.write(`history bare uWS resume (${replay}): p99 ${fmt(floorP99[replay]!, 1)} ms\n`);
+        }
       } finally {
         await bare.stop();
       }
@@ -271,10 +285,12 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
         conn.close();
         const body = 'x'.repeat(100);
         await publish(target.port, ['resume'], resumeFrames, (i) => ({ type: 'bench', seq: i, body }));
-        const r = await resumeAll(target.port, 'resume', details.streams.broadcast.epoch, resumeFrames, resumeClients);
-        const p = resumeRow(mode.label, r);
-        process.stderr.write(`history ${mode.label} resume: ${r.complete}/${resumeClients} complete, p99 ${fmt(p.p99, 1)} ms\n`);
-        if (r.complete !== resumeClients) throw new Error(`resume: ${resumeClients - r.complete} clients did not get all ${resumeFrames} frames (${r.lost} gaps or continuity_lost)`);
+        for (const replay of replayModes) {
+          const r = await resumeAll(target.port, 'resume', details.streams.broadcast.epoch, resumeFrames, resumeClients, replay === 'batch');
+          const p = resumeRow(mode.label, replay, r);
+          process.stderr.write(`history ${mode.label} resume (${replay}): ${r.complete}/${resumeClients} complete, p99 ${fmt(p.p99, 1)} ms\n`);
+          if (r.complete !== resumeClients) throw new Error(`resume: ${resumeClients - r.complete} clients did not get all ${resumeFrames} frames (${r.lost} gaps or continuity_lost)`);
+        }
 
         // Memory per broadcast stream holding HISTORY_SIZE (here the default) frames of ~150 bytes.
         const before = await storeKiB(target, redis);
@@ -300,9 +316,9 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
     columns: ['mode', 'protocol', 'chat responses/s', 'vs v1', 'each round vs v1', 'chat server CPU µs/response', 'chat p99 ms', 'fan-out deliveries/s', 'vs v1', 'fan-out server CPU µs/delivery', 'load CPU chat / fan-out (cores)'],
     rows,
     notes: [
-      `Resume: ${fmt(resumeFrames)} broadcasts (~150 bytes each) published while nobody listened, then ${resumeClients} widget.v2 clients connect at once with \`resume_broadcast=EPOCH:0\`; time from starting the TCP connect to the frame at offset ${fmt(resumeFrames)}, every frame checked in order (a gap, a duplicate or continuity_lost fails the run). The clients run in the benchmark's own process. "bare uWS": the floor, bench/baselines/uws-bare.ts with REPLAY_FRAMES sending the same frames, built in advance, at connect, to the same clients.\n`,
-      '| mode | frames | clients | complete | gaps or lost | p50 ms | p99 ms | p99 vs bare | max ms | client CPU (cores) |',
-      '|---|---|---|---|---|---|---|---|---|---|',
+      `Resume: ${fmt(resumeFrames)} broadcasts (~150 bytes each) published while nobody listened, then ${resumeClients} widget.v2 clients connect at once with \`resume_broadcast=EPOCH:0\`; time from starting the TCP connect to the frame at offset ${fmt(resumeFrames)}, every frame checked in order (a gap, a duplicate or continuity_lost fails the run); then the same with \`replay=batch\` (the frames in \`replay\` frames of at most 64 KiB, each frame inside found and checked as a lone one is). The clients run in the benchmark's own process. "bare uWS": the floor, bench/baselines/uws-bare.ts with REPLAY_FRAMES sending the same frames (or batches), built in advance, at connect, to the same clients.\n`,
+      '| mode | replay | frames | clients | complete | gaps or lost | p50 ms | p99 ms | p99 vs bare | max ms | client CPU (cores) |',
+      '|---|---|---|---|---|---|---|---|---|---|---|',
       ...resumeRows,
       '',
       `Memory: broadcast streams filled to the default HISTORY_SIZE (${DEFAULT_HISTORY}) with ~150-byte frames; sessions that asked one question and got the answer (the answer's frame, the claim of its message, the stream's keys). Measured as the growth of the store's memory (the primary's RSS, so allocator and GC noise is in it; or Redis's used_memory) divided by the count.\n`,
