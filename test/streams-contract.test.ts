@@ -60,6 +60,15 @@ async function redisImpl(start: () => Promise<RedisBackend>): Promise<Impl> {
       for (const p of parts) await p.close();
       await server.stop();
     },
+    async followers(stream: string) {
+      if (server.target.mode !== 'single') return undefined;
+      const c = new Redis(server.target.url);
+      try {
+        return (await c.smembers(`${prefix}{${stream}}:n`)).sort();
+      } finally {
+        c.disconnect();
+      }
+    },
     async scripts() {
       const t = server.target;
       const clients = t.mode === 'single' ? [new Redis(t.url)] : t.mode === 'cluster' ? t.nodes.map((n) => new Redis({ host: n.host, port: n.port })) : [];
@@ -75,7 +84,7 @@ async function redisImpl(start: () => Promise<RedisBackend>): Promise<Impl> {
 }
 
 /** `scripts`: Lua scripts run so far (Redis): how many reads a test made. */
-type Impl = { node(): Promise<Node>; cleanup(): Promise<void>; scripts?(): Promise<number> };
+type Impl = { node(): Promise<Node>; cleanup(): Promise<void>; scripts?(): Promise<number>; followers?(stream: string): Promise<string[] | undefined> };
 
 const impls: Record<string, () => Promise<Impl>> = {
   async local() {
@@ -190,6 +199,21 @@ for (const [name, make] of Object.entries(impls)) {
       await until(() => a.frames.length === 12, 3000, 'live delivery');
       for (const s of streams) t.same(a.frames.filter((f) => f.stream === s).map((f) => [f.offset, f.text]), [1, 2, 3, 4].map((i) => [i, `{"i":${i}}`]), `${s}: in order, once`);
       for (const s of streams) a.store.unfollow(s);
+    });
+
+    await t.test('a session followed and left in the same turn: the node is not left among its followers', async (t) => {
+      await a.store.follow('s/c12/q');
+      const left = b.store.follow('s/c12/q');
+      b.store.unfollow('s/c12/q');
+      await left;
+      const followers = await impl.followers?.('s/c12/q');
+      if (followers !== undefined) t.same(followers, ['node-0'], 'only the node that still follows');
+      a.frames.length = 0;
+      b.frames.length = 0;
+      await a.store.append('s/c12/q', enc('{"n":1}'));
+      await sleep(100);
+      t.same([a.frames.length, b.frames.length], [1, 0], 'a frame reaches the follower only');
+      a.store.unfollow('s/c12/q');
     });
 
     await t.test('claims: first come new, then pending, then answered with its position', async (t) => {

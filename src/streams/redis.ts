@@ -413,7 +413,12 @@ export class RedisStreams implements StreamStore {
     this.#follows.delete(stream);
     this.#readers.delete(stream);
     if (creatorOfStream(stream) !== undefined) this.link.sub.unwant(this.#channel(stream));
-    else this.link.send(64, (c) => c.srem(this.#key(stream, 'n'), this.o.nodeId))?.catch(() => {});
+    else {
+      // A follow of this turn has not sent its read (and SADD) yet: send it first, or the SREM would
+      // reach Redis before it and leave this node among the session's followers.
+      this.#reads.flush();
+      this.link.send(64, (c) => c.srem(this.#key(stream, 'n'), this.o.nodeId))?.catch(() => {});
+    }
   }
 
   /**
