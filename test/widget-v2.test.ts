@@ -149,6 +149,20 @@ void t.test('replay=batch: a resume comes in `replay` frames (each frame inside 
     const [code, reason] = await new Promise<[number, string]>((r) => ws.on('close', (c, why) => r([c, why.toString()])));
     t.same([code, reason], [4400, 'Invalid replay mode'], `replay=${v.slice(0, 12)}`);
   }
+  // A small slow-consumer limit: the batches stay within half of it, and a client that reads gets everything, never 4009.
+  const small = await startGateway({ RATE_LIMIT_MESSAGES: '100000', HISTORY_SIZE: '50', MAX_BACKPRESSURE_BYTES: '16384' }, new MemoryHub(), undefined, engine);
+  t.teardown(() => small.close());
+  const first = new V2Client(`ws://127.0.0.1:${small.port}`, 'rb', widgetToken('rb'));
+  await first.connect();
+  const e2 = first.broadcast!.epoch;
+  first.close();
+  for (let i = 1; i <= 30; i++) await fetch(`http://127.0.0.1:${small.port}/api/v1/creators/rb/broadcast`, { method: 'POST', headers: { authorization: `Bearer ${serviceToken()}` }, body: JSON.stringify({ n: i, pad: 'x'.repeat(3000) }) });
+  const paced = new V2Client(`ws://127.0.0.1:${small.port}`, 'rb', widgetToken('rb'));
+  await paced.connect({ extra: { resume_broadcast: `${e2}:0`, replay: 'batch' } });
+  await paced.next((f) => f.type === 'broadcast' && f.offset === 30);
+  t.same([paced.offsets('broadcast').length, paced.closes.length], [30, 0], 'MAX_BACKPRESSURE_BYTES=16384: all 30 frames, no close');
+  t.ok(paced.replays.length >= 10, `in ${paced.replays.length} replay frames of at most 8 KiB`);
+  paced.close();
   const v1 = new Client(`${widgetUrl(g.port, 'rb', widgetToken('rb'))}&replay=nonsense`);
   t.match(await v1.nextOfType('connection_status'), { type: 'connection_status' }, 'widget.v1 ignores the parameter');
   v1.close();

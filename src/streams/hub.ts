@@ -48,9 +48,10 @@ export interface StreamReader {
 }
 
 /**
- * The most frame text one `replay` frame carries (a frame larger than this
- * goes alone in its own). Batches are cut by the frames alone, so the
- * sockets that share a read share its batches' text too.
+ * The most frame text (bytes) one `replay` frame carries, and at most half
+ * the slow-consumer limit (the replay's pace); a frame larger than this goes
+ * alone in its own. Batches are cut by the frames alone, so the sockets that
+ * share a read share its batches' text too.
  */
 export const REPLAY_BATCH_BYTES = 64 * 1024;
 
@@ -535,12 +536,15 @@ export class StreamHub {
       return cached.text;
     }
     const texts: string[] = [];
+    // Within the pace too, so a batch never takes a socket that keeps up past the slow-consumer limit.
+    const most = Math.min(REPLAY_BATCH_BYTES, this.o.paceBytes);
     let bytes = 0;
     while (queue.length > 0 && typeof queue[0] !== 'string') {
       const t = this.#replayText(ns, queue[0]!);
-      if (texts.length > 0 && bytes + t.length > REPLAY_BATCH_BYTES) break;
+      const n = Buffer.byteLength(t);
+      if (texts.length > 0 && bytes + n > most) break;
       texts.push(t);
-      bytes += t.length;
+      bytes += n;
       queue.shift();
     }
     const text = `{"type":"replay","stream":"${ns.broadcast ? 'broadcast' : 'session'}","frames":[${texts.join(',')}]}`;
