@@ -22,6 +22,7 @@ import { EmbeddedStreams } from '../src/streams/embedded.js';
 import { byToken, keyVerifier, KEPT_TOKEN_CHARS, KEPT_TOKENS } from '../src/auth/jwks.js';
 import { createSigner } from 'fast-jwt';
 import { countFds } from '../src/gateway/fd-guard.js';
+import { MemoryStreamStore } from '../src/streams/memory.js';
 import { openSync, closeSync, readdirSync } from 'node:fs';
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -619,4 +620,21 @@ void t.test('countFds: the descriptors this process holds, as listing /proc/self
   t.ok(during - before >= 49 && during - before <= 51, `50 more descriptors counted (${before} -> ${during})`);
   for (const fd of opened) closeSync(fd);
   t.ok(Math.abs((await countFds()) - before) <= 1, 'and fewer again once they are closed');
+});
+
+void t.test('the primary\'s history does not keep the IPC message or Buffer pool slab a frame came in', async (t) => {
+  const store = new MemoryStreamStore({ size: 10, ttlMs: 60_000, maxBytes: 1 << 20 });
+  t.teardown(() => store.close());
+  const message = new Uint8Array(8192).fill(120); // a batch as received: one frame is a view into it
+  const view = message.subarray(1000, 1150);
+  const pooled = Buffer.from('{"type":"message"}'); // a slice of Node's 8 KiB pool
+  const small = new Uint8Array(400).subarray(100, 250); // a view into a message not much larger than it: kept as it is
+  store.append('s/x/y', view);
+  store.append('s/x/y', pooled);
+  store.append('s/x/y', small);
+  const frames = store.read('s/x/y', { epoch: store.read('s/x/y').epoch, offset: 0 }).frames;
+  t.same(frames.map((f) => [f.payload.byteLength, f.payload.buffer.byteLength]), [[150, 150], [18, 18], [150, 400]], 'a frame holds at most twice its bytes and 1 KiB');
+  t.same(Buffer.from(frames[0]!.payload), Buffer.from(view), 'the same bytes');
+  message.fill(0);
+  t.equal(frames[0]!.payload[0], 120, 'a copy: the message can be reused or freed');
 });

@@ -64,7 +64,7 @@ export class MemoryStreamStore {
     const cmid = o.cmid;
     if (o.ends !== undefined && s.partial?.messageId === o.ends) s.partial = undefined;
     s.top++;
-    s.frames.push({ offset: s.top, payload });
+    s.frames.push({ offset: s.top, payload: own(payload) });
     s.bytes += payload.byteLength;
     this.#bytes += payload.byteLength;
     while (s.frames.length > this.o.size) {
@@ -206,4 +206,20 @@ export class MemoryStreamStore {
   close(): void {
     clearInterval(this.#timer);
   }
+}
+
+/**
+ * The bytes of `payload`, in a buffer of their own when it is a view into a
+ * much larger one. A Uint8Array received over IPC (advanced serialization)
+ * is a view into the whole message it came in: under load a batch of up to
+ * 512 (8.8 KB held for a 150-byte frame, measured), and a small Buffer is a
+ * slice of Node's 8 KiB pool. Kept as it came, a frame that outlives the
+ * others of its message (a quiet session's last answer, kept HISTORY_TTL_S)
+ * keeps the whole message alive: memory far above HISTORY_MAX_BYTES, which
+ * counts the frames' own bytes. A copy costs an ArrayBuffer of its own
+ * (about 200 bytes more than a view into a small message), so a view into
+ * a buffer at most twice its size (and 1 KiB) is kept as it is.
+ */
+function own(payload: Uint8Array): Uint8Array {
+  return payload.buffer.byteLength > 2 * payload.byteLength + 1024 ? new Uint8Array(payload) : payload;
 }
