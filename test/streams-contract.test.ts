@@ -201,6 +201,13 @@ for (const [name, make] of Object.entries(impls)) {
       for (const s of streams) a.store.unfollow(s);
     });
 
+    await t.test('150 appends of one turn to one stream: in order; on one Redis in runs of at most 64 (a script blocks Redis while it runs)', async (t) => {
+      const before = await impl.scripts?.();
+      const offsets = await Promise.all(Array.from({ length: 150 }, (_, i) => b.store.append('b/c13', enc(`{"i":${i}}`)).then((p) => p.offset)));
+      t.same(offsets, Array.from({ length: 150 }, (_, i) => i + 1), 'offsets 1..150, in the order appended');
+      if (before !== undefined && name === 'redis') t.equal((await impl.scripts!()) - before, 3, 'three script runs: 64, 64 and 22 frames');
+    });
+
     await t.test('a session followed and left in the same turn: the node is not left among its followers', async (t) => {
       await a.store.follow('s/c12/q');
       const left = b.store.follow('s/c12/q');

@@ -177,6 +177,9 @@ export interface RedisStreamsOptions extends HistoryOptions {
 
 type Reply = Array<string | number | Buffer>;
 
+/** The most frames, and about the most payload bytes, one run of the append script takes (a larger turn's appends go in several, in order). */
+export const APPEND_BATCH = { frames: 64, bytes: 256 * 1024 };
+
 interface PendingAppend {
   stream: string;
   payload: Uint8Array;
@@ -274,35 +277,52 @@ export class RedisStreams implements StreamStore {
     this.#appending = false;
     const groups = this.#appends;
     this.#appends = new Map();
-    for (const items of groups.values()) {
-      const keys: string[] = [];
-      const args: string[] = [];
+    for (const group of groups.values()) {
+      // At most APPEND_BATCH frames or bytes in one script run: Redis runs a script whole, and blocks meanwhile.
+      let batch: PendingAppend[] = [];
       let bytes = 0;
-      for (const { stream, payload, o } of items) {
-        keys.push(this.#key(stream, 'm'));
-        args.push(asText(payload), `${newEpoch()}\n${creatorOfStream(stream) !== undefined ? 'b' : 's'}${o.ends ?? ''}\n${o.cmid ?? ''}`);
-        bytes += payload.byteLength + 128;
+      for (const x of group) {
+        if (batch.length > 0 && (batch.length >= APPEND_BATCH.frames || bytes + x.payload.byteLength > APPEND_BATCH.bytes)) {
+          this.#sendBatch(batch);
+          batch = [];
+          bytes = 0;
+        }
+        batch.push(x);
+        bytes += x.payload.byteLength;
       }
-      const sent = this.link.send(bytes, (c) => c.cgwAppend(keys.length, ...keys, this.o.size, this.o.ttlMs, this.link.sharded ? 'SPUBLISH' : 'PUBLISH', ...args));
-      if (sent === undefined) {
-        const err = new GatewayError('GW_ERR_OVERLOADED', 'Redis is unreachable or too much waits for it: append refused');
-        for (const x of items) x.reject(err);
-        continue;
-      }
-      sent.then(
-        (replies) => {
-          items.forEach((x, i) => {
-            const r = (replies as Reply[])[i];
-            if (r === undefined) x.reject(new GatewayError('GW_ERR_REDIS_UNAVAILABLE', 'history append failed: no reply for the frame'));
-            else x.resolve(this.#appended(x.stream, x.payload, r));
-          });
-        },
-        (err: Error) => {
-          const e = new GatewayError('GW_ERR_REDIS_UNAVAILABLE', `history append failed: ${err.message}`, { cause: err });
-          for (const x of items) x.reject(e);
-        },
-      );
+      this.#sendBatch(batch);
     }
+  }
+
+  /** One run of the append script for `items` (one slot), within the link's byte bound. */
+  #sendBatch(items: PendingAppend[]): void {
+    const keys: string[] = [];
+    const args: string[] = [];
+    let bytes = 0;
+    for (const { stream, payload, o } of items) {
+      keys.push(this.#key(stream, 'm'));
+      args.push(asText(payload), `${newEpoch()}\n${creatorOfStream(stream) !== undefined ? 'b' : 's'}${o.ends ?? ''}\n${o.cmid ?? ''}`);
+      bytes += payload.byteLength + 128;
+    }
+    const sent = this.link.send(bytes, (c) => c.cgwAppend(keys.length, ...keys, this.o.size, this.o.ttlMs, this.link.sharded ? 'SPUBLISH' : 'PUBLISH', ...args));
+    if (sent === undefined) {
+      const err = new GatewayError('GW_ERR_OVERLOADED', 'Redis is unreachable or too much waits for it: append refused');
+      for (const x of items) x.reject(err);
+      return;
+    }
+    sent.then(
+      (replies) => {
+        items.forEach((x, i) => {
+          const r = (replies as Reply[])[i];
+          if (r === undefined) x.reject(new GatewayError('GW_ERR_REDIS_UNAVAILABLE', 'history append failed: no reply for the frame'));
+          else x.resolve(this.#appended(x.stream, x.payload, r));
+        });
+      },
+      (err: Error) => {
+        const e = new GatewayError('GW_ERR_REDIS_UNAVAILABLE', `history append failed: ${err.message}`, { cause: err });
+        for (const x of items) x.reject(e);
+      },
+    );
   }
 
   /** A frame appended: a session stream's frame delivered here (if followed) and sent to the other nodes following it. */
