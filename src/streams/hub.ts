@@ -48,10 +48,10 @@ export interface StreamReader {
 }
 
 /**
- * The most frame text (bytes) one `replay` frame carries, and at most half
- * the slow-consumer limit (the replay's pace); a frame larger than this goes
- * alone in its own. Batches are cut by the frames alone, so the sockets that
- * share a read share its batches' text too.
+ * The most frame text (UTF-8 bytes) one `replay` frame carries; it carries
+ * no more than the replay's pace either (half the slow-consumer limit). A
+ * frame larger than that goes alone in its own. Batches are cut by the
+ * frames alone, so the sockets that share a read share its batches' text too.
  */
 export const REPLAY_BATCH_BYTES = 64 * 1024;
 
@@ -521,7 +521,7 @@ export class StreamHub {
 
   /**
    * Takes the replayed frames at the head of `queue` (up to a live frame,
-   * or REPLAY_BATCH_BYTES of text) as one `replay` frame:
+   * or REPLAY_BATCH_BYTES of text, or the pace) as one `replay` frame:
    * `{"type":"replay","stream":"session"|"broadcast","frames":[...]}`, each
    * frame as it would have been sent alone, in order. Made once for all the
    * sockets sharing the read (its first frame is the key: cut by the frames

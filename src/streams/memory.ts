@@ -211,9 +211,9 @@ export class MemoryStreamStore {
 /**
  * The bytes of `payload`, in a buffer of their own when it is a view into a
  * much larger one. A Uint8Array received over IPC (advanced serialization)
- * is a view into the whole message it came in: under load a batch of up to
- * 512 (8.8 KB held for a 150-byte frame, measured), and a small Buffer is a
- * slice of Node's 8 KiB pool. Kept as it came, a frame that outlives the
+ * is a view into the whole message it came in, under load a batch of up to
+ * 512 messages (a 150-byte frame of a 50-frame batch held 8.8 KB, measured);
+ * a small Buffer is a slice of Node's 8 KiB pool. Kept as it came, a frame that outlives the
  * others of its message (a quiet session's last answer, kept HISTORY_TTL_S)
  * keeps the whole message alive: memory far above HISTORY_MAX_BYTES, which
  * counts the frames' own bytes. A copy costs an ArrayBuffer of its own

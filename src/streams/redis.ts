@@ -6,15 +6,16 @@
  *   <prefix>{<stream>}:m        hash: e (epoch), o (top offset)
  *   <prefix>{<stream>}:l        list: the last HISTORY_SIZE frames, oldest first
  *   <prefix>{<stream>}:n        set: nodes following the session stream
- *   <prefix>{<stream>}:p        the answer being streamed now (msgpack [id, index, text])
- *   <prefix>{<stream>}:c:<id>   a claimed client_message_id: "" (pending) or "epoch:offset"
+ *   <prefix>{<stream>}:p        the answer being streamed now (`<message id>\n<text so far>`)
+ *   <prefix>{<stream>}:c:<id>   a claimed client_message_id: "p:<node>" (pending) or "epoch:offset"
  * Every key expires HISTORY_TTL_S after its last use; the nodes following a
  * stream refresh it every HISTORY_CHECK_S.
  *
  * One Lua script appends: the offset is taken, the frame stored and trimmed,
  * and (broadcast streams) published on the stream's channel
  * `<prefix>{<stream>}:live` in the same script, so history and live can
- * never disagree; one round trip per broadcast, however many subscribers.
+ * never disagree; one round trip per broadcast, however many subscribers
+ * (and the appends of one event-loop turn share it: at most APPEND_BATCH a run).
  * A session stream's frame goes to the nodes in its `:n` set, which the
  * script returns: the appending node delivers its own at once and publishes
  * to the others' inboxes. A node follows a broadcast stream by subscribing
