@@ -55,7 +55,7 @@ environment:
   BENCH_CAPACITY_CONNS     idle connections of the capacity run (100000)
   BENCH_CAPACITY_WORKERS   gateway workers of the capacity run (8: the fd limit is 20000 per process)
   BENCH_WARMUP_S           warm-up before each measured run (1)
-  BENCH_ROUNDS             rounds of the chat, storm and widget.v2-against-v1 comparisons, each in a rotated order (2)
+  BENCH_ROUNDS             rounds of the chat, fan-out, storm, rate-limit and widget.v2-against-v1 comparisons, each in a rotated order (2)
   BENCH_SMOKE              1: the smallest matrix of every scenario, to check the code (figures mean nothing)
   BENCH_OUT                results file (bench/RESULTS.md); "-" for stdout only
   BENCH_GATEWAY_MAIN       the gateway build to run (dist/main.js); another commit's build gives a before/after figure

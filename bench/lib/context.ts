@@ -17,8 +17,9 @@ export interface Ctx {
   slowSessions: number;
   slowThinkMs: number;
   /**
-   * Rounds of the comparisons whose ratios are targets (chat and storm
-   * against bare uWS, widget.v2 chat against v1 in history): each round
+   * Rounds of the comparisons whose ratios are targets (chat, fan-out and
+   * storm against bare uWS, widget.v2 chat against v1 in history, the
+   * rate-limit variants against limits off): each round
    * measures every setup once, in a rotated order, and the tables give the
    * mean and each round's ratio (the spread).
    */

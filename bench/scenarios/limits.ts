@@ -7,8 +7,8 @@
  */
 import type { Ctx } from '../lib/context.js';
 import type { Fleet } from '../lib/fleet.js';
-import { measureChat } from '../lib/measure.js';
-import { fmt, ratio } from '../lib/stats.js';
+import { measureChat, type ChatResult } from '../lib/measure.js';
+import { fmt, mean, ratio, ratios, rotate } from '../lib/stats.js';
 import { startTarget } from '../lib/targets.js';
 import { startRedis } from '../lib/redis.js';
 import type { Table } from '../lib/report.js';
@@ -26,27 +26,49 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
     ['all limits on (budgets through Redis), JSON', { ...ON, REDIS_URL: redis.url, REDIS_PREFIX: 'benchlim:' }, false],
     ['limits off, msgpack', OFF, true],
   ];
-  const rows: string[][] = [];
-  let base = NaN;
+  const chosen = ctx.smoke ? [variants[0]!, variants[2]!] : variants;
+  const runs: ChatResult[][] = chosen.map(() => []);
   try {
-    for (const [label, env, msgpack] of ctx.smoke ? [variants[0]!, variants[2]!] : variants) {
-      const target = await startTarget('gateway', ctx.workers, env, label);
-      try {
-        const r = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs, msgpack });
-        if (Number.isNaN(base)) base = r.perSec;
-        rows.push([label, fmt(r.perSec), ratio(r.perSec, base), fmt(r.p50, 2), fmt(r.p99, 2), fmt(r.errors), r.loadCores.toFixed(2), r.serverCores.toFixed(2), fmt((r.serverCores / r.perSec) * 1e6, 1)]);
-        process.stderr.write(`limits ${label}: ${fmt(r.perSec)} resp/s p99 ${fmt(r.p99, 2)} ms\n`);
-      } finally {
-        await target.stop();
+    // Rounds in a rotated order: the machine drifts within a run, and a fixed order would favour one variant.
+    for (let round = 0; round < ctx.rounds; round++) {
+      for (const i of rotate([...chosen.keys()], round)) {
+        const [label, env, msgpack] = chosen[i]!;
+        const target = await startTarget('gateway', ctx.workers, env, label);
+        try {
+          const r = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs, msgpack });
+          runs[i]!.push(r);
+          process.stderr.write(`limits ${label} round ${round + 1}: ${fmt(r.perSec)} resp/s p99 ${fmt(r.p99, 2)} ms\n`);
+        } finally {
+          await target.stop();
+        }
       }
     }
   } finally {
     redis.stop();
   }
+  const us = (r: ChatResult) => (r.serverCores / r.perSec) * 1e6;
+  const base = runs[0]!;
+  const rows = chosen.map(([label], i) => {
+    const rs = runs[i]!;
+    const avg = (f: (r: ChatResult) => number) => mean(rs.map(f));
+    return [
+      label,
+      fmt(avg((r) => r.perSec)),
+      ratio(avg((r) => r.perSec), mean(base.map((r) => r.perSec))),
+      ratios(rs.map((r) => r.perSec), base.map((r) => r.perSec)),
+      fmt(avg((r) => r.p50), 2),
+      fmt(avg((r) => r.p99), 2),
+      fmt(rs.reduce((a, r) => a + r.errors, 0)),
+      avg((r) => r.loadCores).toFixed(2),
+      avg((r) => r.serverCores).toFixed(2),
+      fmt(avg(us), 1),
+      ratio(avg(us), mean(base.map(us))),
+    ];
+  });
   return {
     title: 'Rate limits and msgpack framing on the chat path',
-    method: `${conns} chat connections, closed loop, echo engine, ${ctx.durationMs / 1000} s measured. "All limits on": FRAME_RATE_LIMIT, CONNECT_RATE_PER_IP, RATE_LIMIT_MESSAGES and AI_BUDGET_PER_MINUTE set far above the load, so every frame and message is charged to shared buckets (and the session and creator budgets reconciled every RATE_LIMIT_SYNC_MS) but none is refused. Ratios against the first row, same run.`,
-    columns: ['variant', 'responses/s', 'vs limits off, JSON', 'p50 ms', 'p99 ms', 'errors', 'load CPU (cores)', 'server CPU (cores)', 'server µs per response'],
+    method: `${conns} chat connections, closed loop, echo engine, ${ctx.durationMs / 1000} s measured. "All limits on": FRAME_RATE_LIMIT, CONNECT_RATE_PER_IP, RATE_LIMIT_MESSAGES and AI_BUDGET_PER_MINUTE set far above the load, so every frame and message is charged to shared buckets (and the session and creator budgets reconciled every RATE_LIMIT_SYNC_MS) but none is refused. ${ctx.rounds} round(s), each measuring every variant once (in a rotated order): means over the rounds ("errors": the total), and each round's ratio. Ratios against the first row, same run.`,
+    columns: ['variant', 'responses/s', 'vs limits off, JSON', 'each round vs limits off, JSON', 'p50 ms', 'p99 ms', 'errors', 'load CPU (cores)', 'server CPU (cores)', 'server µs per response', 'vs limits off, JSON (cost)'],
     rows,
     notes: [],
   };
