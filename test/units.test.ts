@@ -24,6 +24,8 @@ import { createSigner } from 'fast-jwt';
 import { countFds } from '../src/gateway/fd-guard.js';
 import { MemoryStreamStore } from '../src/streams/memory.js';
 import { openSync, closeSync, readdirSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -622,19 +624,27 @@ void t.test('countFds: the descriptors this process holds, as listing /proc/self
   t.ok(Math.abs((await countFds()) - before) <= 1, 'and fewer again once they are closed');
 });
 
-void t.test('the primary\'s history does not keep the IPC message or Buffer pool slab a frame came in', async (t) => {
-  const store = new MemoryStreamStore({ size: 10, ttlMs: 60_000, maxBytes: 1 << 20 });
-  t.teardown(() => store.close());
-  const message = new Uint8Array(8192).fill(120); // a batch as received: one frame is a view into it
-  const view = message.subarray(1000, 1150);
-  const pooled = Buffer.from('{"type":"message"}'); // a slice of Node's 8 KiB pool
-  const small = new Uint8Array(400).subarray(100, 250); // a view into a message not much larger than it: kept as it is
-  store.append('s/x/y', view);
-  store.append('s/x/y', pooled);
-  store.append('s/x/y', small);
-  const frames = store.read('s/x/y', { epoch: store.read('s/x/y').epoch, offset: 0 }).frames;
-  t.same(frames.map((f) => [f.payload.byteLength, f.payload.buffer.byteLength]), [[150, 150], [18, 18], [150, 400]], 'a frame holds at most twice its bytes and 1 KiB');
-  t.same(Buffer.from(frames[0]!.payload), Buffer.from(view), 'the same bytes');
-  message.fill(0);
-  t.equal(frames[0]!.payload[0], 120, 'a copy: the message can be reused or freed');
+void t.test('the primary\'s history keeps a frame\'s bytes, never the IPC message or Buffer pool slab it came in', async (t) => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+  // Kept as latin1 strings; with a bound too large for the V8 heap, as copies off the heap.
+  for (const maxBytes of [1 << 20, 64 * 2 ** 30]) {
+    const store = new MemoryStreamStore({ size: 10, ttlMs: 60_000, maxBytes });
+    t.teardown(() => store.close());
+    let message: Uint8Array | undefined = new Uint8Array(8192); // a batch as received: one frame is a view into it
+    message.set(all, 1000);
+    const collected = new WeakRef(message.buffer);
+    store.append('s/x/y', message.subarray(1000, 1256));
+    store.append('s/x/y', Buffer.from('{"type":"message"}')); // a slice of Node's 8 KiB pool
+    message = undefined;
+    await new Promise((r) => setImmediate(r));
+    gc();
+    t.equal(collected.deref(), undefined, `the message is collected while its frame is kept (HISTORY_MAX_BYTES ${maxBytes})`);
+    const { frames } = store.read('s/x/y', { epoch: store.read('s/x/y').epoch, offset: 0 });
+    t.same(Buffer.from(frames[0]!.payload), Buffer.from(all), 'every byte value kept exactly');
+    t.equal(Buffer.from(frames[1]!.payload).toString(), '{"type":"message"}');
+    t.same(store.frameAt('s/x/y', { epoch: store.read('s/x/y').epoch, offset: 1 })?.payload, frames[0]!.payload, 'frameAt reads the same bytes');
+    t.equal(store.bytes, 256 + 18, 'the bound counts the frames\' own bytes');
+  }
 });

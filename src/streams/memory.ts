@@ -8,14 +8,22 @@
  *
  * Memory per stream: about 200 bytes plus, per kept frame, its bytes plus
  * about 80 (bench/RESULTS.md measures it).
+ *
+ * A kept frame is its bytes as a one-byte (latin1) string on the V8 heap,
+ * not a Uint8Array: lossless for any bytes, about 16 bytes of header, and
+ * made in 0.2-0.4 µs where a copy into an ArrayBuffer of its own (its
+ * bytes must not stay a view into the IPC message or Buffer pool they came
+ * in: `keep`) takes 1.4-2.1 µs and malloc (bench ad hoc, 150-byte frames).
+ * Unless the bound on history is too large for the heap: then copies.
  */
+import { getHeapStatistics } from 'node:v8';
 import { extend, newEpoch, recoverable, type AppendOptions, type Chunk, type Claim, type HistoryOptions, type Partial, type Position, type ReadResult, type StoredFrame } from './streams.js';
 
 interface Stream {
   epoch: string;
   top: number;
-  /** Kept frames, oldest first (offsets top - frames.length + 1 .. top). */
-  frames: StoredFrame[];
+  /** Kept frames' bytes (`keep`), oldest first (offsets top - frames.length + 1 .. top). */
+  frames: Kept[];
   bytes: number;
   /** Last append or follow (ms): expiry and eviction order. */
   touched: number;
@@ -31,6 +39,7 @@ export class MemoryStreamStore {
   readonly #streams = new Map<string, Stream>();
   #bytes = 0;
   readonly #timer: NodeJS.Timeout;
+  readonly #keep: (payload: Uint8Array) => Kept;
   /** Streams dropped for the byte bound (a metric). */
   evicted = 0;
 
@@ -40,6 +49,8 @@ export class MemoryStreamStore {
   ) {
     this.#timer = setInterval(() => this.expire(), Math.min(10_000, Math.max(1000, o.ttlMs / 4)));
     this.#timer.unref();
+    // Strings live in the V8 heap, whose limit is fixed at start-up: a bound near it keeps frames off the heap.
+    this.#keep = o.maxBytes <= getHeapStatistics().heap_size_limit / 4 ? keepAsString : keepAsCopy;
   }
 
   get bytes(): number {
@@ -64,13 +75,13 @@ export class MemoryStreamStore {
     const cmid = o.cmid;
     if (o.ends !== undefined && s.partial?.messageId === o.ends) s.partial = undefined;
     s.top++;
-    s.frames.push({ offset: s.top, payload: own(payload) });
+    s.frames.push(this.#keep(payload));
     s.bytes += payload.byteLength;
     this.#bytes += payload.byteLength;
     while (s.frames.length > this.o.size) {
-      const dropped = s.frames.shift()!;
-      s.bytes -= dropped.payload.byteLength;
-      this.#bytes -= dropped.payload.byteLength;
+      const dropped = keptBytes(s.frames.shift()!);
+      s.bytes -= dropped;
+      this.#bytes -= dropped;
     }
     if (cmid !== undefined) s.claims.set(cmid, { offset: s.top, at: this.now(), owner: '' });
     // Most recently appended last: Map order is the eviction order.
@@ -119,7 +130,9 @@ export class MemoryStreamStore {
     if (after === undefined) return { epoch: s.epoch, top: s.top, frames: [], lost: false, ...partial };
     const oldest = s.top - s.frames.length + 1;
     if (!recoverable(after, s.epoch, s.top, oldest)) return { epoch: s.epoch, top: s.top, frames: [], lost: true, ...partial };
-    return { epoch: s.epoch, top: s.top, frames: s.frames.slice(after.offset + 1 - oldest), lost: false, ...partial };
+    const frames: StoredFrame[] = [];
+    for (let i = after.offset + 1 - oldest, offset = after.offset + 1; i < s.frames.length; i++, offset++) frames.push({ offset, payload: bytesOf(s.frames[i]!) });
+    return { epoch: s.epoch, top: s.top, frames, lost: false, ...partial };
   }
 
   /** A streamed answer's progress (its text so far, for a socket that joins mid-answer). */
@@ -158,7 +171,8 @@ export class MemoryStreamStore {
   frameAt(stream: string, at: Position): StoredFrame | undefined {
     const s = this.#streams.get(stream);
     if (s === undefined || s.epoch !== at.epoch) return undefined;
-    return s.frames[at.offset - (s.top - s.frames.length + 1)];
+    const kept = s.frames[at.offset - (s.top - s.frames.length + 1)];
+    return kept === undefined ? undefined : { offset: at.offset, payload: bytesOf(kept) };
   }
 
   /**
@@ -208,18 +222,21 @@ export class MemoryStreamStore {
   }
 }
 
+/** A kept frame's bytes: a latin1 string (one char per byte), or a Uint8Array of its own. */
+type Kept = string | Uint8Array;
+
 /**
- * The bytes of `payload`, in a buffer of their own when it is a view into a
- * much larger one. A Uint8Array received over IPC (advanced serialization)
- * is a view into the whole message it came in, under load a batch of up to
- * 512 messages (a 150-byte frame of a 50-frame batch held 8.8 KB, measured);
- * a small Buffer is a slice of Node's 8 KiB pool. Kept as it came, a frame that outlives the
- * others of its message (a quiet session's last answer, kept HISTORY_TTL_S)
- * keeps the whole message alive: memory far above HISTORY_MAX_BYTES, which
- * counts the frames' own bytes. A copy costs an ArrayBuffer of its own
- * (about 200 bytes more than a view into a small message), so a view into
- * a buffer at most twice its size (and 1 KiB) is kept as it is.
+ * Why a frame is never kept as the Uint8Array it came as: one received over
+ * IPC (advanced serialization) is a view into the whole message it came in,
+ * under load a batch of up to 512 messages (a 150-byte frame of a 50-frame
+ * batch held 8.8 KB, measured); a small Buffer is a slice of Node's 8 KiB
+ * pool. Kept as it came, a frame that outlives the others of its message (a
+ * quiet session's last answer, kept HISTORY_TTL_S) keeps the whole message
+ * alive: memory far above HISTORY_MAX_BYTES, which counts the frames' own
+ * bytes. A string or a copy holds exactly its bytes.
  */
-function own(payload: Uint8Array): Uint8Array {
-  return payload.buffer.byteLength > 2 * payload.byteLength + 1024 ? new Uint8Array(payload) : payload;
-}
+const keepAsString = (payload: Uint8Array): Kept => Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('latin1');
+const keepAsCopy = (payload: Uint8Array): Kept => new Uint8Array(payload);
+
+const keptBytes = (k: Kept): number => (typeof k === 'string' ? k.length : k.byteLength);
+const bytesOf = (k: Kept): Uint8Array => (typeof k === 'string' ? Buffer.from(k, 'latin1') : k);
