@@ -16,5 +16,18 @@ export const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs
 /** `list` rotated left by `k`: round k of a benchmark starts with another server, so drift of the machine does not favour one. */
 export const rotate = <T>(list: readonly T[], k: number): T[] => list.map((_, i) => list[(i + k) % list.length]!);
 
+/**
+ * Measures each of `setups` once per round, `rounds` rounds, each round in
+ * the order rotated by its number (drift of the machine does not favour
+ * one); each setup's results, in round order, at the setup's index.
+ */
+export async function inRounds<S, R>(rounds: number, setups: readonly S[], measure: (setup: S, round: number) => Promise<R>): Promise<R[][]> {
+  const out = setups.map((): R[] => []);
+  for (let round = 0; round < rounds; round++) {
+    for (const i of rotate([...setups.keys()], round)) out[i]!.push(await measure(setups[i]!, round));
+  }
+  return out;
+}
+
 /** Each round's ratio of a to b, e.g. "0.65x / 0.63x". */
 export const ratios = (a: number[], b: number[] | undefined): string => (b ? a.map((x, i) => ratio(x, b[i] ?? NaN)).join(' / ') : '-');

@@ -6,7 +6,7 @@
 import type { Ctx } from '../lib/context.js';
 import type { Fleet } from '../lib/fleet.js';
 import { measureChat, type ChatResult } from '../lib/measure.js';
-import { fmt, mean, ratio, ratios, rotate } from '../lib/stats.js';
+import { fmt, inRounds, mean, ratio, ratios } from '../lib/stats.js';
 import { startTarget } from '../lib/targets.js';
 import type { Table } from '../lib/report.js';
 
@@ -14,22 +14,20 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   const rows: string[][] = [];
   const notes: string[] = [];
   for (const conns of ctx.chatConns) {
-    const runs: Record<string, ChatResult[]> = {};
-    for (let round = 0; round < ctx.rounds; round++) {
-      for (const name of rotate(ctx.targets, round)) {
-        const target = await startTarget(name, ctx.workers);
-        let r: ChatResult;
-        try {
-          r = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs });
-        } finally {
-          await target.stop();
-        }
-        (runs[name] ??= []).push(r);
-        process.stderr.write(`chat ${name} C=${conns} round ${round + 1}: ${fmt(r.perSec)} resp/s p99 ${fmt(r.p99, 2)} ms load ${r.loadCores.toFixed(2)} cores\n`);
-        if (r.failed) notes.push(`${name} C=${conns}: ${r.failed} connections failed to open`);
-        if (r.errors) notes.push(`${name} C=${conns}: ${r.errors} error frames`);
+    const results = await inRounds(ctx.rounds, ctx.targets, async (name, round) => {
+      const target = await startTarget(name, ctx.workers);
+      let r: ChatResult;
+      try {
+        r = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs });
+      } finally {
+        await target.stop();
       }
-    }
+      process.stderr.write(`chat ${name} C=${conns} round ${round + 1}: ${fmt(r.perSec)} resp/s p99 ${fmt(r.p99, 2)} ms load ${r.loadCores.toFixed(2)} cores\n`);
+      if (r.failed) notes.push(`${name} C=${conns}: ${r.failed} connections failed to open`);
+      if (r.errors) notes.push(`${name} C=${conns}: ${r.errors} error frames`);
+      return r;
+    });
+    const runs: Record<string, ChatResult[]> = Object.fromEntries(ctx.targets.map((n, i) => [n, results[i]!]));
     const avg = (name: string, f: (r: ChatResult) => number) => mean(runs[name]!.map(f));
     const us = (r: ChatResult) => (r.serverCores / r.perSec) * 1e6;
     const uws = runs.uws;

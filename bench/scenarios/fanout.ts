@@ -7,7 +7,7 @@
 import type { Ctx } from '../lib/context.js';
 import type { Fleet } from '../lib/fleet.js';
 import { measureFanout, type FanoutResult } from '../lib/measure.js';
-import { fmt, mean, ratio, ratios, rotate } from '../lib/stats.js';
+import { fmt, inRounds, mean, ratio, ratios } from '../lib/stats.js';
 import { startTarget } from '../lib/targets.js';
 import type { Table } from '../lib/report.js';
 
@@ -16,20 +16,18 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   for (const subs of ctx.fanoutSubs) {
     const fixed = Math.max(1, Math.round(ctx.fanoutDeliveries / subs));
     for (const rate of ctx.smoke ? [fixed] : [0, fixed]) {
-      const runs: Record<string, FanoutResult[]> = {};
-      for (let round = 0; round < ctx.rounds; round++) {
-        for (const name of rotate(ctx.targets, round)) {
-          const target = await startTarget(name, ctx.workers);
-          let r: FanoutResult;
-          try {
-            r = await measureFanout(fleet, [target], subs, rate, ctx.durationMs);
-          } finally {
-            await target.stop();
-          }
-          (runs[name] ??= []).push(r);
-          process.stderr.write(`fanout ${name} S=${subs} ${rate || 'max'} round ${round + 1}: ${fmt(r.deliveredPerSec)} deliveries/s lost ${r.lost} dup ${r.dup} p99 ${fmt(r.p99, 1)} ms load ${r.loadCores.toFixed(2)}\n`);
+      const results = await inRounds(ctx.rounds, ctx.targets, async (name, round) => {
+        const target = await startTarget(name, ctx.workers);
+        let r: FanoutResult;
+        try {
+          r = await measureFanout(fleet, [target], subs, rate, ctx.durationMs);
+        } finally {
+          await target.stop();
         }
-      }
+        process.stderr.write(`fanout ${name} S=${subs} ${rate || 'max'} round ${round + 1}: ${fmt(r.deliveredPerSec)} deliveries/s lost ${r.lost} dup ${r.dup} p99 ${fmt(r.p99, 1)} ms load ${r.loadCores.toFixed(2)}\n`);
+        return r;
+      });
+      const runs: Record<string, FanoutResult[]> = Object.fromEntries(ctx.targets.map((n, i) => [n, results[i]!]));
       const us = (r: FanoutResult) => (r.serverCores / r.deliveredPerSec) * 1e6;
       const avg = (name: string | undefined, f: (r: FanoutResult) => number) => (name && runs[name] ? mean(runs[name].map(f)) : NaN);
       const sum = (rs: FanoutResult[], f: (r: FanoutResult) => number) => rs.reduce((a, r) => a + f(r), 0);

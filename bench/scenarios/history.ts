@@ -17,7 +17,7 @@ import { Redis } from 'ioredis';
 import type { Ctx } from '../lib/context.js';
 import type { Fleet } from '../lib/fleet.js';
 import { measureChat, measureFanout, type ChatResult, type FanoutResult } from '../lib/measure.js';
-import { fmt, mean, percentiles, ratio, ratios, rotate } from '../lib/stats.js';
+import { fmt, inRounds, mean, percentiles, ratio, ratios } from '../lib/stats.js';
 import { serviceToken, startTarget, widgetPath, type Target } from '../lib/targets.js';
 import type { Table } from '../lib/report.js';
 import { startRedis } from '../lib/redis.js';
@@ -237,27 +237,24 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
         ['widget.v1, history off', { HISTORY_SIZE: '0' }, undefined],
         ['widget.v2, history on', {}, V2],
       ] as const;
-      const chats: ChatResult[][] = setups.map(() => []);
       const fans: FanoutResult[] = [];
-      for (let round = 0; round < ctx.rounds; round++) {
-        for (const i of rotate([0, 1], round)) {
-          const [label, env, protocols] = setups[i]!;
-          const target = await startTarget('gateway', ctx.workers, { ...mode.env, ...env }, `${mode.label} ${label}`);
-          try {
-            const chat = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs, protocols });
-            if (chat.errors) throw new Error(`${label}: ${chat.errors} chat errors`);
-            chats[i]!.push(chat);
-            if (round === 0) {
-              const fan = await measureFanout(fleet, [target], subs, 0, ctx.durationMs, 4, { protocols });
-              if (fan.lost || fan.dup) throw new Error(`${label}: ${fan.lost} deliveries lost, ${fan.dup} duplicated`);
-              fans[i] = fan;
-            }
-            process.stderr.write(`history ${mode.label} ${label} round ${round + 1}: chat ${fmt(chat.perSec)}/s\n`);
-          } finally {
-            await target.stop();
+      const chats = await inRounds(ctx.rounds, [...setups.keys()], async (i, round) => {
+        const [label, env, protocols] = setups[i]!;
+        const target = await startTarget('gateway', ctx.workers, { ...mode.env, ...env }, `${mode.label} ${label}`);
+        try {
+          const chat = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs, protocols });
+          if (chat.errors) throw new Error(`${label}: ${chat.errors} chat errors`);
+          if (round === 0) {
+            const fan = await measureFanout(fleet, [target], subs, 0, ctx.durationMs, 4, { protocols });
+            if (fan.lost || fan.dup) throw new Error(`${label}: ${fan.lost} deliveries lost, ${fan.dup} duplicated`);
+            fans[i] = fan;
           }
+          process.stderr.write(`history ${mode.label} ${label} round ${round + 1}: chat ${fmt(chat.perSec)}/s\n`);
+          return chat;
+        } finally {
+          await target.stop();
         }
-      }
+      });
       const us = (c: ChatResult) => (c.serverCores / c.perSec) * 1e6;
       setups.forEach(([label], i) => {
         const cs = chats[i]!;

@@ -8,7 +8,7 @@
 import type { Ctx } from '../lib/context.js';
 import type { Fleet } from '../lib/fleet.js';
 import { measureChat, type ChatResult } from '../lib/measure.js';
-import { fmt, mean, ratio, ratios, rotate } from '../lib/stats.js';
+import { fmt, inRounds, mean, ratio, ratios } from '../lib/stats.js';
 import { startTarget } from '../lib/targets.js';
 import { startRedis } from '../lib/redis.js';
 import type { Table } from '../lib/report.js';
@@ -27,22 +27,18 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
     ['limits off, msgpack', OFF, true],
   ];
   const chosen = ctx.smoke ? [variants[0]!, variants[2]!] : variants;
-  const runs: ChatResult[][] = chosen.map(() => []);
+  let runs: ChatResult[][];
   try {
-    // Rounds in a rotated order: the machine drifts within a run, and a fixed order would favour one variant.
-    for (let round = 0; round < ctx.rounds; round++) {
-      for (const i of rotate([...chosen.keys()], round)) {
-        const [label, env, msgpack] = chosen[i]!;
-        const target = await startTarget('gateway', ctx.workers, env, label);
-        try {
-          const r = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs, msgpack });
-          runs[i]!.push(r);
-          process.stderr.write(`limits ${label} round ${round + 1}: ${fmt(r.perSec)} resp/s p99 ${fmt(r.p99, 2)} ms\n`);
-        } finally {
-          await target.stop();
-        }
+    runs = await inRounds(ctx.rounds, chosen, async ([label, env, msgpack], round) => {
+      const target = await startTarget('gateway', ctx.workers, env, label);
+      try {
+        const r = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs, msgpack });
+        process.stderr.write(`limits ${label} round ${round + 1}: ${fmt(r.perSec)} resp/s p99 ${fmt(r.p99, 2)} ms\n`);
+        return r;
+      } finally {
+        await target.stop();
       }
-    }
+    });
   } finally {
     redis.stop();
   }

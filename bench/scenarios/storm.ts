@@ -7,40 +7,38 @@
 import type { Ctx } from '../lib/context.js';
 import type { Fleet } from '../lib/fleet.js';
 import { settledRssKiB, usage } from '../lib/procs.js';
-import { fmt, mean, ratio, ratios, rotate } from '../lib/stats.js';
+import { fmt, inRounds, mean, ratio, ratios } from '../lib/stats.js';
 import { startTarget, widgetPath } from '../lib/targets.js';
 import type { Table } from '../lib/report.js';
 
 export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
-  const res: Record<string, Array<{ perSec: number; failed: number; kib: number; opened: number; cpuUs: number; loadCores: number }>> = {};
-  for (let round = 0; round < ctx.rounds; round++) {
-    for (const name of rotate(ctx.targets, round)) {
-      const target = await startTarget(name, ctx.workers);
-      try {
-        await new Promise((r) => setTimeout(r, 500));
-        const before = await settledRssKiB(target.proc.pid!);
-        const [s0, l0] = [usage(target.proc.pid!), fleet.procs.map((p) => usage(p.pid!))];
-        const o = await fleet.open(target.port, widgetPath('storm'), ctx.stormN, 512);
-        const [s1, l1] = [usage(target.proc.pid!), fleet.procs.map((p) => usage(p.pid!))];
-        await new Promise((r) => setTimeout(r, 2000));
-        const after = await settledRssKiB(target.proc.pid!);
-        const r = {
-          perSec: (o.opened / o.ms) * 1000,
-          failed: o.failed,
-          kib: (after - before) / Math.max(1, o.opened),
-          opened: o.opened,
-          // CPU of the storm (the connects, and what the server does after each until the load has seen them all), per connection: a figure that does not depend on which side saturated.
-          cpuUs: ((s1.cpuMs - s0.cpuMs) * 1000) / Math.max(1, o.opened),
-          loadCores: l1.reduce((a, u, i) => a + u.cpuMs - l0[i]!.cpuMs, 0) / o.ms,
-        };
-        (res[name] ??= []).push(r);
-        process.stderr.write(`storm ${name} round ${round + 1}: ${fmt(r.perSec)} connects/s, ${o.failed} failed, ${r.kib.toFixed(2)} KiB/conn, ${r.cpuUs.toFixed(1)} µs server CPU/conn, load ${r.loadCores.toFixed(2)} cores\n`);
-        await fleet.closeAll();
-      } finally {
-        await target.stop();
-      }
+  const results = await inRounds(ctx.rounds, ctx.targets, async (name, round) => {
+    const target = await startTarget(name, ctx.workers);
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      const before = await settledRssKiB(target.proc.pid!);
+      const [s0, l0] = [usage(target.proc.pid!), fleet.procs.map((p) => usage(p.pid!))];
+      const o = await fleet.open(target.port, widgetPath('storm'), ctx.stormN, 512);
+      const [s1, l1] = [usage(target.proc.pid!), fleet.procs.map((p) => usage(p.pid!))];
+      await new Promise((r) => setTimeout(r, 2000));
+      const after = await settledRssKiB(target.proc.pid!);
+      const r = {
+        perSec: (o.opened / o.ms) * 1000,
+        failed: o.failed,
+        kib: (after - before) / Math.max(1, o.opened),
+        opened: o.opened,
+        // CPU of the storm (the connects, and what the server does after each until the load has seen them all), per connection: a figure that does not depend on which side saturated.
+        cpuUs: ((s1.cpuMs - s0.cpuMs) * 1000) / Math.max(1, o.opened),
+        loadCores: l1.reduce((a, u, i) => a + u.cpuMs - l0[i]!.cpuMs, 0) / o.ms,
+      };
+      process.stderr.write(`storm ${name} round ${round + 1}: ${fmt(r.perSec)} connects/s, ${o.failed} failed, ${r.kib.toFixed(2)} KiB/conn, ${r.cpuUs.toFixed(1)} µs server CPU/conn, load ${r.loadCores.toFixed(2)} cores\n`);
+      await fleet.closeAll();
+      return r;
+    } finally {
+      await target.stop();
     }
-  }
+  });
+  const res = Object.fromEntries(ctx.targets.map((n, i) => [n, results[i]!]));
   const avg = (name: string, f: (r: (typeof res)[string][number]) => number) => mean(res[name]!.map(f));
   const total = (name: string, f: (r: (typeof res)[string][number]) => number) => res[name]!.reduce((a, r) => a + f(r), 0);
   return {

@@ -7,8 +7,9 @@
  * follows.
  *
  * Memory per stream: about 200 bytes plus, per kept frame, its bytes and a
- * string header (bench/RESULTS.md measures the primary's RSS per frame, the
- * heap's slack included: 646 bytes for ~150-byte frames, 918 as copies).
+ * string's header (a copy's objects, where frames are kept as copies; see
+ * below). bench/RESULTS.md measures the primary's RSS per frame, the heap's
+ * slack included: 646 bytes for ~150-byte frames as strings, 918 as copies.
  *
  * A kept frame is its bytes as a one-byte (latin1) string on the V8 heap,
  * not a Uint8Array: lossless for any bytes, about 16 bytes of header, and
