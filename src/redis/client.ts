@@ -55,6 +55,9 @@ export interface RedisClientOptions {
  * on both, and the cluster's differences (sharded pub/sub, one slot per
  * script) are handled where they matter (RedisLink, RedisSubscriber).
  */
+/** A connection's connect deadline: the command deadline, at least a second. */
+export const connectDeadlineMs = (commandTimeoutMs: number): number => Math.max(1000, commandTimeoutMs);
+
 export function createRedis(target: RedisTarget, name: string, log: Logger, o: RedisClientOptions): Redis {
   const common = {
     connectionName: name,
@@ -63,7 +66,7 @@ export function createRedis(target: RedisTarget, name: string, log: Logger, o: R
     maxRetriesPerRequest: 0,
     commandTimeout: o.commandTimeoutMs,
     socketTimeout: o.commandTimeoutMs,
-    connectTimeout: Math.max(1000, o.commandTimeoutMs),
+    connectTimeout: connectDeadlineMs(o.commandTimeoutMs),
   };
   const retryStrategy = (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2000);
   let client: Redis;

@@ -23,7 +23,7 @@ import type { Redis } from 'ioredis';
 import { pack } from 'msgpackr';
 import type { Logger } from '../observability/log.js';
 import { GatewayError } from '../errors.js';
-import { createRedis, quit, redisError, type RedisTarget } from './client.js';
+import { connectDeadlineMs, createRedis, quit, redisError, type RedisTarget } from './client.js';
 import { BATCH_MARK, RedisSubscriber } from './subscriber.js';
 
 
@@ -68,7 +68,8 @@ export class RedisLink {
   constructor(private readonly o: RedisLinkOptions) {
     this.sharded = o.target.mode === 'cluster';
     this.cmd = createRedis(o.target, `${o.name}:cmd`, o.log, { ...o, autoPipelining: true });
-    this.sub = new RedisSubscriber(() => createRedis(o.target, `${o.name}:sub`, o.log, { ...o, subscriber: true }), o.log, this.sharded);
+    // A wedged sharded subscriber group is told from a slow one by the connect deadline (client.ts) and a second.
+    this.sub = new RedisSubscriber(() => createRedis(o.target, `${o.name}:sub`, o.log, { ...o, subscriber: true }), o.log, this.sharded, connectDeadlineMs(o.commandTimeoutMs) + 1000);
   }
 
   get status(): LinkStatus {

@@ -23,10 +23,14 @@
  * drops its listeners, so the connect promise it waits for never settles;
  * the group stays "resetting" forever and makes no subscriber again: every
  * SSUBSCRIBE fails with "No sharded subscriber for slot" while the client
- * says it is ready. So when sharded (S)SUBSCRIBEs have failed for
- * REBUILD_AFTER_MS on a ready client, the client is replaced by a new one
- * (`make`), counted in `rebuilds` and logged; every wanted channel is then
- * made on the new one.
+ * says it is ready. So when sharded (S)SUBSCRIBEs have failed on a ready
+ * client for `wedgedAfterMs` with that error (a group that is not wedged
+ * makes its subscribers within the connect deadline, so the constructor is
+ * given that deadline plus a second), or for REBUILD_AFTER_MS with any
+ * other, the client is replaced by a new one (`make`), counted in
+ * `rebuilds` and logged; every wanted channel is then made on the new one.
+ * (The wedge is seen at start-up too, on a loaded box: a worker must not
+ * wait 15 s to be ready for it.)
  *
  * A message starting with BATCH_MARK (link.ts) is a batch: its messages are
  * dispatched one by one, in order.
@@ -48,6 +52,8 @@ const RETRY_MS = 250;
 const CHUNK = 5000;
 /** How long sharded subscription changes may fail on a ready Cluster client before it is replaced. */
 export const REBUILD_AFTER_MS = 15_000;
+/** The error of a wedged subscriber group (see the top of this file). */
+const WEDGED = /No sharded subscriber for slot/;
 
 type Handler = (channel: Buffer, message: Buffer) => void;
 
@@ -80,6 +86,8 @@ export class RedisSubscriber {
     private readonly make: () => Redis,
     private readonly log: Logger,
     readonly sharded = false,
+    /** How long "No sharded subscriber" may last on a ready Cluster client before it is replaced (the client's connect deadline and a second). */
+    private readonly wedgedAfterMs = REBUILD_AFTER_MS,
   ) {
     // A new connection holds no subscriptions: everything wanted is missing again.
     const lost = () => {
@@ -239,7 +247,8 @@ export class RedisSubscriber {
         this.#lastWarn = now;
         this.log.warn({ err: (err as Error).message, channels: add.length + del.length }, 'redis subscription change failed; retrying');
       }
-      if (this.sharded && now - this.#failingSince >= REBUILD_AFTER_MS && this.client.status === 'ready') this.#rebuild(now - this.#failingSince);
+      const after = WEDGED.test((err as Error).message) ? Math.min(this.wedgedAfterMs, REBUILD_AFTER_MS) : REBUILD_AFTER_MS;
+      if (this.sharded && now - this.#failingSince >= after && this.client.status === 'ready') this.#rebuild(now - this.#failingSince);
       clearTimeout(this.#retry);
       this.#retry = setTimeout(() => {
         this.#retry = undefined;
