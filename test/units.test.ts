@@ -648,3 +648,49 @@ void t.test('the primary\'s history keeps a frame\'s bytes, never the IPC messag
     t.equal(store.bytes, 256 + 18, 'the bound counts the frames\' own bytes');
   }
 });
+
+void t.test('the memory store keeps the last HISTORY_SIZE frames of a stream, in order, across many wraps of its ring', async (t) => {
+  const store = new MemoryStreamStore({ size: 5, ttlMs: 60_000, maxBytes: 1 << 20 });
+  t.teardown(() => store.close());
+  const text = (f: { payload: Uint8Array }) => Buffer.from(f.payload).toString();
+  for (let n = 1; n <= 23; n++) {
+    const { epoch, offset } = store.append('s/c/a', Buffer.from(`f${n}`));
+    t.equal(offset, n);
+    const kept = Math.min(n, 5);
+    const { frames, lost } = store.read('s/c/a', { epoch, offset: n - kept });
+    t.notOk(lost);
+    t.same(frames.map((f) => [f.offset, text(f)]), Array.from({ length: kept }, (_, i) => [n - kept + 1 + i, `f${n - kept + 1 + i}`]), `after ${n} appends: frames ${n - kept + 1}..${n}`);
+    if (n > 5) t.ok(store.read('s/c/a', { epoch, offset: n - 6 }).lost, 'the one before them is no longer kept');
+    t.equal(store.frameAt('s/c/a', { epoch, offset: n - kept + 1 }) && text(store.frameAt('s/c/a', { epoch, offset: n - kept + 1 })!), `f${n - kept + 1}`, 'frameAt the oldest kept');
+    t.equal(store.frameAt('s/c/a', { epoch, offset: n - kept }), undefined, 'and not below it');
+    t.equal(store.bytes, Array.from({ length: kept }, (_, i) => `f${n - kept + 1 + i}`.length).reduce((a, b) => a + b), 'bytes: the kept frames\' only');
+  }
+  const off = new MemoryStreamStore({ size: 0, ttlMs: 60_000, maxBytes: 1 << 20 });
+  t.teardown(() => off.close());
+  t.equal(off.append('s/c/a', Buffer.from('x')).offset, 1, 'HISTORY_SIZE 0: offsets still given');
+  t.equal(off.bytes, 0, 'and nothing kept');
+});
+
+void t.test('over HISTORY_MAX_BYTES the memory store drops whole streams, least recently appended first, followed ones last, never the one appended', async (t) => {
+  const store = new MemoryStreamStore({ size: 10, ttlMs: 60_000, maxBytes: 100 });
+  t.teardown(() => store.close());
+  const frame = Buffer.alloc(20, 'x');
+  const epochs = new Map<string, string>();
+  for (const s of ['a', 'b', 'c', 'd']) epochs.set(s, store.append(`s/c/${s}`, frame).epoch);
+  store.follow('s/c/a'); // followed: dropped after the others
+  store.append('s/c/b', frame); // b appended again: now the most recent but for what comes next
+  t.equal(store.bytes, 100, 'at the bound: nothing dropped');
+  store.append('s/c/e', frame);
+  t.equal(store.evicted, 1, 'one stream dropped');
+  const epochOf = (s: string) => store.read(`s/c/${s}`).epoch;
+  t.equal(store.bytes, 100, 'its bytes are no longer counted');
+  t.not(epochOf('c'), epochs.get('c'), 'c, the least recently appended one nobody follows, went first: it starts again in a new epoch');
+  for (const s of ['a', 'b', 'd']) t.equal(epochOf(s), epochs.get(s), `${s} is kept`);
+  store.append('s/c/big', Buffer.alloc(70, 'y'));
+  t.equal(store.evicted, 4, 'then b, d and e went, oldest first, until under the bound');
+  t.equal(store.bytes, 90);
+  t.equal(epochOf('a'), epochs.get('a'), 'the followed stream stays while the others are enough');
+  store.append('s/c/big', Buffer.alloc(70, 'y'));
+  t.equal(store.read('s/c/big').top, 2, 'the one just appended stays, even over the bound alone');
+  t.not(epochOf('a'), epochs.get('a'), 'then the followed one too');
+});

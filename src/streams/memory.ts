@@ -22,12 +22,19 @@ import { getHeapStatistics } from 'node:v8';
 import { extend, newEpoch, recoverable, type AppendOptions, type Chunk, type Claim, type HistoryOptions, type Partial, type Position, type ReadResult, type StoredFrame } from './streams.js';
 
 interface Stream {
+  id: string;
   epoch: string;
   top: number;
-  /** Kept frames' bytes (`keep`), oldest first (offsets top - frames.length + 1 .. top). */
+  /**
+   * Kept frames' bytes (`keep`): a ring of at most HISTORY_SIZE, the oldest
+   * at `head` (offsets top - frames.length + 1 .. top). A full ring
+   * overwrites its oldest: no Array.shift, which moves every frame (and
+   * the GC's write barrier over them) on every append.
+   */
   frames: Kept[];
+  head: number;
   bytes: number;
-  /** Last append or follow (ms): expiry and eviction order. */
+  /** Last append or follow (ms): expiry. */
   touched: number;
   /** Nodes following it (they keep it from expiring). */
   followers: number;
@@ -35,10 +42,19 @@ interface Stream {
   claims: Map<string, { offset: number; at: number; owner: string }>;
   /** The answer being streamed now. */
   partial: (Partial & { owner: string }) | undefined;
+  /** The eviction order, least recently appended first: a list through the streams (no Map reordering per append). */
+  older: Stream | undefined;
+  newer: Stream | undefined;
 }
+
+/** The `i`-th oldest kept frame of `s`. */
+const keptAt = (s: Stream, i: number): Kept | undefined => (i < 0 || i >= s.frames.length ? undefined : s.frames[(s.head + i) % s.frames.length]);
 
 export class MemoryStreamStore {
   readonly #streams = new Map<string, Stream>();
+  /** The ends of the eviction order (`older`/`newer`). */
+  #oldest: Stream | undefined;
+  #newest: Stream | undefined;
   #bytes = 0;
   readonly #timer: NodeJS.Timeout;
   readonly #keep: (payload: Uint8Array) => Kept;
@@ -66,31 +82,63 @@ export class MemoryStreamStore {
   #get(stream: string): Stream {
     let s = this.#streams.get(stream);
     if (s === undefined) {
-      s = { epoch: newEpoch(), top: 0, frames: [], bytes: 0, touched: this.now(), followers: 0, claims: new Map(), partial: undefined };
+      s = { id: stream, epoch: newEpoch(), top: 0, frames: [], head: 0, bytes: 0, touched: this.now(), followers: 0, claims: new Map(), partial: undefined, older: undefined, newer: undefined };
       this.#streams.set(stream, s);
+      this.#link(s);
     }
     return s;
   }
 
+  /** Puts `s` at the newest end of the eviction order. */
+  #link(s: Stream): void {
+    s.older = this.#newest;
+    s.newer = undefined;
+    if (this.#newest) this.#newest.newer = s;
+    else this.#oldest = s;
+    this.#newest = s;
+  }
+
+  #unlink(s: Stream): void {
+    if (s.older) s.older.newer = s.newer;
+    else this.#oldest = s.newer;
+    if (s.newer) s.newer.older = s.older;
+    else this.#newest = s.older;
+    s.older = s.newer = undefined;
+  }
+
   append(stream: string, payload: Uint8Array, o: AppendOptions = {}): Position {
-    const s = this.#get(stream);
+    return this.#append(this.#get(stream), payload, o);
+  }
+
+  #append(s: Stream, payload: Uint8Array, o: AppendOptions): Position {
     const cmid = o.cmid;
     if (o.ends !== undefined && s.partial?.messageId === o.ends) s.partial = undefined;
     s.top++;
-    s.frames.push(this.#keep(payload));
+    const kept = this.#keep(payload);
     s.bytes += payload.byteLength;
     this.#bytes += payload.byteLength;
-    while (s.frames.length > this.o.size) {
-      const dropped = keptBytes(s.frames.shift()!);
-      s.bytes -= dropped;
-      this.#bytes -= dropped;
+    let dropped: Kept | undefined = kept;
+    if (s.frames.length < this.o.size) {
+      s.frames.push(kept);
+      dropped = undefined;
+    } else if (this.o.size > 0) {
+      dropped = s.frames[s.head];
+      s.frames[s.head] = kept;
+      s.head = (s.head + 1) % s.frames.length;
     }
-    if (cmid !== undefined) s.claims.set(cmid, { offset: s.top, at: this.now(), owner: '' });
-    // Most recently appended last: Map order is the eviction order.
-    s.touched = this.now();
-    this.#streams.delete(stream);
-    this.#streams.set(stream, s);
-    if (this.#bytes > this.o.maxBytes) this.#evict(stream);
+    if (dropped !== undefined) {
+      const n = keptBytes(dropped);
+      s.bytes -= n;
+      this.#bytes -= n;
+    }
+    const now = this.now();
+    if (cmid !== undefined) s.claims.set(cmid, { offset: s.top, at: now, owner: '' });
+    s.touched = now;
+    if (this.#newest !== s) {
+      this.#unlink(s);
+      this.#link(s);
+    }
+    if (this.#bytes > this.o.maxBytes) this.#evict(s);
     return { epoch: s.epoch, offset: s.top };
   }
 
@@ -103,7 +151,7 @@ export class MemoryStreamStore {
   put(stream: string, epoch: string, offset: number, payload: Uint8Array, o: AppendOptions = {}): Position | undefined {
     const s = this.#streams.get(stream);
     if (s === undefined || s.epoch !== epoch || s.top + 1 !== offset) return undefined;
-    return this.append(stream, payload, o);
+    return this.#append(s, payload, o);
   }
 
   /**
@@ -119,6 +167,7 @@ export class MemoryStreamStore {
     s.epoch = newEpoch();
     s.top = 0;
     s.frames = [];
+    s.head = 0;
     this.#bytes -= s.bytes;
     s.bytes = 0;
     for (const [k, c] of s.claims) if (c.offset !== 0) s.claims.delete(k);
@@ -133,7 +182,7 @@ export class MemoryStreamStore {
     const oldest = s.top - s.frames.length + 1;
     if (!recoverable(after, s.epoch, s.top, oldest)) return { epoch: s.epoch, top: s.top, frames: [], lost: true, ...partial };
     const frames: StoredFrame[] = [];
-    for (let i = after.offset + 1 - oldest, offset = after.offset + 1; i < s.frames.length; i++, offset++) frames.push({ offset, payload: bytesOf(s.frames[i]!) });
+    for (let i = after.offset + 1 - oldest, offset = after.offset + 1; i < s.frames.length; i++, offset++) frames.push({ offset, payload: bytesOf(keptAt(s, i)!) });
     return { epoch: s.epoch, top: s.top, frames, lost: false, ...partial };
   }
 
@@ -173,7 +222,7 @@ export class MemoryStreamStore {
   frameAt(stream: string, at: Position): StoredFrame | undefined {
     const s = this.#streams.get(stream);
     if (s === undefined || s.epoch !== at.epoch) return undefined;
-    const kept = s.frames[at.offset - (s.top - s.frames.length + 1)];
+    const kept = keptAt(s, at.offset - (s.top - s.frames.length + 1));
     return kept === undefined ? undefined : { offset: at.offset, payload: bytesOf(kept) };
   }
 
@@ -203,19 +252,23 @@ export class MemoryStreamStore {
    * A dropped stream starts again in a new epoch: its readers are told
    * (continuity_lost), never left with a silent gap.
    */
-  #evict(keep: string): void {
+  #evict(keep: Stream): void {
     for (const followedToo of [false, true]) {
-      for (const [id, s] of this.#streams) {
+      for (let s = this.#oldest; s !== undefined; ) {
         if (this.#bytes <= this.o.maxBytes) return;
-        if (id === keep || (s.followers > 0 && !followedToo)) continue;
-        this.#drop(id, s);
-        this.evicted++;
+        const next = s.newer;
+        if (s !== keep && (s.followers === 0 || followedToo)) {
+          this.#drop(s.id, s);
+          this.evicted++;
+        }
+        s = next;
       }
     }
   }
 
   #drop(id: string, s: Stream): void {
     this.#streams.delete(id);
+    this.#unlink(s);
     this.#bytes -= s.bytes;
   }
 
