@@ -16,6 +16,15 @@
  * (the resume benchmark's floor); with `replay=batch` as well, the same
  * frames in `replay` frames of at most 64 KiB.
  *
+ * With HISTORY_HOP=1, every ai_response carries its session's next offset
+ * (a leading `"offset":N`, as the gateway's; a session per socket) and is
+ * also sent to the primary, which keeps the last 100 of each session: the
+ * frames of one event-loop turn in one IPC message, kept as latin1 strings
+ * in a ring per session (as the gateway's primary keeps them).
+ * The least work history held by the primary can do (embedded widget.v2
+ * chat's floor: the issue asks the primary to hold the streams, so every
+ * answer crosses a process).
+ *
  *   PORT=9101 WORKERS=2 node --import tsx bench/baselines/uws-bare.ts
  */
 import cluster from 'node:cluster';
@@ -26,12 +35,30 @@ import { loadUws } from '../../src/uws/loader.js';
 
 const PORT = Number(process.env.PORT ?? 9101);
 const WORKERS = Number(process.env.WORKERS ?? 2);
+const HISTORY_HOP = process.env.HISTORY_HOP === '1';
+/** HISTORY_HOP: the frames of a turn, to the primary: [session, offset, frame] each. */
+type Put = [string, number, Uint8Array];
 
 if (cluster.isPrimary) {
   cluster.setupPrimary({ serialization: 'advanced' });
   const workers = Array.from({ length: WORKERS }, () => cluster.fork());
+  /** HISTORY_HOP: the last 100 frames of each session, in a ring (the oldest at `head` once full). */
+  const history = new Map<string, { frames: string[]; head: number }>();
   for (const w of workers) {
-    w.on('message', (m: { topic: string; payload: Uint8Array }) => {
+    w.on('message', (m: { topic: string; payload: Uint8Array } | { puts: Put[] }) => {
+      if ('puts' in m) {
+        for (const [session, , frame] of m.puts) {
+          let ring = history.get(session);
+          if (!ring) history.set(session, (ring = { frames: [], head: 0 }));
+          const kept = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).toString('latin1');
+          if (ring.frames.length < 100) ring.frames.push(kept);
+          else {
+            ring.frames[ring.head] = kept;
+            ring.head = (ring.head + 1) % 100;
+          }
+        }
+        return;
+      }
       for (const o of workers) if (o !== w && o.isConnected()) o.send(m);
     });
   }
@@ -55,6 +82,12 @@ if (cluster.isPrimary) {
     }
     batches.push(`{"type":"replay","stream":"broadcast","frames":[${part.join(',')}]}`);
   }
+  let puts: Put[] = [];
+  const flushPuts = () => {
+    const m = puts;
+    puts = [];
+    process.send!({ puts: m });
+  };
   const engine = process.env.AI_ENGINE_URL ? new URL(process.env.AI_ENGINE_URL) : undefined;
   const pool = engine ? new Pool(engine.origin, { connections: Number(process.env.AI_ENGINE_CONNECTIONS ?? 256), pipelining: 1 }) : undefined;
   /** Relays one streamed answer: a chunk per NDJSON line, then the answer. */
@@ -90,7 +123,7 @@ if (cluster.isPrimary) {
     };
     pool!.dispatch({ path: `${engine!.pathname}${engine!.search}`, method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) }, handler);
   };
-  app.ws<{ creator: string; closed?: boolean; resume?: boolean; batch?: boolean }>('/api/v1/channels/widget/:creator_id/connect', {
+  app.ws<{ creator: string; closed?: boolean; resume?: boolean; batch?: boolean; session?: string; offset?: number }>('/api/v1/channels/widget/:creator_id/connect', {
     maxPayloadLength: 256 * 1024,
     idleTimeout: 120,
     maxBackpressure: 1024 * 1024,
@@ -108,7 +141,9 @@ if (cluster.isPrimary) {
     },
     open(ws) {
       ws.subscribe(`c/${ws.getUserData().creator}`);
-      ws.send(JSON.stringify({ type: 'connection_status', status: 'connected', details: { session_id: randomUUID() }, timestamp: new Date().toISOString() }));
+      const session = randomUUID();
+      if (HISTORY_HOP) Object.assign(ws.getUserData(), { session, offset: 0 });
+      ws.send(JSON.stringify({ type: 'connection_status', status: 'connected', details: { session_id: session }, timestamp: new Date().toISOString() }));
       if (ws.getUserData().resume) for (const f of ws.getUserData().batch ? batches : replay) ws.send(f);
     },
     message(ws, data) {
@@ -120,7 +155,14 @@ if (cluster.isPrimary) {
       if (pool) return relay(ws, m.content);
       const ts = new Date().toISOString();
       ws.send(`{"type":"typing_indicator","is_typing":true,"timestamp":"${ts}"}`);
-      ws.send(JSON.stringify({ type: 'ai_response', content: m.content, confidence: 1, sources: [], timestamp: ts, message_id: randomUUID() }));
+      const answer = { type: 'ai_response', content: m.content, confidence: 1, sources: [], timestamp: ts, message_id: randomUUID() };
+      if (HISTORY_HOP) {
+        const u = ws.getUserData();
+        const frame = Buffer.from(`{"offset":${++u.offset!},${JSON.stringify(answer).slice(1)}`);
+        ws.send(frame);
+        if (puts.length === 0) setImmediate(flushPuts);
+        puts.push([u.session!, u.offset!, frame]);
+      } else ws.send(JSON.stringify(answer));
       ws.send(`{"type":"typing_indicator","is_typing":false,"timestamp":"${ts}"}`);
     },
   });

@@ -3,7 +3,9 @@
  *  1. Chat and fan-out with widget.v2 and history on (HISTORY_SIZE default)
  *     against widget.v1 with history off (HISTORY_SIZE=0), embedded and
  *     Redis mode, same load, same run: throughput ratios and server CPU per
- *     response / delivery.
+ *     response / delivery. And the floor of embedded mode's chat ratio:
+ *     bare uWS against bare uWS sending every answer to the primary to be
+ *     kept (HISTORY_HOP, bench/baselines/uws-bare.ts), in the same rounds.
  *  2. Resume: 1,000 broadcasts published while nobody listened, then 100
  *     clients connect at once with resume_broadcast=EPOCH:0; per client, the
  *     time from starting the TCP connect to the 1,000th replayed frame.
@@ -194,6 +196,31 @@ async function askOnce(port: number, sessions: number, parallel = 50): Promise<v
   await Promise.all(Array.from({ length: parallel }, worker));
 }
 
+/**
+ * The table's rows for chat setups measured in rounds (`chats[i]`: setup i's
+ * rounds), against the first; fan-out figures where measured.
+ */
+function chatRows(rows: string[][], mode: string, labels: readonly string[], chats: ChatResult[][], fans?: FanoutResult[]): void {
+  const us = (c: ChatResult) => (c.serverCores / c.perSec) * 1e6;
+  labels.forEach((label, i) => {
+    const cs = chats[i]!;
+    const fan = fans?.[i];
+    rows.push([
+      mode,
+      label,
+      fmt(mean(cs.map((c) => c.perSec))),
+      ratio(mean(cs.map((c) => c.perSec)), mean(chats[0]!.map((c) => c.perSec))),
+      ratios(cs.map((c) => c.perSec), chats[0]!.map((c) => c.perSec)),
+      fmt(mean(cs.map(us)), 1),
+      fmt(mean(cs.map((c) => c.p99)), 2),
+      fan ? fmt(fan.deliveredPerSec) : '-',
+      fan ? ratio(fan.deliveredPerSec, fans![0]!.deliveredPerSec) : '-',
+      fan ? fmt((fan.serverCores / fan.deliveredPerSec) * 1e6, 2) : '-',
+      `${mean(cs.map((c) => c.loadCores)).toFixed(2)} / ${fan ? fan.loadCores.toFixed(2) : '-'}`,
+    ]);
+  });
+}
+
 export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   const all = await modes(ctx.smoke);
   const conns = ctx.chatConns[0] ?? 100;
@@ -230,6 +257,26 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
         await bare.stop();
       }
     }
+    // The floor of embedded mode's v2 against v1: the least a history kept by the primary costs a chat answer.
+    if (ctx.targets.includes('uws')) {
+      const bare: ReadonlyArray<readonly [string, Record<string, string>]> = [
+        ['bare uWS', {}],
+        ['bare uWS, every answer kept by the primary (the floor)', { HISTORY_HOP: '1' }],
+      ];
+      const chats = await inRounds(ctx.rounds, [...bare.keys()], async (i, round) => {
+        const [label, env] = bare[i]!;
+        const target = await startTarget('uws', ctx.workers, env, label);
+        try {
+          const chat = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs });
+          if (chat.errors) throw new Error(`${label}: ${chat.errors} chat errors`);
+          process.stderr.write(`history ${label} round ${round + 1}: chat ${fmt(chat.perSec)}/s\n`);
+          return chat;
+        } finally {
+          await target.stop();
+        }
+      });
+      chatRows(rows, 'floor', bare.map(([label]) => label), chats);
+    }
     for (const mode of all) {
       // 1. Throughput: widget.v1 without history against widget.v2 with it;
       // chat in ctx.rounds rounds (alternating which goes first), fan-out once.
@@ -255,24 +302,7 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
           await target.stop();
         }
       });
-      const us = (c: ChatResult) => (c.serverCores / c.perSec) * 1e6;
-      setups.forEach(([label], i) => {
-        const cs = chats[i]!;
-        const fan = fans[i]!;
-        rows.push([
-          mode.label,
-          label,
-          fmt(mean(cs.map((c) => c.perSec))),
-          ratio(mean(cs.map((c) => c.perSec)), mean(chats[0]!.map((c) => c.perSec))),
-          ratios(cs.map((c) => c.perSec), chats[0]!.map((c) => c.perSec)),
-          fmt(mean(cs.map(us)), 1),
-          fmt(mean(cs.map((c) => c.p99)), 2),
-          fmt(fan.deliveredPerSec),
-          ratio(fan.deliveredPerSec, fans[0]!.deliveredPerSec),
-          fmt((fan.serverCores / fan.deliveredPerSec) * 1e6, 2),
-          `${mean(cs.map((c) => c.loadCores)).toFixed(2)} / ${fan.loadCores.toFixed(2)}`,
-        ]);
-      });
+      chatRows(rows, mode.label, setups.map(([label]) => label), chats, fans);
 
       // 2. Resume, and 3. memory, on a server keeping the frames to resume.
       const target = await startTarget('gateway', ctx.workers, { ...mode.env, HISTORY_SIZE: String(Math.max(DEFAULT_HISTORY, resumeFrames)) }, `${mode.label} resume`);
@@ -309,8 +339,8 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   }
   return {
     title: 'Nothing lost: the cost of widget.v2 and history, and resume',
-    method: `Chat: ${conns} connections, echo engine, ${ctx.rounds} round(s) alternating which setup goes first (means, and each round's ratio). Fan-out: ${fmt(subs)} subscribers of one creator, broadcasts in a closed loop (at most 4 not yet delivered everywhere). Each setup is a fresh ${ctx.workers}-worker gateway; "embedded" keeps history in the primary, "Redis" in a redis-server started by the benchmark. Ratios are against widget.v1 with HISTORY_SIZE=0 in the same mode and run.`,
-    columns: ['mode', 'protocol', 'chat responses/s', 'vs v1', 'each round vs v1', 'chat server CPU µs/response', 'chat p99 ms', 'fan-out deliveries/s', 'vs v1', 'fan-out server CPU µs/delivery', 'load CPU chat / fan-out (cores)'],
+    method: `Chat: ${conns} connections, echo engine, ${ctx.rounds} round(s) alternating which setup goes first (means, and each round's ratio). Fan-out: ${fmt(subs)} subscribers of one creator, broadcasts in a closed loop (at most 4 not yet delivered everywhere). Each setup is a fresh ${ctx.workers}-worker gateway; "embedded" keeps history in the primary, "Redis" in a redis-server started by the benchmark. Ratios are against widget.v1 with HISTORY_SIZE=0 in the same mode and run. "floor": bare uWS, and bare uWS sending every answer (with its offset) to the primary, which keeps each session's last 100 (the frames of a turn in one IPC message, a latin1 string per frame: bench/baselines/uws-bare.ts, HISTORY_HOP=1), in the same rounds; its ratio is the least embedded mode's v2 chat can cost against v1, as the primary holds the history.`,
+    columns: ['mode', 'protocol', 'chat responses/s', 'vs v1 (floor: vs bare)', 'each round vs v1', 'chat server CPU µs/response', 'chat p99 ms', 'fan-out deliveries/s', 'vs v1', 'fan-out server CPU µs/delivery', 'load CPU chat / fan-out (cores)'],
     rows,
     notes: [
       `Resume: ${fmt(resumeFrames)} broadcasts (~150 bytes each) published while nobody listened, then ${resumeClients} widget.v2 clients connect at once with \`resume_broadcast=EPOCH:0\`; time from starting the TCP connect to the frame at offset ${fmt(resumeFrames)}, every frame checked in order (a gap, a duplicate or continuity_lost fails the run); then the same with \`replay=batch\` (the frames in \`replay\` frames of at most 64 KiB, each frame inside found and checked as a lone one is). The clients run in the benchmark's own process. "bare uWS": the floor, bench/baselines/uws-bare.ts with REPLAY_FRAMES sending the same frames (or batches), built in advance, at connect, to the same clients.\n`,
