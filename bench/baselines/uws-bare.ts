@@ -25,19 +25,42 @@
  * chat's floor: the issue asks the primary to hold the streams, so every
  * answer crosses a process).
  *
+ * With HISTORY_REDIS=<redis URL>, every ai_response is appended to its
+ * session's list in Redis first, numbered there: the answers of one
+ * event-loop turn in one script run (HINCRBY, RPUSH, LTRIM to 100, PEXPIRE
+ * per frame), then each leaves with its offset and typing false, after the
+ * typing indicator that went at once. The least work history in Redis can
+ * do (Redis-mode widget.v2 chat's floor: one round trip before the answer).
+ *
  *   PORT=9101 WORKERS=2 node --import tsx bench/baselines/uws-bare.ts
  */
 import cluster from 'node:cluster';
 import { randomUUID } from 'node:crypto';
 import { Pool, type Dispatcher } from 'undici';
+import { Redis } from 'ioredis';
 import type { WebSocket } from '@trufflesuite/uws-js-unofficial';
 import { loadUws } from '../../src/uws/loader.js';
 
 const PORT = Number(process.env.PORT ?? 9101);
 const WORKERS = Number(process.env.WORKERS ?? 2);
 const HISTORY_HOP = process.env.HISTORY_HOP === '1';
+type UserData = { creator: string; closed?: boolean; resume?: boolean; batch?: boolean; session?: string; offset?: number };
 /** HISTORY_HOP: the frames of a turn, to the primary: [session, offset, frame] each. */
 type Put = [string, number, Uint8Array];
+const HISTORY_REDIS = process.env.HISTORY_REDIS;
+/** HISTORY_REDIS: KEYS, a session's hash per frame (its list: the same name ending in l); ARGV, the frames. The offsets. */
+const APPEND = `
+local out = {}
+for i = 1, #KEYS do
+  local m = KEYS[i]
+  local l = string.sub(m, 1, -2) .. 'l'
+  out[i] = redis.call('HINCRBY', m, 'o', 1)
+  if redis.call('RPUSH', l, ARGV[i]) > 100 then redis.call('LTRIM', l, -100, -1) end
+  redis.call('PEXPIRE', m, 3600000)
+  redis.call('PEXPIRE', l, 3600000)
+end
+return out
+`;
 
 if (cluster.isPrimary) {
   cluster.setupPrimary({ serialization: 'advanced' });
@@ -82,6 +105,25 @@ if (cluster.isPrimary) {
     }
     batches.push(`{"type":"replay","stream":"broadcast","frames":[${part.join(',')}]}`);
   }
+  /** HISTORY_REDIS: the answers of this turn, waiting for their offsets. */
+  type Waiting = { ws: WebSocket<UserData>; key: string; body: string; typingOff: string };
+  const redis = HISTORY_REDIS ? new Redis(HISTORY_REDIS) : undefined;
+  redis?.defineCommand('floorAppend', { lua: APPEND });
+  let waiting: Waiting[] = [];
+  const flushWaiting = () => {
+    const batch = waiting;
+    waiting = [];
+    const keys = batch.map((w) => w.key);
+    void (redis as unknown as { floorAppend(n: number, ...a: string[]): Promise<number[]> }).floorAppend(keys.length, ...keys, ...batch.map((w) => `{${w.body}`)).then((offsets) => {
+      batch.forEach((w, i) => {
+        if (w.ws.getUserData().closed) return;
+        w.ws.cork(() => {
+          w.ws.send(`{"offset":${offsets[i]},${w.body}`);
+          w.ws.send(w.typingOff);
+        });
+      });
+    });
+  };
   let puts: Put[] = [];
   const flushPuts = () => {
     const m = puts;
@@ -91,7 +133,7 @@ if (cluster.isPrimary) {
   const engine = process.env.AI_ENGINE_URL ? new URL(process.env.AI_ENGINE_URL) : undefined;
   const pool = engine ? new Pool(engine.origin, { connections: Number(process.env.AI_ENGINE_CONNECTIONS ?? 256), pipelining: 1 }) : undefined;
   /** Relays one streamed answer: a chunk per NDJSON line, then the answer. */
-  const relay = (ws: WebSocket<{ creator: string; closed?: boolean; resume?: boolean; batch?: boolean }>, query: string): void => {
+  const relay = (ws: WebSocket<UserData>, query: string): void => {
     const messageId = randomUUID();
     let buf = '';
     let index = 0;
@@ -123,7 +165,7 @@ if (cluster.isPrimary) {
     };
     pool!.dispatch({ path: `${engine!.pathname}${engine!.search}`, method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) }, handler);
   };
-  app.ws<{ creator: string; closed?: boolean; resume?: boolean; batch?: boolean; session?: string; offset?: number }>('/api/v1/channels/widget/:creator_id/connect', {
+  app.ws<UserData>('/api/v1/channels/widget/:creator_id/connect', {
     maxPayloadLength: 256 * 1024,
     idleTimeout: 120,
     maxBackpressure: 1024 * 1024,
@@ -142,7 +184,7 @@ if (cluster.isPrimary) {
     open(ws) {
       ws.subscribe(`c/${ws.getUserData().creator}`);
       const session = randomUUID();
-      if (HISTORY_HOP) Object.assign(ws.getUserData(), { session, offset: 0 });
+      if (HISTORY_HOP || HISTORY_REDIS) Object.assign(ws.getUserData(), { session, offset: 0 });
       ws.send(JSON.stringify({ type: 'connection_status', status: 'connected', details: { session_id: session }, timestamp: new Date().toISOString() }));
       if (ws.getUserData().resume) for (const f of ws.getUserData().batch ? batches : replay) ws.send(f);
     },
@@ -156,6 +198,11 @@ if (cluster.isPrimary) {
       const ts = new Date().toISOString();
       ws.send(`{"type":"typing_indicator","is_typing":true,"timestamp":"${ts}"}`);
       const answer = { type: 'ai_response', content: m.content, confidence: 1, sources: [], timestamp: ts, message_id: randomUUID() };
+      if (HISTORY_REDIS) {
+        if (waiting.length === 0) setImmediate(flushWaiting);
+        waiting.push({ ws, key: `floor:{${ws.getUserData().session}}:m`, body: JSON.stringify(answer).slice(1), typingOff: `{"type":"typing_indicator","is_typing":false,"timestamp":"${ts}"}` });
+        return;
+      }
       if (HISTORY_HOP) {
         const u = ws.getUserData();
         const frame = Buffer.from(`{"offset":${++u.offset!},${JSON.stringify(answer).slice(1)}`);
