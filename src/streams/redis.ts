@@ -222,6 +222,7 @@ export class RedisStreams implements StreamStore {
   ) {
     const c = link.cmd;
     c.defineCommand('cgwAppend', { lua: APPEND }); // the number of keys first: one per frame
+    link.unpipelined('cgwAppend'); // one run per turn already (#sendAppends)
     c.defineCommand('cgwRead', { numberOfKeys: 4, lua: READ });
     c.defineCommand('cgwTouch', { numberOfKeys: 4, lua: TOUCH });
     c.defineCommand('cgwClaim', { numberOfKeys: 1, lua: CLAIM });
