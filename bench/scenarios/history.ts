@@ -267,8 +267,7 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
         ['bare uWS, every answer kept by the primary (embedded floor)', { HISTORY_HOP: '1' }],
         ...(redis ? [['bare uWS, every answer appended in Redis first (Redis floor)', { HISTORY_REDIS: redis.url }] as const] : []),
       ];
-      const chats = await inRounds(ctx.rounds, [...bare.keys()], async (i, round) => {
-        const [label, env] = bare[i]!;
+      const chats = await inRounds(ctx.rounds, bare, async ([label, env], round) => {
         const target = await startTarget('uws', ctx.workers, env, label);
         try {
           const chat = await measureChat(fleet, target, conns, { durationMs: ctx.durationMs, warmupMs: ctx.warmupMs });
@@ -343,7 +342,7 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   }
   return {
     title: 'Nothing lost: the cost of widget.v2 and history, and resume',
-    method: `Chat: ${conns} connections, echo engine, ${ctx.rounds} round(s) alternating which setup goes first (means, and each round's ratio). Fan-out: ${fmt(subs)} subscribers of one creator, broadcasts in a closed loop (at most 4 not yet delivered everywhere). Each setup is a fresh ${ctx.workers}-worker gateway; "embedded" keeps history in the primary, "Redis" in a redis-server started by the benchmark. Ratios are against widget.v1 with HISTORY_SIZE=0 in the same mode and run. "floor": bare uWS, and bare uWS sending every answer (with its offset) to the primary, which keeps each session's last 100 (the frames of a turn in one IPC message, a latin1 string per frame: bench/baselines/uws-bare.ts, HISTORY_HOP=1), in the same rounds; its ratio is the least embedded mode's v2 chat can cost against v1, as the primary holds the history. "Redis floor": bare uWS appending every answer to its session's list in the benchmark's redis-server before sending it with its offset (a turn's answers in one script run: HINCRBY, RPUSH, LTRIM, PEXPIRE each; HISTORY_REDIS=1), the least Redis mode's v2 chat can cost (HISTORY_REDIS=<url>).`,
+    method: `Chat: ${conns} connections, echo engine, ${ctx.rounds} round(s) alternating which setup goes first (means, and each round's ratio). Fan-out: ${fmt(subs)} subscribers of one creator, broadcasts in a closed loop (at most 4 not yet delivered everywhere). Each setup is a fresh ${ctx.workers}-worker gateway; "embedded" keeps history in the primary, "Redis" in a redis-server started by the benchmark. Ratios are against widget.v1 with HISTORY_SIZE=0 in the same mode and run. "floor": bare uWS, and bare uWS sending every answer (with its offset) to the primary, which keeps each session's last 100 (the frames of a turn in one IPC message, a latin1 string per frame: bench/baselines/uws-bare.ts, HISTORY_HOP=1), in the same rounds; its ratio is the least embedded mode's v2 chat can cost against v1, as the primary holds the history. "Redis floor": bare uWS appending every answer to its session's list in the benchmark's redis-server before sending it with its offset (a turn's answers in one script run: HINCRBY, RPUSH, LTRIM, PEXPIRE each; HISTORY_REDIS=<url>), the least Redis mode's v2 chat can cost.`,
     columns: ['mode', 'protocol', 'chat responses/s', 'vs v1 (floor: vs bare)', 'each round vs v1', 'chat server CPU µs/response', 'chat p99 ms', 'fan-out deliveries/s', 'vs v1', 'fan-out server CPU µs/delivery', 'load CPU chat / fan-out (cores)'],
     rows,
     notes: [

@@ -49,15 +49,15 @@ export interface RedisClientOptions {
   subscriber?: boolean;
 }
 
+/** A connection's connect deadline: the command deadline, at least a second. */
+export const connectDeadlineMs = (commandTimeoutMs: number): number => Math.max(1000, commandTimeoutMs);
+
 /**
  * A client for `target`. A Cluster is used through the Redis interface: the
  * commands, scripts, pipelines, `status` and events the gateway uses exist
  * on both, and the cluster's differences (sharded pub/sub, one slot per
  * script) are handled where they matter (RedisLink, RedisSubscriber).
  */
-/** A connection's connect deadline: the command deadline, at least a second. */
-export const connectDeadlineMs = (commandTimeoutMs: number): number => Math.max(1000, commandTimeoutMs);
-
 export function createRedis(target: RedisTarget, name: string, log: Logger, o: RedisClientOptions): Redis {
   const common = {
     connectionName: name,

@@ -9,7 +9,8 @@
  * Memory per stream: about 200 bytes plus, per kept frame, its bytes and a
  * string's header (a copy's objects, where frames are kept as copies; see
  * below). bench/RESULTS.md measures the primary's RSS per frame, the heap's
- * slack included: 646 bytes for ~150-byte frames as strings, 918 as copies.
+ * slack included: about 650 bytes for ~150-byte frames as strings, 918 as
+ * copies.
  *
  * A kept frame is its bytes as a one-byte (latin1) string on the V8 heap,
  * not a Uint8Array: lossless for any bytes, about 16 bytes of header, and
@@ -42,7 +43,7 @@ interface Stream {
   claims: Map<string, { offset: number; at: number; owner: string }>;
   /** The answer being streamed now. */
   partial: (Partial & { owner: string }) | undefined;
-  /** The eviction order, least recently appended first: a list through the streams (no Map reordering per append). */
+  /** The eviction order, least recently appended (or created) first: a list through the streams (no Map reordering per append). */
   older: Stream | undefined;
   newer: Stream | undefined;
 }
@@ -117,11 +118,10 @@ export class MemoryStreamStore {
     const kept = this.#keep(payload);
     s.bytes += payload.byteLength;
     this.#bytes += payload.byteLength;
-    let dropped: Kept | undefined = kept;
-    if (s.frames.length < this.o.size) {
-      s.frames.push(kept);
-      dropped = undefined;
-    } else if (this.o.size > 0) {
+    let dropped: Kept | undefined;
+    if (this.o.size === 0) dropped = kept; // HISTORY_SIZE 0: numbered, never kept
+    else if (s.frames.length < this.o.size) s.frames.push(kept);
+    else {
       dropped = s.frames[s.head];
       s.frames[s.head] = kept;
       s.head = (s.head + 1) % s.frames.length;
@@ -240,8 +240,8 @@ export class MemoryStreamStore {
 
   /** Forgets streams not appended to for HISTORY_TTL_S that nobody follows, and claims older than it. */
   expire(now = this.now()): void {
-    for (const [id, s] of this.#streams) {
-      if (s.followers === 0 && now - s.touched >= this.o.ttlMs) this.#drop(id, s);
+    for (const s of this.#streams.values()) {
+      if (s.followers === 0 && now - s.touched >= this.o.ttlMs) this.#drop(s);
       else for (const [k, c] of s.claims) if (now - c.at >= this.o.ttlMs) s.claims.delete(k);
     }
   }
@@ -258,7 +258,7 @@ export class MemoryStreamStore {
         if (this.#bytes <= this.o.maxBytes) return;
         const next = s.newer;
         if (s !== keep && (s.followers === 0 || followedToo)) {
-          this.#drop(s.id, s);
+          this.#drop(s);
           this.evicted++;
         }
         s = next;
@@ -266,8 +266,8 @@ export class MemoryStreamStore {
     }
   }
 
-  #drop(id: string, s: Stream): void {
-    this.#streams.delete(id);
+  #drop(s: Stream): void {
+    this.#streams.delete(s.id);
     this.#unlink(s);
     this.#bytes -= s.bytes;
   }
