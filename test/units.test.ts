@@ -505,16 +505,26 @@ void t.test('respawn back-off grows and is capped', async (t) => {
   t.same([0, 1, 2, 3, 8, 20].map(backoffMs), [0, 250, 500, 1000, 30000, 30000]);
 });
 
-void t.test("the workers' Node flags: WORKER_SEMI_SPACE_MB, unless 0 or given already", async (t) => {
-  t.same(workerExecArgv(['--enable-source-maps'], 4), ['--enable-source-maps', '--max-semi-space-size=4']);
-  t.same(workerExecArgv(['--enable-source-maps'], 0), ['--enable-source-maps'], '0: V8 decides');
-  t.same(workerExecArgv(['--max_semi_space_size=8'], 4), ['--max_semi_space_size=8'], "the primary's own flag wins, either spelling");
-  t.same(workerExecArgv(['--max-semi-space-size-x=2'], 4), ['--max-semi-space-size-x=2', '--max-semi-space-size=4'], 'a flag that only starts the same does not count');
-  const semi = (env: Record<string, string>) => loadConfig({ JWT_SECRET: 'x'.repeat(32), ...env }).workerSemiSpaceMb;
+void t.test("the workers' Node flags: WORKER_SEMI_SPACE_MB and WORKER_GC, unless 0 or given already", async (t) => {
+  const flags = (argv: string[], semiSpaceMb: number, gc: 'single' | 'parallel' = 'parallel') => workerExecArgv(argv, { semiSpaceMb, gc });
+  t.same(flags(['--enable-source-maps'], 4), ['--enable-source-maps', '--max-semi-space-size=4']);
+  t.same(flags(['--enable-source-maps'], 0), ['--enable-source-maps'], '0: V8 decides');
+  t.same(flags(['--max_semi_space_size=8'], 4), ['--max_semi_space_size=8'], "the primary's own flag wins, either spelling");
+  t.same(flags(['--max-semi-space-size-x=2'], 4), ['--max-semi-space-size-x=2', '--max-semi-space-size=4'], 'a flag that only starts the same does not count');
+  t.same(flags([], 4, 'single'), ['--max-semi-space-size=4', '--single-threaded-gc'], 'WORKER_GC=single');
+  t.same(flags(['--no-single-threaded-gc'], 0, 'single'), ['--no-single-threaded-gc'], "the primary's own GC-threading flag wins");
+  t.same(flags(['--single_threaded_gc'], 0, 'single'), ['--single_threaded_gc'], 'either spelling, not added twice');
+  const cfg = (env: Record<string, string>) => loadConfig({ JWT_SECRET: 'x'.repeat(32), ...env });
+  const semi = (env: Record<string, string>) => cfg(env).workerSemiSpaceMb;
   t.equal(semi({}), 4, 'the default');
   t.equal(semi({ WORKER_SEMI_SPACE_MB: '0' }), 0);
   t.equal(semi({ NODE_OPTIONS: '--trace-gc --max-semi-space-size=8' }), 0, 'NODE_OPTIONS sets it: nothing is added');
   t.throws(() => semi({ WORKER_SEMI_SPACE_MB: '-1' }), /WORKER_SEMI_SPACE_MB/, 'a bad value names the variable');
+  t.equal(cfg({}).workerGc, 'single', 'the default: one GC thread per worker');
+  t.equal(cfg({ WORKER_GC: 'parallel' }).workerGc, 'parallel');
+  t.equal(cfg({ NODE_OPTIONS: '--no-parallel-scavenge' }).workerGc, 'parallel', 'NODE_OPTIONS chooses: nothing is added');
+  t.equal(cfg({ NODE_OPTIONS: '--parallel-scavenge-x' }).workerGc, 'single', 'a flag that only starts the same does not count');
+  t.throws(() => cfg({ WORKER_GC: 'threads' }), /WORKER_GC/, 'a bad value names the variable');
 });
 
 void t.test('uWS loader', async (t) => {

@@ -41,6 +41,8 @@ export interface Config {
   workers: number;
   /** WORKER_SEMI_SPACE_MB: the workers' --max-semi-space-size (0: V8's default, or NODE_OPTIONS sets it). */
   workerSemiSpaceMb: number;
+  /** WORKER_GC: 'single' adds --single-threaded-gc to the workers' flags (unless NODE_OPTIONS chooses the GC's threads). */
+  workerGc: 'single' | 'parallel';
   /** The Telegram channel (channels/telegram/), when bots are configured. */
   telegram: TelegramConfig | undefined;
   /** Where Redis is (redis/client.ts); undefined: embedded mode. */
@@ -281,6 +283,11 @@ export function setsSemiSpace(flags: string): boolean {
   return /(^|\s)--max[-_]semi[-_]space[-_]size(=|\s|$)/.test(flags);
 }
 
+/** Whether Node flags choose the threads of V8's garbage collector (WORKER_GC then adds nothing). */
+export function setsGcThreads(flags: string): boolean {
+  return /(^|\s)--(no[-_])?(single[-_]threaded[-_]gc|parallel[-_](scavenge|marking|compaction)|concurrent[-_](marking|sweeping))(=|\s|$)/.test(flags);
+}
+
 /** Reads, validates and freezes the configuration. Throws ConfigError. */
 export function loadConfig(env: Env = process.env): Readonly<Config> {
   const cfg: Config = {
@@ -292,6 +299,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     workers: read(env, 'WORKERS'),
     // Node's own NODE_OPTIONS wins: the flag added to the workers' command line would override it.
     workerSemiSpaceMb: setsSemiSpace(env.NODE_OPTIONS ?? '') ? 0 : read(env, 'WORKER_SEMI_SPACE_MB'),
+    workerGc: setsGcThreads(env.NODE_OPTIONS ?? '') ? 'parallel' : read(env, 'WORKER_GC'),
     redis: readRedis(env),
     telegram: readTelegram(env),
     redisPrefix: read(env, 'REDIS_PREFIX'),

@@ -206,6 +206,12 @@ export const VARIABLES = {
     0,
     256,
   ),
+  WORKER_GC: oneOf(
+    'listen',
+    'single',
+    "how each worker's V8 garbage collector runs: `single` (`--single-threaded-gc`) collects on the worker's own thread; `parallel` is V8's default, which adds helper threads to every collection. With a worker per core the helpers only compete with the event loops, and a young-generation collection that waits for them stalls every socket of its worker (see \"Garbage collection\" in the README). A GC-threading flag in NODE_OPTIONS or on the primary's command line wins",
+    ['single', 'parallel'] as const,
+  ),
   ADMIN_PORT: {
     group: 'listen',
     def: '',
