@@ -26,6 +26,8 @@ import { MemoryStreamStore } from '../src/streams/memory.js';
 import { openSync, closeSync, readdirSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { AggregatorRegistry, Histogram, Registry } from 'prom-client';
+import { FastHistogram } from '../src/observability/metrics.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -703,4 +705,36 @@ void t.test('over HISTORY_MAX_BYTES the memory store drops whole streams, least 
   store.append('s/c/big', Buffer.alloc(70, 'y'));
   t.equal(store.read('s/c/big').top, 2, 'the one just appended stays, even over the bound alone');
   t.not(epochOf('a'), epochs.get('a'), 'then the followed one too');
+});
+
+void t.test("FastHistogram exports what prom-client's Histogram does, per worker and summed over workers", async (t) => {
+  const bounds = [0.005, 0.01, 0.1, 1];
+  const workers = [
+    [0.001, 0.005, 0.0051, 0.2, 3, 1],
+    [0.01, 0.5, 7],
+  ];
+  const fast: Registry[] = [];
+  const slow: Registry[] = [];
+  for (const obs of workers) {
+    const rf = new Registry();
+    const rs = new Registry();
+    const f = new FastHistogram(rf, 'x_seconds', 'help text', bounds);
+    const h = new Histogram({ name: 'x_seconds', help: 'help text', buckets: bounds, registers: [rs] });
+    for (const v of obs) {
+      f.observe(v);
+      h.observe(v);
+    }
+    t.equal(await rf.metrics(), await rs.metrics(), `one worker: the same text (${obs.length} observations)`);
+    fast.push(rf);
+    slow.push(rs);
+  }
+  const sum = async (rs: Registry[]) => AggregatorRegistry.aggregate(await Promise.all(rs.map((r) => r.getMetricsAsJSON())) as never).metrics();
+  const summed = await sum(fast);
+  t.equal(summed, await sum(slow), 'summed over workers as the primary does: the same text');
+  t.match(summed, /x_seconds_bucket\{le="0.01"\} 4\n/, 'buckets are cumulative: 0.001, 0.005 and 0.0051 of one worker, 0.01 of the other');
+  t.match(summed, /x_seconds_count 9/);
+  const f = new FastHistogram(new Registry(), 'y', 'h', bounds);
+  f.observe(0.2);
+  f.reset();
+  t.match(f.get().values.at(-1), { metricName: 'y_count', value: 0 }, 'reset empties it');
 });
