@@ -24,6 +24,8 @@ import { Pool, type Dispatcher } from 'undici';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { AiEngine, AskOptions, Query } from './engine.js';
 import type { Answer } from '../protocol/frames.js';
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 
 export interface HttpEngineOptions {
   url: string;

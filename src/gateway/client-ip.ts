@@ -17,6 +17,7 @@
 import { BlockList, isIP } from 'node:net';
 import type { HttpRequest } from '@trufflesuite/uws-js-unofficial';
 import type { Res } from './http.js';
+import { Buffer } from 'node:buffer';
 
 /** TRUSTED_PROXIES parsed: addresses and CIDR ranges (IPv4 or IPv6). */
 export class TrustedProxies {

@@ -13,6 +13,7 @@ import type { TemplatedApp } from '@trufflesuite/uws-js-unofficial';
 import type { Bus, BusHandler } from '../bus/bus.js';
 import type { ClusterView, LocalDeliver } from '../cluster/view.js';
 import { msgpackTopic, toMsgpack } from '../protocol/msgpack.js';
+import { Buffer } from 'node:buffer';
 
 export class Fanout {
   readonly bus: Bus;

@@ -33,6 +33,7 @@ import { LocalStreamHub, LocalStreams } from '../streams/local.js';
 import { broadcastStream, sessionStream, type StreamSink, type StreamStore } from '../streams/streams.js';
 import { TelegramChannel } from '../channels/telegram/channel.js';
 import { MemoryChatList, type ChatList } from '../channels/telegram/chats.js';
+import { Buffer } from 'node:buffer';
 
 export interface GatewayDeps {
   cfg: Readonly<Config>;

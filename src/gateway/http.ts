@@ -4,6 +4,7 @@
  * `onAborted`, and cork every write that happens after an await.
  */
 import type { HttpResponse } from '@trufflesuite/uws-js-unofficial';
+import { Buffer } from 'node:buffer';
 
 /** uWS's HttpResponse with the members its typings leave as `any`. */
 export interface Res extends HttpResponse {

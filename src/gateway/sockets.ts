@@ -35,6 +35,8 @@ import type { SlowConsumerPolicy } from './backpressure.js';
 import { clientIp, type TrustedProxies } from './client-ip.js';
 import { parsePosition, sessionStream, type Position } from '../streams/streams.js';
 import type { Hold, StreamHub, StreamReader } from '../streams/hub.js';
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 
 /**
  * What uWS holds for a socket. uWS.js v20.30 copies the user-data object's

@@ -14,6 +14,7 @@
  * A table that is synchronised with other workers (see limits/sync.ts) also
  * counts, per slot, the takes not yet reported.
  */
+import { performance } from 'node:perf_hooks';
 
 /** A table as it crosses to a pool thread: the shared memory and its rate. */
 export interface SharedTable {

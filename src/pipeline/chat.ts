@@ -32,6 +32,7 @@ import * as frames from '../protocol/frames.js';
 import type { Logger } from '../observability/log.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Claim, Chunk } from '../streams/streams.js';
+import { performance } from 'node:perf_hooks';
 
 /** What the pipeline needs of a connection. */
 export interface ChatPeer {

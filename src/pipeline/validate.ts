@@ -19,6 +19,7 @@ import { ERRORS, unknownTypeError } from '../protocol/frames.js';
 import { fromMsgpack } from '../protocol/msgpack.js';
 import type { MessageLimit, MessageTables } from '../limits/admit.js';
 import { nowUs } from '../limits/buckets.js';
+import { Buffer } from 'node:buffer';
 
 /** The bounds of the schema (from the config). */
 export interface MessageSchema {

@@ -13,6 +13,7 @@
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { isoNow, typingObject } from './frames.js';
+import { Buffer } from 'node:buffer';
 
 export const MSGPACK_PROTOCOL = 'msgpack';
 

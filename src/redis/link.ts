@@ -25,6 +25,7 @@ import type { Logger } from '../observability/log.js';
 import { GatewayError } from '../errors.js';
 import { connectDeadlineMs, createRedis, quit, redisError, type RedisTarget } from './client.js';
 import { BATCH_MARK, RedisSubscriber } from './subscriber.js';
+import { Buffer } from 'node:buffer';
 
 
 export interface RedisLinkOptions {

@@ -39,6 +39,7 @@ import type { Redis } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
 import { unpack } from 'msgpackr';
 import type { Logger } from '../observability/log.js';
+import { Buffer } from 'node:buffer';
 
 /**
  * The first byte of a batch envelope (link.ts): 0xc1 is never used by

@@ -27,6 +27,7 @@
 import type { TemplatedApp } from '@trufflesuite/uws-js-unofficial';
 import type { Logger } from '../observability/log.js';
 import { broadcastStream, creatorOfStream, extend, sessionStream, type Chunk, type Partial, type Position, type ReadResult, type StoredFrame, type StreamSink, type StreamStore } from './streams.js';
+import { Buffer } from 'node:buffer';
 
 /** What the hub needs of a widget.v2 socket. */
 export interface StreamReader {

@@ -21,6 +21,7 @@
  */
 import { getHeapStatistics } from 'node:v8';
 import { extend, newEpoch, recoverable, type AppendOptions, type Chunk, type Claim, type HistoryOptions, type Partial, type Position, type ReadResult, type StoredFrame } from './streams.js';
+import { Buffer } from 'node:buffer';
 
 interface Stream {
   id: string;

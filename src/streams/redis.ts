@@ -38,6 +38,7 @@ import type { RedisCluster } from '../cluster/redis.js';
 import { PieceBuffer } from './progress.js';
 import { SharedReads } from './reads.js';
 import { creatorOfStream, newEpoch, type AppendOptions, type Chunk, type Claim, type HistoryOptions, type Position, type ReadResult, type StoredFrame, type StreamSink, type StreamStore } from './streams.js';
+import { Buffer } from 'node:buffer';
 
 const packr = new Packr({ useRecords: false });
 

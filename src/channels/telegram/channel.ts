@@ -37,6 +37,7 @@ import type { Metrics } from '../../observability/metrics.js';
 import { BotApi } from './api.js';
 import { Outbox } from './outbox.js';
 import type { ChatList } from './chats.js';
+import { Buffer } from 'node:buffer';
 
 export interface Bot {
   token: string;
