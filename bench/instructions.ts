@@ -1,0 +1,119 @@
+/**
+ * Instructions per chat message, the gateway against bare uWS, counted by
+ * valgrind's callgrind: repeatable where seconds are not (this machine is
+ * shared and noisy: two rounds of one `make bench` chat comparison differed
+ * by 40%), so a change worth 1-2% can be told from noise.
+ *
+ * Each server runs one worker under callgrind with instrumentation off. One
+ * socket (widget.v1, the echo engine) sends user_messages in a closed loop:
+ * INSTR_WARMUP of them, then INSTR_WINDOWS windows of INSTR_MESSAGES each
+ * with the worker's instrumentation on, its count zeroed before and read
+ * after. The first window is dropped (valgrind translates every function
+ * again when instrumentation starts, and the JIT is still settling); the
+ * figure is the median of the others (a window that holds a major GC or a
+ * recompilation counts several percent more). Only
+ * user-space instructions count: a send's kernel work is not in them, so the
+ * ratio is wider than `make bench`'s ratio of CPU time.
+ *
+ *   node --import tsx bench/instructions.ts          (needs valgrind; about 3 minutes)
+ *   INSTR_WARMUP (5000), INSTR_MESSAGES (5000), INSTR_WINDOWS (4),
+ *   BENCH_GATEWAY_MAIN (another build of the gateway, for a before/after figure)
+ */
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import WebSocket from 'ws';
+import { tree } from './lib/procs.js';
+import { fmt, ratio } from './lib/stats.js';
+import { freePort, ROOT, SECRET, widgetPath } from './lib/targets.js';
+
+const WARMUP = Number(process.env.INSTR_WARMUP ?? 5000);
+const MESSAGES = Number(process.env.INSTR_MESSAGES ?? 5000);
+const WINDOWS = Number(process.env.INSTR_WINDOWS ?? 4);
+
+const SERVERS = {
+  uws: ['--import', 'tsx', path.join(ROOT, 'bench/baselines/uws-bare.ts')],
+  gateway: [process.env.BENCH_GATEWAY_MAIN ?? path.join(ROOT, 'dist/main.js')],
+};
+
+/** `n` user_messages on one socket, each sent once the previous one's ai_response arrived. */
+function chat(port: number, n: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}${widgetPath('instr')}`);
+    let left = n;
+    ws.on('error', reject);
+    ws.on('message', (data) => {
+      const type = (JSON.parse(String(data)) as { type: string }).type;
+      if (type !== 'connection_status' && type !== 'ai_response') return;
+      if (left-- === 0) {
+        ws.close();
+        resolve();
+      } else ws.send('{"type":"user_message","content":"hello there, how are you"}');
+    });
+  });
+}
+
+async function measure(name: keyof typeof SERVERS): Promise<number[]> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'cgw-instr-'));
+  const port = await freePort();
+  const proc = spawn('valgrind', ['-q', '--tool=callgrind', '--trace-children=yes', '--instr-atstart=no', `--callgrind-out-file=${dir}/cg.%p`, process.execPath, ...SERVERS[name]], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', WORKERS: '1', JWT_SECRET: SECRET, LOG_LEVEL: 'warn', RATE_LIMIT_MESSAGES: '1000000', RATE_LIMIT_WINDOW_S: '1', FRAME_RATE_LIMIT: '0' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  try {
+    const end = Date.now() + 180_000;
+    for (;;) {
+      const ok = await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false);
+      if (ok) break;
+      if (Date.now() > end || proc.exitCode !== null) throw new Error(`${name} did not start under valgrind`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    await new Promise((r) => setTimeout(r, 2000)); // the gateway's readiness, the pool's thread
+    const worker = String(tree(proc.pid!).at(-1));
+    // vgdb names its pipes after $HOST, which the servers are given as their listen address: callgrind_control must see the same.
+    const control = (...args: string[]) => execFileSync('callgrind_control', [...args, worker], { stdio: 'ignore', env: { ...process.env, HOST: '127.0.0.1' } });
+    await chat(port, WARMUP);
+    const perMessage: number[] = [];
+    for (let w = 0; w <= WINDOWS; w++) {
+      for (const f of readdirSync(dir)) if (f.startsWith(`cg.${worker}.`)) rmSync(path.join(dir, f));
+      control('-z');
+      control('-i', 'on');
+      await chat(port, MESSAGES);
+      control('-i', 'off');
+      control('-d');
+      let dump: string | undefined;
+      for (let i = 0; i < 100 && dump === undefined; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        dump = readdirSync(dir).find((f) => f.startsWith(`cg.${worker}.`));
+      }
+      const totals = dump && /^totals: (\d+)/m.exec(readFileSync(path.join(dir, dump), 'utf8'));
+      if (!totals) throw new Error(`no callgrind dump from ${name}'s worker`);
+      if (w > 0) perMessage.push(Number(totals[1]) / MESSAGES);
+      process.stderr.write(`${name} window ${w}${w === 0 ? ' (dropped)' : ''}: ${fmt(Number(totals[1]) / MESSAGES)} instructions per message\n`);
+    }
+    return perMessage;
+  } finally {
+    for (const pid of tree(proc.pid!).reverse()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+const uws = await measure('uws');
+const gateway = await measure('gateway');
+console.log(`| server | instructions per chat message (user space, one worker), by window | median | vs bare uWS |
+|---|---|---|---|
+| uws | ${uws.map((x) => fmt(x)).join(' / ')} | ${fmt(median(uws))} | 1.00x |
+| gateway | ${gateway.map((x) => fmt(x)).join(' / ')} | ${fmt(median(gateway))} | ${ratio(median(gateway), median(uws))} |`);
