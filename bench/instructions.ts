@@ -11,31 +11,31 @@
  * after. The first window is dropped (valgrind translates every function
  * again when instrumentation starts, and the JIT is still settling); the
  * figure is the median of the others (a window that holds a major GC or a
- * recompilation counts several percent more). Only
- * user-space instructions count: a send's kernel work is not in them, so the
- * ratio is wider than `make bench`'s ratio of CPU time.
+ * recompilation counts several percent more). The servers run as `make
+ * bench` runs them (lib/targets.ts: the same flags, the baselines' GC
+ * setting included), under valgrind. Only user-space instructions count:
+ * not a send's kernel work, nor cycles lost to cache misses; a guide for a
+ * change, not a replacement for `make bench`'s ratio of CPU time.
  *
- *   node --import tsx bench/instructions.ts          (needs valgrind; about 3 minutes)
- *   INSTR_WARMUP (5000), INSTR_MESSAGES (5000), INSTR_WINDOWS (4),
+ *   node --import tsx bench/instructions.ts          (needs valgrind; about 2 minutes)
+ *   INSTR_WARMUP (5000), INSTR_MESSAGES (5000), INSTR_WINDOWS (5),
  *   BENCH_GATEWAY_MAIN (another build of the gateway, for a before/after figure)
  */
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { tree } from './lib/procs.js';
-import { fmt, ratio } from './lib/stats.js';
-import { freePort, ROOT, SECRET, widgetPath } from './lib/targets.js';
+import { fmt, percentiles, ratio } from './lib/stats.js';
+import { startTarget, widgetPath, type TargetName } from './lib/targets.js';
 
 const WARMUP = Number(process.env.INSTR_WARMUP ?? 5000);
 const MESSAGES = Number(process.env.INSTR_MESSAGES ?? 5000);
-const WINDOWS = Number(process.env.INSTR_WINDOWS ?? 4);
+const WINDOWS = Number(process.env.INSTR_WINDOWS ?? 5);
 
-const SERVERS = {
-  uws: ['--import', 'tsx', path.join(ROOT, 'bench/baselines/uws-bare.ts')],
-  gateway: [process.env.BENCH_GATEWAY_MAIN ?? path.join(ROOT, 'dist/main.js')],
-};
+// vgdb names its pipes after $HOST, the servers' listen address: callgrind_control must see the same.
+const HOST = '127.0.0.1';
 
 /** `n` user_messages on one socket, each sent once the previous one's ai_response arrived. */
 function chat(port: number, n: number): Promise<void> {
@@ -54,33 +54,21 @@ function chat(port: number, n: number): Promise<void> {
   });
 }
 
-async function measure(name: keyof typeof SERVERS): Promise<number[]> {
+async function measure(name: TargetName): Promise<number[]> {
   const dir = mkdtempSync(path.join(tmpdir(), 'cgw-instr-'));
-  const port = await freePort();
-  const proc = spawn('valgrind', ['-q', '--tool=callgrind', '--trace-children=yes', '--instr-atstart=no', `--callgrind-out-file=${dir}/cg.%p`, process.execPath, ...SERVERS[name]], {
-    cwd: ROOT,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', WORKERS: '1', JWT_SECRET: SECRET, LOG_LEVEL: 'warn', RATE_LIMIT_MESSAGES: '1000000', RATE_LIMIT_WINDOW_S: '1', FRAME_RATE_LIMIT: '0' },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  const wrap = ['valgrind', '-q', '--tool=callgrind', '--trace-children=yes', '--instr-atstart=no', `--callgrind-out-file=${dir}/cg.%p`];
+  const target = await startTarget(name, 1, { HOST }, `${name} under valgrind`, { wrap, startMs: 180_000 });
   try {
-    const end = Date.now() + 180_000;
-    for (;;) {
-      const ok = await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false);
-      if (ok) break;
-      if (Date.now() > end || proc.exitCode !== null) throw new Error(`${name} did not start under valgrind`);
-      await new Promise((r) => setTimeout(r, 500));
-    }
-    await new Promise((r) => setTimeout(r, 2000)); // the gateway's readiness, the pool's thread
-    const worker = String(tree(proc.pid!).at(-1));
-    // vgdb names its pipes after $HOST, which the servers are given as their listen address: callgrind_control must see the same.
-    const control = (...args: string[]) => execFileSync('callgrind_control', [...args, worker], { stdio: 'ignore', env: { ...process.env, HOST: '127.0.0.1' } });
-    await chat(port, WARMUP);
+    await new Promise((r) => setTimeout(r, 2000)); // the pool's thread, the first requests' compilation
+    const worker = String(tree(target.proc.pid!).at(-1));
+    const control = (...args: string[]) => execFileSync('callgrind_control', [...args, worker], { stdio: 'ignore', env: { ...process.env, HOST } });
+    await chat(target.port, WARMUP);
     const perMessage: number[] = [];
     for (let w = 0; w <= WINDOWS; w++) {
       for (const f of readdirSync(dir)) if (f.startsWith(`cg.${worker}.`)) rmSync(path.join(dir, f));
       control('-z');
       control('-i', 'on');
-      await chat(port, MESSAGES);
+      await chat(target.port, MESSAGES);
       control('-i', 'off');
       control('-d');
       let dump: string | undefined;
@@ -95,21 +83,12 @@ async function measure(name: keyof typeof SERVERS): Promise<number[]> {
     }
     return perMessage;
   } finally {
-    for (const pid of tree(proc.pid!).reverse()) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
+    await target.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
+const median = (xs: number[]): number => percentiles(xs).p50;
 
 const uws = await measure('uws');
 const gateway = await measure('gateway');

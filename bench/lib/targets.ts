@@ -44,9 +44,15 @@ const COMMANDS: Record<TargetName, string[]> = {
   ws: [...BASELINE_ARGS, path.join(ROOT, 'bench/baselines/ws-server.ts')],
 };
 
-export async function startTarget(name: TargetName, workers: number, env: Record<string, string> = {}, label: string = name): Promise<Target> {
+/**
+ * Starts a server on a free port and waits until it answers. `o.wrap`: a
+ * command to run it under (bench/instructions.ts: valgrind), with as long
+ * as `o.startMs` to come up.
+ */
+export async function startTarget(name: TargetName, workers: number, env: Record<string, string> = {}, label: string = name, o: { wrap?: string[]; startMs?: number } = {}): Promise<Target> {
   const port = await freePort();
-  const proc = spawn(process.execPath, COMMANDS[name], {
+  const [command, ...args] = [...(o.wrap ?? []), process.execPath, ...COMMANDS[name]];
+  const proc = spawn(command!, args, {
     cwd: ROOT,
     env: {
       ...process.env,
@@ -70,7 +76,7 @@ export async function startTarget(name: TargetName, workers: number, env: Record
   proc.once('exit', reap(proc.pid!));
   const health = name === 'gateway' ? '/readyz' : '/healthz';
   // A server that fails exits (seen at once); a slow one on a loaded machine (the test suite runs the smoke beside other files) gets a minute.
-  const end = Date.now() + 60_000;
+  const end = Date.now() + (o.startMs ?? 60_000);
   for (;;) {
     try {
       if ((await fetch(`http://127.0.0.1:${port}${health}`)).status === 200) break;

@@ -41,7 +41,7 @@ export interface Config {
   workers: number;
   /** WORKER_SEMI_SPACE_MB: the workers' --max-semi-space-size (0: V8's default, or NODE_OPTIONS sets it). */
   workerSemiSpaceMb: number;
-  /** WORKER_GC: 'single' adds --single-threaded-gc to the workers' flags (unless NODE_OPTIONS chooses the GC's threads). */
+  /** WORKER_GC: 'single' adds --single-threaded-gc to the workers' flags; 'parallel' adds nothing (V8's default, or NODE_OPTIONS chooses the GC's threads). */
   workerGc: 'single' | 'parallel';
   /** The Telegram channel (channels/telegram/), when bots are configured. */
   telegram: TelegramConfig | undefined;
