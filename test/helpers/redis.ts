@@ -1,5 +1,8 @@
 /** A real redis-server on a free port, started and stopped by the test (no persistence). */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Redis } from 'ioredis';
 import { freePort, until } from './net.js';
 import { reap } from './reaper.js';
@@ -25,9 +28,11 @@ export async function startRedis(o: { start?: boolean; args?: string[]; port?: n
   const port = o.port ?? (await freePort());
   let proc: ChildProcess | undefined;
   const clients: Redis[] = [];
+  // Its own working directory: a replica's full sync writes dump.rdb there even with --save ''.
+  const dir = mkdtempSync(path.join(tmpdir(), 'cgw-redis-'));
 
   async function launch(): Promise<void> {
-    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning', '--enable-debug-command', 'local', ...(o.args ?? [])], {
+    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning', '--enable-debug-command', 'local', '--dir', dir, ...(o.args ?? [])], {
       stdio: 'ignore',
     });
     proc.once('exit', reap(proc.pid!));
@@ -74,6 +79,7 @@ export async function startRedis(o: { start?: boolean; args?: string[]; port?: n
     async stop() {
       for (const c of clients) c.disconnect();
       await kill();
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
