@@ -104,3 +104,33 @@ void t.test('a socket still waiting for its creator when its worker begins a rol
   t.same(c.inbox, [], 'nothing was sent to it');
   await closing;
 });
+
+void t.test("history on: a creator's first v1 socket on a node reads the broadcast stream once (its hold's read serves its follow)", async (t) => {
+  const redis = await startRedis();
+  const c = await startCluster({ WORKERS: '1', REDIS_URL: redis.url, REDIS_PREFIX: `r${randomBytes(3).toString('hex')}:`, HISTORY_SIZE: '100' });
+  const monitor = redis.client();
+  t.teardown(async () => {
+    await c.stop('SIGKILL');
+    await redis.stop();
+  });
+  const creator = `once${randomBytes(3).toString('hex')}`;
+  const reads: string[] = [];
+  const mon = await monitor.monitor();
+  mon.on('monitor', (_time: string, args: string[]) => {
+    if (/^eval(sha)?$/i.test(args[0] ?? '') && args.some((a) => a.includes(creator))) reads.push(args.slice(0, 1).concat(args.slice(-9)).join(' '));
+  });
+  const ws = new Client(widgetUrl(c.port, creator, widgetToken(creator)));
+  t.teardown(() => ws.close());
+  await ws.nextOfType('connection_status');
+  // A second socket of the creator: the node is positioned, nothing more to read.
+  const ws2 = new Client(widgetUrl(c.port, creator, widgetToken(creator)));
+  t.teardown(() => ws2.close());
+  await ws2.nextOfType('connection_status');
+  await sleep(300);
+  t.equal(reads.length, 1, `one read of the creator's broadcast stream: ${reads.join('; ')}`);
+  // The node still hears the creator's broadcasts (its follow stands once the hold is released).
+  t.equal((await post(c, creator, { type: 'news' })).status, 202);
+  t.same(await ws.nextOfType('news'), { type: 'news' });
+  t.same(await ws2.nextOfType('news'), { type: 'news' });
+  mon.disconnect();
+});

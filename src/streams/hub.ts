@@ -95,6 +95,12 @@ interface NodeStream {
   broadcast: boolean;
   /** Follows this node made of the stream (one per reader, plus one per v1-only creator follow). */
   follows: number;
+  /**
+   * Of `follows`, creator follows that needed no follow of the store: the
+   * node was already following the stream, positioned (a v1 socket's hold).
+   * Undone first, so the store keeps a follow while the node has any.
+   */
+  adopted: number;
   epoch: string | undefined;
   last: number;
   /** Frames ahead of `last + 1`, waiting for a gap to be filled. */
@@ -211,6 +217,7 @@ export class StreamHub {
         creator: creator ?? id.split('/')[1]!,
         broadcast: creator !== undefined,
         follows: 0,
+        adopted: 0,
         epoch: undefined,
         last: 0,
         held: new Map(),
@@ -260,17 +267,26 @@ export class StreamHub {
   #unfollow(ns: NodeStream): void {
     if (ns.follows <= 0) return;
     ns.follows--;
-    this.store.unfollow(ns.id);
+    if (ns.adopted > 0) ns.adopted--;
+    else this.store.unfollow(ns.id);
     if (ns.follows === 0 && ns.readers.size === 0) this.#streams.delete(ns.id);
   }
 
   /**
    * Every socket of a creator (v1 too) makes this node follow its broadcast
    * stream. A wanted state: the follow stands even if its read failed (Redis
-   * down); the first live frame then sets the node's position.
+   * down); the first live frame then sets the node's position. A node
+   * that already follows the stream and knows where it stands (the hold of
+   * the v1 socket now opening, or a v2 reader's follow) reads nothing: it
+   * counts one more follow of its own.
    */
   followCreator(creatorId: string): void {
     const ns = this.#node(broadcastStream(creatorId));
+    if (ns.follows > ns.adopted && ns.epoch !== undefined) {
+      ns.follows++;
+      ns.adopted++;
+      return;
+    }
     this.#follow(ns).catch((err: Error) => this.o.log.warn({ stream: ns.id, err: err.message }, 'could not read a broadcast stream; following it anyway'));
   }
 
