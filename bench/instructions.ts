@@ -1,5 +1,5 @@
 /**
- * Instructions per chat message, the gateway against bare uWS, counted by
+ * Instructions per chat message (or per connect), the gateway against bare uWS, counted by
  * valgrind's callgrind: repeatable where seconds are not (this machine is
  * shared and noisy: two rounds of one `make bench` chat comparison differed
  * by 40%), so a change worth 1-2% can be told from noise.
@@ -17,8 +17,16 @@
  * not a send's kernel work, nor cycles lost to cache misses; a guide for a
  * change, not a replacement for `make bench`'s ratio of CPU time.
  *
+ * With INSTR_WORK=connect, a window opens INSTR_MESSAGES authenticated
+ * widget.v1 sockets instead (at most 32 handshakes in flight, each counted
+ * once its connection_status arrived), closed after the window (their
+ * closing is not counted): instructions per connect, the connect storm's
+ * work.
+ *
  *   node --import tsx bench/instructions.ts          (needs valgrind; about 2 minutes)
- *   INSTR_WARMUP (5000), INSTR_MESSAGES (5000), INSTR_WINDOWS (5),
+ *   INSTR_WORK (chat, or connect), INSTR_WARMUP (5000), INSTR_MESSAGES (5000), INSTR_WINDOWS (5),
+ *   BENCH_TARGETS=gateway (the gateway alone),
+ *   INSTR_KEEP=1 (keep the last window's callgrind dump of each server, to see where the instructions go),
  *   BENCH_GATEWAY_MAIN (another build of the gateway, for a before/after figure)
  */
 import { execFileSync } from 'node:child_process';
@@ -33,6 +41,9 @@ import { startTarget, widgetPath, type TargetName } from './lib/targets.js';
 const WARMUP = Number(process.env.INSTR_WARMUP ?? 5000);
 const MESSAGES = Number(process.env.INSTR_MESSAGES ?? 5000);
 const WINDOWS = Number(process.env.INSTR_WINDOWS ?? 5);
+const WORK = process.env.INSTR_WORK ?? 'chat';
+const KEEP = process.env.INSTR_KEEP === '1';
+if (WORK !== 'chat' && WORK !== 'connect') throw new Error(`INSTR_WORK must be chat or connect, not ${WORK}`);
 
 // vgdb names its pipes after $HOST, the servers' listen address: callgrind_control must see the same.
 const HOST = '127.0.0.1';
@@ -54,6 +65,39 @@ function chat(port: number, n: number): Promise<void> {
   });
 }
 
+/** Opens `n` sockets (at most 32 handshakes at a time), each counted once its connection_status arrived; resolves with a function that closes them all. */
+async function connect(port: number, n: number): Promise<() => Promise<void>> {
+  const open: WebSocket[] = [];
+  const one = () =>
+    new Promise<void>((resolve, reject) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}${widgetPath('instr')}`);
+      ws.once('error', reject);
+      ws.once('message', () => {
+        open.push(ws);
+        resolve();
+      });
+    });
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(32, n) }, async () => {
+      while (next < n) {
+        next++;
+        await one();
+      }
+    }),
+  );
+  return async () => {
+    await Promise.all(open.map((ws) => new Promise((r) => (ws.once('close', r), ws.close()))));
+  };
+}
+
+/** One window of the work: its count, then what is left to do outside the window. */
+async function work(port: number, n: number): Promise<() => Promise<void>> {
+  if (WORK === 'connect') return connect(port, n);
+  await chat(port, n);
+  return async () => {};
+}
+
 async function measure(name: TargetName): Promise<number[]> {
   const dir = mkdtempSync(path.join(tmpdir(), 'cgw-instr-'));
   const wrap = ['valgrind', '-q', '--tool=callgrind', '--trace-children=yes', '--instr-atstart=no', `--callgrind-out-file=${dir}/cg.%p`];
@@ -62,15 +106,16 @@ async function measure(name: TargetName): Promise<number[]> {
     await new Promise((r) => setTimeout(r, 2000)); // the pool's thread, the first requests' compilation
     const worker = String(tree(target.proc.pid!).at(-1));
     const control = (...args: string[]) => execFileSync('callgrind_control', [...args, worker], { stdio: 'ignore', env: { ...process.env, HOST } });
-    await chat(target.port, WARMUP);
+    await (await work(target.port, WARMUP))();
     const perMessage: number[] = [];
     for (let w = 0; w <= WINDOWS; w++) {
       for (const f of readdirSync(dir)) if (f.startsWith(`cg.${worker}.`)) rmSync(path.join(dir, f));
       control('-z');
       control('-i', 'on');
-      await chat(target.port, MESSAGES);
+      const after = await work(target.port, MESSAGES);
       control('-i', 'off');
       control('-d');
+      await after();
       let dump: string | undefined;
       for (let i = 0; i < 100 && dump === undefined; i++) {
         await new Promise((r) => setTimeout(r, 100));
@@ -79,20 +124,28 @@ async function measure(name: TargetName): Promise<number[]> {
       const totals = dump && /^totals: (\d+)/m.exec(readFileSync(path.join(dir, dump), 'utf8'));
       if (!totals) throw new Error(`no callgrind dump from ${name}'s worker`);
       if (w > 0) perMessage.push(Number(totals[1]) / MESSAGES);
-      process.stderr.write(`${name} window ${w}${w === 0 ? ' (dropped)' : ''}: ${fmt(Number(totals[1]) / MESSAGES)} instructions per message\n`);
+      process.stderr.write(`${name} window ${w}${w === 0 ? ' (dropped)' : ''}: ${fmt(Number(totals[1]) / MESSAGES)} instructions per ${WORK === 'chat' ? 'message' : 'connect'}\n`);
     }
     return perMessage;
   } finally {
     await target.stop();
-    rmSync(dir, { recursive: true, force: true });
+    if (KEEP) process.stderr.write(`${name}: the last window's callgrind dump is kept in ${dir} (callgrind_annotate it)\n`);
+    else rmSync(dir, { recursive: true, force: true });
   }
 }
 
 const median = (xs: number[]): number => percentiles(xs).p50;
 
+// BENCH_TARGETS=gateway: the gateway alone (a before/after figure of one change, with BENCH_GATEWAY_MAIN).
+const targets = (process.env.BENCH_TARGETS ?? 'uws,gateway').split(',');
+if (!targets.includes('uws')) {
+  const gateway = await measure('gateway');
+  console.log(`gateway: ${gateway.map((x) => fmt(x)).join(' / ')}, median ${fmt(median(gateway))} instructions per ${WORK === 'chat' ? 'message' : 'connect'}`);
+  process.exit(0);
+}
 const uws = await measure('uws');
 const gateway = await measure('gateway');
-console.log(`| server | instructions per chat message (user space, one worker), by window | median | vs bare uWS |
+console.log(`| server | instructions per ${WORK === 'chat' ? 'chat message' : 'connect'} (user space, one worker), by window | median | vs bare uWS |
 |---|---|---|---|
 | uws | ${uws.map((x) => fmt(x)).join(' / ')} | ${fmt(median(uws))} | 1.00x |
 | gateway | ${gateway.map((x) => fmt(x)).join(' / ')} | ${fmt(median(gateway))} | ${ratio(median(gateway), median(uws))} |`);
