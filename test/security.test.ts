@@ -284,15 +284,22 @@ void t.test('idle TCP connects and bad-token upgrades past the descriptor limit:
   bystander.close();
 });
 
-void t.test('oversized upgrade headers get HTTP 431', async (t) => {
+void t.test('oversized upgrade headers the gateway reads get HTTP 431; headers it never reads do not count', async (t) => {
   const g = await startGateway({ MAX_HEADER_BYTES: '1024' });
   t.teardown(() => g.close());
-  const status = await new Promise<number>((resolve) => {
-    const w = new WebSocket(widgetUrl(g.port, 'alice', widgetToken('alice')), { headers: { 'x-big': 'y'.repeat(2000) } });
-    w.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
-    w.on('error', () => resolve(-1));
-  });
-  t.equal(status, 431);
+  const status = (o: { protocols?: string[]; headers?: Record<string, string> }) =>
+    new Promise<number>((resolve) => {
+      const w = new WebSocket(widgetUrl(g.port, 'alice', widgetToken('alice')), o.protocols ?? [], { headers: o.headers });
+      w.on('upgrade', (res) => {
+        resolve(res.statusCode ?? 0);
+        w.close();
+      });
+      w.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      w.on('error', () => resolve(-1));
+    });
+  t.equal(await status({ protocols: ['widget.v1', `x${'y'.repeat(2000)}`] }), 431, 'Sec-WebSocket-Protocol');
+  t.equal(await status({ headers: { origin: `https://${'o'.repeat(2000)}.example` } }), 431, 'Origin');
+  t.equal(await status({ headers: { 'x-big': 'y'.repeat(2000) } }), 101, 'a header the gateway never reads');
 });
 
 void t.test('abuse caps: frames per socket per second (4008) and new sockets per IP per second (4030)', async (t) => {

@@ -317,7 +317,7 @@ export const VARIABLES = {
   MAX_CONNECTIONS_PER_IP: intVar('door', '0', 'open sockets per client IP per worker; the excess gets 4029; 0: off', 0, 10_000_000, '0 (off)'),
   FRAME_RATE_LIMIT: intVar('door', '100', 'frames per second per socket (burst as large), an abuse cap far above any chat; over it the socket is closed with 4008; 0: off', 0, 1_000_000),
   CONNECT_RATE_PER_IP: intVar('door', '50', 'new sockets per client IP per second per worker (burst as large); over it 4030; 0: off', 0, 1_000_000),
-  MAX_HEADER_BYTES: intVar('door', '8192', "total size of an upgrade request's headers; larger requests get HTTP 431", 512, 1_048_576),
+  MAX_HEADER_BYTES: intVar('door', '8192', "total size of the upgrade request's headers the gateway reads (Sec-WebSocket-Key, -Protocol and -Extensions, Origin); larger requests get HTTP 431. Other headers are never copied out of uWS's buffer and do not count", 512, 1_048_576),
   IDLE_TIMEOUT_S: { group: 'door', def: '120', doc: 'uWS idleTimeout; 0 or 8-960 (uWS aborts the process on other values, so they are refused here); the server pings automatically', parse: idleTimeout },
   MAX_PAYLOAD_BYTES: intVar('door', '65536', 'larger client frames close the socket with 1009; also the broadcast body limit (413)', 256, 16 * 1024 * 1024),
   MAX_BACKPRESSURE_BYTES: intVar('door', '1048576', 'bytes buffered for one slow socket before it is closed (4009)', 1024, 256 * 1024 * 1024),
