@@ -15,7 +15,7 @@ import type { Chunk } from '../src/streams/streams.js';
 import { sleep } from './helpers/net.js';
 import { backoffMs, workerExecArgv } from '../src/primary/supervisor.js';
 import { loadUws, UwsLoadError, CANDIDATES } from '../src/uws/loader.js';
-import { ERRORS } from '../src/protocol/frames.js';
+import { ERRORS, connectionStatus, connectionStatusObject } from '../src/protocol/frames.js';
 import type { PrimaryToWorker, WorkerToPrimary } from '../src/cluster/ipc.js';
 import { EmbeddedCluster } from '../src/cluster/embedded.js';
 import { EmbeddedStreams } from '../src/streams/embedded.js';
@@ -737,4 +737,16 @@ void t.test("FastHistogram exports what prom-client's Histogram does, per worker
   f.observe(0.2);
   f.reset();
   t.match(f.get().values.at(-1), { metricName: 'y_count', value: 0 }, 'reset empties it');
+});
+
+void t.test('connection_status as text is JSON.stringify of its object, byte for byte', async (t) => {
+  for (const [session, conn] of [
+    ['s-1', '0b8f9c1e-7d7a-4c3e-9a55-3f1c2b6d8e90'],
+    ['a.b:c_d-E', 'x'],
+  ] as const) {
+    const text = connectionStatus(session, conn);
+    const o = JSON.parse(text) as { timestamp: string };
+    t.equal(text, JSON.stringify({ ...connectionStatusObject(session, conn), timestamp: o.timestamp }));
+    t.match(o.timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  }
 });

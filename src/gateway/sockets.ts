@@ -214,6 +214,7 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
 
   /** The first frame; widget.v2 adds the streams' positions and whether each resume succeeded. */
   status(extra?: Record<string, unknown>): void {
+    if (extra === undefined && !this.msgpack) return this.send(frames.connectionStatus(this.sessionId, this.connectionId), 'connection_status');
     const s = frames.connectionStatusObject(this.sessionId, this.connectionId, extra);
     this.send(this.msgpack ? packFrame(s) : JSON.stringify(s), 'connection_status');
   }

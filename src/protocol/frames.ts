@@ -70,6 +70,11 @@ export function connectionStatusObject(sessionId: string, connectionId: string, 
   };
 }
 
+/** connection_status as JSON text, with no `extra` (widget.v1): the same bytes as JSON.stringify of connectionStatusObject, without building the object. */
+export function connectionStatus(sessionId: string, connectionId: string): string {
+  return `{"type":"connection_status","status":"connected","details":{"session_id":${JSON.stringify(sessionId)},"connection_id":${JSON.stringify(connectionId)}},"timestamp":"${isoNow()}"}`;
+}
+
 export function typingObject(isTyping: boolean) {
   return { type: 'typing_indicator', is_typing: isTyping, timestamp: isoNow() };
 }
