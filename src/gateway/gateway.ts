@@ -68,7 +68,7 @@ export const SLOW_SWEEP_MS = 500;
 
 export class Gateway {
   readonly app: TemplatedApp;
-  readonly sockets = new SocketSet();
+  readonly sockets: SocketSet;
   readonly fanout: Fanout;
   readonly channels = new ChannelRouter();
   readonly metrics: Metrics;
@@ -98,6 +98,7 @@ export class Gateway {
   readonly #publishedSince = new Map<string, number>();
 
   constructor(private readonly d: GatewayDeps) {
+    this.sockets = new SocketSet({ countIps: d.cfg.maxConnectionsPerIp > 0 });
     this.app = d.cfg.tls
       ? d.uws.SSLApp({ cert_file_name: d.cfg.tls.certFile, key_file_name: d.cfg.tls.keyFile })
       : d.uws.App();

@@ -312,7 +312,8 @@ export class SocketSet {
   readonly all = new Set<WebSocket<UserData>>();
   readonly byId = new Map<string, Conn>();
   readonly byCreator = new Map<string, Set<WebSocket<UserData>>>();
-  readonly #byIp = new Map<string, number>();
+  /** Open sockets by client IP; kept only while a per-IP cap (MAX_CONNECTIONS_PER_IP) reads it. */
+  readonly #byIp: Map<string, number> | undefined;
   /** Sockets open but waiting for an asynchronous token or budget check (Waiting). */
   pending = 0;
   /**
@@ -324,6 +325,10 @@ export class SocketSet {
    */
   readonly #refusedRing = new Uint32Array(REFUSED_LINGER_S);
   #refusedSecond = 0;
+
+  constructor(o: { countIps?: boolean } = {}) {
+    this.#byIp = o.countIps === false ? undefined : new Map();
+  }
 
   /** A socket was refused with a close frame now. */
   noteRefused(): void {
@@ -353,7 +358,7 @@ export class SocketSet {
     let set = this.byCreator.get(c.creatorId);
     if (!set) this.byCreator.set(c.creatorId, (set = new Set()));
     set.add(ws);
-    bump(this.#byIp, c.ip, 1);
+    if (this.#byIp) bump(this.#byIp, c.ip, 1);
   }
 
   delete(ws: WebSocket<UserData>, c: Conn): void {
@@ -364,7 +369,7 @@ export class SocketSet {
       set.delete(ws);
       if (set.size === 0) this.byCreator.delete(c.creatorId);
     }
-    bump(this.#byIp, c.ip, -1);
+    if (this.#byIp) bump(this.#byIp, c.ip, -1);
   }
 
   /** Sockets that hold a descriptor and count against MAX_CONNECTIONS. */
@@ -372,8 +377,9 @@ export class SocketSet {
     return this.all.size + this.pending + this.refused;
   }
 
+  /** Open sockets of `ip` (0 when IPs are not counted). */
   ipCount(ip: string): number {
-    return this.#byIp.get(ip) ?? 0;
+    return this.#byIp?.get(ip) ?? 0;
   }
 
   /** [creator id, open sockets] pairs (ids come from clients: never keys of a plain object). */
