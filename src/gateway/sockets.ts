@@ -22,8 +22,8 @@ import { CLOSE, type CloseCode } from '../protocol/close-codes.js';
 import * as frames from '../protocol/frames.js';
 import { creatorTopic } from '../protocol/topics.js';
 import { busTopic, MSGPACK_PROTOCOL, msgpackTopic, packFrame, packTyping, toMsgpack } from '../protocol/msgpack.js';
-import type { ChatPeer, ChatPipeline, ChatState, OutKind } from '../pipeline/chat.js';
-import type { Metrics } from '../observability/metrics.js';
+import type { ChatPeer, ChatPipeline, ChatState } from '../pipeline/chat.js';
+import { OUT, OUT_KINDS, type Metrics, type OutKind } from '../observability/metrics.js';
 import type { Ordered, Validator } from '../pipeline/validator.js';
 import type { Decoded } from '../pipeline/validate.js';
 import { sessionKey, type Limits } from '../limits/index.js';
@@ -141,27 +141,27 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
 
   typing(isTyping: boolean): void {
     if (this.closed) return;
-    this.send(this.msgpack ? packTyping(isTyping) : frames.typing(isTyping), 'typing_indicator');
+    this.send(this.msgpack ? packTyping(isTyping) : frames.typing(isTyping), OUT.typing_indicator);
   }
 
   /** widget.v2: appended to the session stream, even if this socket has closed meanwhile (the engine was paid for it). */
   answer(a: frames.Answer, cmid?: string): void | Promise<void> {
-    if (this.v2) return this.#append(frames.aiResponse(a, cmid), 'ai_response', cmid, a.messageId);
+    if (this.v2) return this.#append(frames.aiResponse(a, cmid), OUT.ai_response, cmid, a.messageId);
     if (this.closed) return;
-    this.send(this.msgpack ? packFrame(frames.aiResponseObject(a)) : frames.aiResponse(a), 'ai_response');
+    this.send(this.msgpack ? packFrame(frames.aiResponseObject(a)) : frames.aiResponse(a), OUT.ai_response);
   }
 
   error(text: string, cmid?: string, messageId?: string): void | Promise<void> {
     this.env.metrics.errors.labels(ERROR_LABELS.get(text) ?? 'unknown_type').inc();
-    if (this.v2) return this.#append(frames.error(text, cmid, messageId), 'error', cmid, messageId);
+    if (this.v2) return this.#append(frames.error(text, cmid, messageId), OUT.error, cmid, messageId);
     if (this.closed) return;
-    this.send(this.msgpack ? packFrame(frames.errorObject(text)) : frames.error(text), 'error');
+    this.send(this.msgpack ? packFrame(frames.errorObject(text)) : frames.error(text), OUT.error);
   }
 
   /** widget.v2: a targeted send, as `{"type":"message","data":...}` in the session stream. */
   message(json: Uint8Array): void {
-    if (!this.v2) return this.sendJson(json, 'message');
-    void this.#append(`{"type":"message","data":${Buffer.from(json.buffer, json.byteOffset, json.byteLength).toString('utf8')}}`, 'message');
+    if (!this.v2) return this.sendJson(json, OUT.message);
+    void this.#append(`{"type":"message","data":${Buffer.from(json.buffer, json.byteOffset, json.byteLength).toString('utf8')}}`, OUT.message);
   }
 
   /**
@@ -185,10 +185,10 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
   /** A stream frame from the hub (JSON text with its offset); typing false follows the answer awaited (chat.ts). */
   sendFrame(frame: string): void {
     const after = this.typingOffAfter;
-    if (after === undefined || !frame.startsWith('{"offset":') || !frame.includes(after)) return this.send(frame, 'stream');
+    if (after === undefined || !frame.startsWith('{"offset":') || !frame.includes(after)) return this.send(frame, OUT.stream);
     this.typingOffAfter = undefined;
     this.cork(() => {
-      this.send(frame, 'stream');
+      this.send(frame, OUT.stream);
       this.typing(false);
     });
   }
@@ -209,14 +209,14 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
   }
 
   pong(): void {
-    this.send(this.msgpack ? PONG_MSGPACK : frames.PONG, 'pong');
+    this.send(this.msgpack ? PONG_MSGPACK : frames.PONG, OUT.pong);
   }
 
   /** The first frame; widget.v2 adds the streams' positions and whether each resume succeeded. */
   status(extra?: Record<string, unknown>): void {
-    if (extra === undefined && !this.msgpack) return this.send(frames.connectionStatus(this.sessionId, this.connectionId), 'connection_status');
+    if (extra === undefined && !this.msgpack) return this.send(frames.connectionStatus(this.sessionId, this.connectionId), OUT.connection_status);
     const s = frames.connectionStatusObject(this.sessionId, this.connectionId, extra);
-    this.send(this.msgpack ? packFrame(s) : JSON.stringify(s), 'connection_status');
+    this.send(this.msgpack ? packFrame(s) : JSON.stringify(s), OUT.connection_status);
   }
 
   /** A JSON frame from elsewhere (a targeted send): as text, or transcoded for a msgpack socket. */
@@ -247,8 +247,8 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
     if (this.closed || ws === undefined) return;
     const { backpressure, metrics } = this.env;
     const buffered = ws.getBufferedAmount();
-    if (kind === 'typing_indicator' && buffered > backpressure.soft / 2) {
-      metrics.dropped.labels(kind).inc();
+    if (kind === OUT.typing_indicator && buffered > backpressure.soft / 2) {
+      metrics.dropped.labels(OUT_KINDS[kind]!).inc();
       return;
     }
     if (buffered > 0 && buffered + frame.length > backpressure.soft) return this.tooSlow();

@@ -75,8 +75,6 @@ export interface SessionStreams {
   chunk(peer: ChatPeer, chunk: Chunk): void;
 }
 
-export type OutKind = 'typing_indicator' | 'ai_response' | 'error' | 'pong' | 'connection_status' | 'message' | 'stream';
-
 interface Item {
   content: string;
   cmid: string | undefined;
