@@ -2,7 +2,8 @@
  * Instructions per chat message (or per connect), the gateway against bare uWS, counted by
  * valgrind's callgrind: repeatable where seconds are not (this machine is
  * shared and noisy: two rounds of one `make bench` chat comparison differed
- * by 40%), so a change worth 1-2% can be told from noise.
+ * by 40%, repeats of this count by about 2%), so a change of a few percent
+ * can be told from noise.
  *
  * Each server runs one worker under callgrind with instrumentation off. One
  * socket (widget.v1, the echo engine) sends user_messages in a closed loop:
@@ -44,6 +45,7 @@ const WINDOWS = Number(process.env.INSTR_WINDOWS ?? 5);
 const WORK = process.env.INSTR_WORK ?? 'chat';
 const KEEP = process.env.INSTR_KEEP === '1';
 if (WORK !== 'chat' && WORK !== 'connect') throw new Error(`INSTR_WORK must be chat or connect, not ${WORK}`);
+const UNIT = WORK === 'chat' ? 'message' : 'connect';
 
 // vgdb names its pipes after $HOST, the servers' listen address: callgrind_control must see the same.
 const HOST = '127.0.0.1';
@@ -107,7 +109,7 @@ async function measure(name: TargetName): Promise<number[]> {
     const worker = String(tree(target.proc.pid!).at(-1));
     const control = (...args: string[]) => execFileSync('callgrind_control', [...args, worker], { stdio: 'ignore', env: { ...process.env, HOST } });
     await (await work(target.port, WARMUP))();
-    const perMessage: number[] = [];
+    const perUnit: number[] = [];
     for (let w = 0; w <= WINDOWS; w++) {
       for (const f of readdirSync(dir)) if (f.startsWith(`cg.${worker}.`)) rmSync(path.join(dir, f));
       control('-z');
@@ -123,10 +125,10 @@ async function measure(name: TargetName): Promise<number[]> {
       }
       const totals = dump && /^totals: (\d+)/m.exec(readFileSync(path.join(dir, dump), 'utf8'));
       if (!totals) throw new Error(`no callgrind dump from ${name}'s worker`);
-      if (w > 0) perMessage.push(Number(totals[1]) / MESSAGES);
-      process.stderr.write(`${name} window ${w}${w === 0 ? ' (dropped)' : ''}: ${fmt(Number(totals[1]) / MESSAGES)} instructions per ${WORK === 'chat' ? 'message' : 'connect'}\n`);
+      if (w > 0) perUnit.push(Number(totals[1]) / MESSAGES);
+      process.stderr.write(`${name} window ${w}${w === 0 ? ' (dropped)' : ''}: ${fmt(Number(totals[1]) / MESSAGES)} instructions per ${UNIT}\n`);
     }
-    return perMessage;
+    return perUnit;
   } finally {
     await target.stop();
     if (KEEP) process.stderr.write(`${name}: the last window's callgrind dump is kept in ${dir} (callgrind_annotate it)\n`);
@@ -137,15 +139,10 @@ async function measure(name: TargetName): Promise<number[]> {
 const median = (xs: number[]): number => percentiles(xs).p50;
 
 // BENCH_TARGETS=gateway: the gateway alone (a before/after figure of one change, with BENCH_GATEWAY_MAIN).
-const targets = (process.env.BENCH_TARGETS ?? 'uws,gateway').split(',');
-if (!targets.includes('uws')) {
-  const gateway = await measure('gateway');
-  console.log(`gateway: ${gateway.map((x) => fmt(x)).join(' / ')}, median ${fmt(median(gateway))} instructions per ${WORK === 'chat' ? 'message' : 'connect'}`);
-  process.exit(0);
-}
-const uws = await measure('uws');
-const gateway = await measure('gateway');
+const names = (['uws', 'gateway'] as const).filter((n) => (process.env.BENCH_TARGETS ?? 'uws,gateway').split(',').includes(n));
+const counts = new Map<TargetName, number[]>();
+for (const n of names) counts.set(n, await measure(n));
+const bare = counts.get('uws');
 console.log(`| server | instructions per ${WORK === 'chat' ? 'chat message' : 'connect'} (user space, one worker), by window | median | vs bare uWS |
-|---|---|---|---|
-| uws | ${uws.map((x) => fmt(x)).join(' / ')} | ${fmt(median(uws))} | 1.00x |
-| gateway | ${gateway.map((x) => fmt(x)).join(' / ')} | ${fmt(median(gateway))} | ${ratio(median(gateway), median(uws))} |`);
+|---|---|---|---|`);
+for (const [n, xs] of counts) console.log(`| ${n} | ${xs.map((x) => fmt(x)).join(' / ')} | ${fmt(median(xs))} | ${bare ? ratio(median(xs), median(bare)) : '-'} |`);

@@ -303,8 +303,8 @@ export interface SocketDeps {
 
 /**
  * The live sockets of this worker: by connection id (targeted sends), by
- * creator (stats, and the slow-consumer check before a publish) and by
- * client IP (limits), plus those that count against MAX_CONNECTIONS without
+ * creator (stats, and the slow-consumer check before a publish) and, while
+ * MAX_CONNECTIONS_PER_IP is on, by client IP, plus those that count against MAX_CONNECTIONS without
  * being served: sockets open but waiting for an asynchronous check
  * (Waiting), and refused sockets until their close completes.
  */

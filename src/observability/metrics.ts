@@ -1,9 +1,10 @@
 /**
  * Prometheus metrics of one worker (prom-client). The primary gathers every
  * worker's registry as JSON over IPC and serves the sum (AggregatorRegistry)
- * on GET /metrics. Frame counters on the hot path are plain integers, copied
- * into prom-client when scraped: counting a frame is one property increment
- * (prom-client's own inc() showed up at 3-4% of a worker's CPU in profiles);
+ * on GET /metrics. Frame counters on the hot path are plain numbers, copied
+ * into prom-client when scraped: counting a frame is one increment (of a
+ * property for frames in, of an array element for frames out: see OUT;
+ * prom-client's own inc() showed up at 3-4% of a worker's CPU in profiles);
  * the AI latency histogram is a FastHistogram for the same reason.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -18,7 +19,8 @@ import type { HubCounters } from '../streams/hub.js';
  * `Metrics.out`: a socket counts every frame it sends, and an array indexed
  * by a constant is a plain element store where an object keyed by a
  * varying name was a megamorphic property lookup (2% of a chat message's
- * instructions, bench/instructions.ts).
+ * instructions, bench/instructions.ts). Listed in index order, so that
+ * OUT_KINDS[i] names index i.
  */
 export const OUT = Object.freeze({ ai_response: 0, typing_indicator: 1, error: 2, pong: 3, connection_status: 4, message: 5, stream: 6 });
 export type OutKindName = keyof typeof OUT;

@@ -93,7 +93,7 @@ interface NodeStream {
   id: string;
   creator: string;
   broadcast: boolean;
-  /** Follows this node made of the stream (one per reader, plus one per v1-only creator follow). */
+  /** Follows this node made of the stream: one per v2 reader, one for the creator's sockets on this node (broadcast streams), one while v1 sockets wait on a hold. */
   follows: number;
   /**
    * Of `follows`, creator follows that needed no follow of the store: the
@@ -277,8 +277,8 @@ export class StreamHub {
    * stream. A wanted state: the follow stands even if its read failed (Redis
    * down); the first live frame then sets the node's position. A node
    * that already follows the stream and knows where it stands (the hold of
-   * the v1 socket now opening, or a v2 reader's follow) reads nothing: it
-   * counts one more follow of its own.
+   * the v1 socket now opening) reads nothing: it counts one more follow of
+   * its own.
    */
   followCreator(creatorId: string): void {
     const ns = this.#node(broadcastStream(creatorId));
