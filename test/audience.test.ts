@@ -108,15 +108,13 @@ void t.test('a socket still waiting for its creator when its worker begins a rol
 void t.test("history on: a creator's first v1 socket on a node reads the broadcast stream once (its hold's read serves its follow)", async (t) => {
   const redis = await startRedis();
   const c = await startCluster({ WORKERS: '1', REDIS_URL: redis.url, REDIS_PREFIX: `r${randomBytes(3).toString('hex')}:`, HISTORY_SIZE: '100' });
-  const monitor = redis.client();
   t.teardown(async () => {
     await c.stop('SIGKILL');
     await redis.stop();
   });
   const creator = `once${randomBytes(3).toString('hex')}`;
   const reads: string[] = [];
-  const mon = await monitor.monitor();
-  mon.on('monitor', (_time: string, args: string[]) => {
+  await redis.monitor((args) => {
     if (/^eval(sha)?$/i.test(args[0] ?? '') && args.some((a) => a.includes(creator))) reads.push(args.slice(0, 1).concat(args.slice(-9)).join(' '));
   });
   const ws = new Client(widgetUrl(c.port, creator, widgetToken(creator)));
@@ -132,5 +130,4 @@ void t.test("history on: a creator's first v1 socket on a node reads the broadca
   t.equal((await post(c, creator, { type: 'news' })).status, 202);
   t.same(await ws.nextOfType('news'), { type: 'news' });
   t.same(await ws2.nextOfType('news'), { type: 'news' });
-  mon.disconnect();
 });

@@ -1,5 +1,6 @@
 /** A real redis-server on a free port, started and stopped by the test (no persistence). */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { connect, type Socket } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -14,6 +15,13 @@ export interface RedisServer {
   pid(): number | undefined;
   /** A client for assertions (closed by stop()). */
   client(): Redis;
+  /**
+   * Every command the server runs from now on, as its arguments (MONITOR on a
+   * plain socket: ioredis's monitor() can take a monitor line for the reply
+   * to its own ready check, "Command queue state error"). Resolves once the
+   * server has acknowledged MONITOR; closed by stop().
+   */
+  monitor(onCommand: (args: string[]) => void): Promise<{ close(): void }>;
   /** kill -9 the server (the port stays reserved for restart()). */
   kill(): Promise<void>;
   restart(): Promise<void>;
@@ -28,6 +36,7 @@ export async function startRedis(o: { start?: boolean; args?: string[]; port?: n
   const port = o.port ?? (await freePort());
   let proc: ChildProcess | undefined;
   const clients: Redis[] = [];
+  const sockets: Socket[] = [];
   // Its own working directory: a replica's full sync writes dump.rdb there even with --save ''.
   const dir = mkdtempSync(path.join(tmpdir(), 'cgw-redis-'));
 
@@ -72,12 +81,41 @@ export async function startRedis(o: { start?: boolean; args?: string[]; port?: n
       clients.push(c);
       return c;
     },
+    monitor(onCommand) {
+      return new Promise((resolve, reject) => {
+        const sock = connect(port, '127.0.0.1');
+        const close = () => sock.destroy();
+        sockets.push(sock);
+        let buf = '';
+        let acked = false;
+        sock.setEncoding('latin1');
+        sock.once('error', reject);
+        sock.on('data', (chunk: string) => {
+          buf += chunk;
+          let nl: number;
+          while ((nl = buf.indexOf('\r\n')) !== -1) {
+            const line = buf.slice(0, nl);
+            buf = buf.slice(nl + 2);
+            if (!acked) {
+              if (line !== '+OK') return reject(new Error(`MONITOR answered ${line}`));
+              acked = true;
+              resolve({ close });
+              continue;
+            }
+            // +<time> [<db> <client>] "<arg>" "<arg>" ... (quotes and bytes escaped inside)
+            onCommand([...line.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1]!));
+          }
+        });
+        sock.write('MONITOR\r\n');
+      });
+    },
     kill,
     restart: launch,
     pause: () => proc?.kill('SIGSTOP'),
     resume: () => proc?.kill('SIGCONT'),
     async stop() {
       for (const c of clients) c.disconnect();
+      for (const s of sockets) s.destroy();
       await kill();
       rmSync(dir, { recursive: true, force: true });
     },
