@@ -112,6 +112,10 @@ function node(view: ClusterView): ViewNode {
   return n;
 }
 
+/** What a failed wait shows of each Redis-mode node: its link, the registry's failure counters and Redis's health. */
+const diagnose = (nodes: ViewNode[]): string =>
+  JSON.stringify(nodes.map(({ view }) => (view instanceof RedisCluster ? { link: view.link.status, ready: view.link.ready(), registry: view.registry.counters, health: view.health() } : 'not Redis')));
+
 const conn = (id: string, creatorId: string): ConnectionInfo => ({ connectionId: id, creatorId, sessionId: `s-${id}`, connectedAt: Date.now() });
 const noHost = () => new EmbeddedCluster({ connected: false, on: () => {}, off: () => {} });
 
@@ -156,7 +160,9 @@ for (const [name, make] of Object.entries(views)) {
         if (name === 'standalone') return a.view.stats({ pid: 1, total: 3, byCreator: [['__proto__', 1], ['constructor', 2]] });
         return a.view.stats(local(a));
       };
-      await until(async () => (await statsOf()).total_connections === expect, 5000, 'counted');
+      await until(async () => (await statsOf()).total_connections === expect, 5000, 'counted').catch(async (err: Error) => {
+        throw new Error(`${err.message}; last stats ${JSON.stringify(await statsOf().catch((e: Error) => e.message))}; nodes ${diagnose(nodes)}`);
+      });
       const s = await statsOf();
       t.same(Object.entries(s.connections_by_creator).sort(), [['__proto__', 1], ['constructor', 2]]);
       t.equal(Object.getPrototypeOf(s.connections_by_creator), null, 'keys of an object without a prototype');
@@ -167,8 +173,11 @@ for (const [name, make] of Object.entries(views)) {
         t.equal(await a.view.deliver('c1', Buffer.from('{"x":1}')), false, 'alone: there is no other node');
         return;
       }
-      t.equal(await a.view.deliver('c3', Buffer.from('{"x":1}')), true);
-      await until(() => b.delivered.length === 1, 3000, 'delivered');
+      const sent = await a.view.deliver('c3', Buffer.from('{"x":1}'));
+      t.equal(sent, true, 'a live node holds c3', sent ? {} : { nodes: diagnose(nodes) });
+      await until(() => b.delivered.length === 1, 3000, 'delivered').catch((err: Error) => {
+        throw new Error(`${err.message}; nodes ${diagnose(nodes)}`);
+      });
       t.same(b.delivered, [['c3', '{"x":1}']]);
       t.equal(await a.view.deliver('nobody', Buffer.from('{}')), false, 'unknown: false (the API answers 404)');
     });

@@ -245,7 +245,10 @@ void t.test('a slow consumer closed with 4009 resumes without a gap', async (t) 
   t.ok(before > 0 && before < 200, `${before} of 200 read before the close`);
   const st = await client.connect();
   t.same((st.details as { recovered: object }).recovered, { session: true, broadcast: true });
-  await until(() => client.offsets('broadcast').length >= 200, 10_000, 'the rest replayed');
+  await until(() => client.offsets('broadcast').length >= 200, 20_000, 'the rest replayed').catch((err: Error) => {
+    const got = client.offsets('broadcast');
+    throw new Error(`${err.message}: ${got.length} offsets (last ${String(got.at(-1))}), closes ${JSON.stringify(client.closes)}, socket state ${client.ws.readyState}`);
+  });
   t.same(client.offsets('broadcast'), Array.from({ length: 200 }, (_, i) => i + 1), 'all 200, once each, in order');
   client.stop();
 });

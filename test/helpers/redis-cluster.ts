@@ -23,7 +23,11 @@ export interface RedisClusterHandle {
   masters(): Promise<RedisServer[]>;
   /** A cluster client for assertions (closed by stop()). */
   client(): Cluster;
-  /** Resolves once every live node reports cluster_state:ok and every slot has a master that is up. */
+  /**
+   * Resolves once every live node reports cluster_state:ok, every slot has a
+   * master that is up, and every live replica has finished its sync (a
+   * replica that never synced cannot be promoted: its data counts as too old).
+   */
   healthy(ms?: number): Promise<void>;
   stop(): Promise<void>;
 }
@@ -38,7 +42,9 @@ export async function startRedisCluster(o: { masters?: number; nodeTimeoutMs?: n
     ports.map((port, i) =>
       startRedis({
         port,
-        args: ['--cluster-enabled', 'yes', '--cluster-port', String(busPorts[i]), '--cluster-config-file', path.join(dir, `nodes-${port}.conf`), '--cluster-node-timeout', String(o.nodeTimeoutMs ?? 1000), '--dir', dir],
+        args: ['--cluster-enabled', 'yes', '--cluster-port', String(busPorts[i]), '--cluster-config-file', path.join(dir, `nodes-${port}.conf`), '--cluster-node-timeout', String(o.nodeTimeoutMs ?? 1000), '--dir', dir,
+          // A replica's first sync at once, not after Redis 7's default 5 s wait for more replicas.
+          '--repl-diskless-sync-delay', '0'],
       }),
     ),
   );
@@ -84,13 +90,13 @@ export async function startRedisCluster(o: { masters?: number; nodeTimeoutMs?: n
         const live: string[] = [];
         for (const s of servers) {
           try {
-            live.push(await info(s, ['CLUSTER', 'INFO']));
+            live.push((await info(s, ['CLUSTER', 'INFO'])) + (await info(s, ['INFO', 'replication'])));
           } catch {
             /* down */
           }
         }
-        return live.length > 0 && live.every((t) => /cluster_state:ok/.test(t) && /cluster_slots_ok:16384/.test(t));
-      }, ms, 'the Redis Cluster to be healthy');
+        return live.length > 0 && live.every((t) => /cluster_state:ok/.test(t) && /cluster_slots_ok:16384/.test(t) && (/role:master/.test(t) || /master_link_status:up/.test(t)));
+      }, ms, 'the Redis Cluster to be healthy (every replica synced)');
     },
     async stop() {
       for (const c of clients) c.disconnect();
