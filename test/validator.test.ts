@@ -7,8 +7,8 @@ import { MessageTables } from '../src/limits/admit.js';
 import { BucketTable } from '../src/limits/buckets.js';
 
 /** Budgets that never refuse (the limits have their own test below). */
-const tables = new MessageTables(BucketTable.create(4, 1_000_000, 1000), undefined);
-const newConn = (): Ordered => ({ pending: undefined, sessionSlot: 1, creatorSlot: 0, msgpack: false });
+const tables = new MessageTables(new BucketTable(4, 1_000_000, 1000), undefined);
+const newConn = (): Ordered => ({ pending: undefined, sessionSlot: 1, creatorSlot: 0, msgpack: false, closed: false });
 
 const ab = (s: string) => {
   const b = Buffer.from(s);
@@ -95,24 +95,48 @@ void t.test('the pool survives a task that throws and a thread that dies', async
   t.same(await run(['{"type":"ping"}', '{"type":"user_message","content":"ok"}']), ['ping', 'ok'], 'piscina replaced the thread');
 });
 
-void t.test('rate limits are the same whichever path a frame takes: one shared bucket for the pool and the uWS thread', async (t) => {
-  const limited = new MessageTables(BucketTable.create(4, 5, 60_000), BucketTable.create(4, 7, 60_000));
+void t.test('rate limits are the same whichever path a frame takes: each result is charged as it is delivered, in arrival order', async (t) => {
+  const limited = new MessageTables(new BucketTable(4, 5, 60_000), new BucketTable(4, 7, 60_000));
   const v = createValidator({ tables: limited, schema, mode: 'auto', decode: decodeFrame, thresholdBytes: 1000, threads: 2, maxQueuedFrames: 100 });
   t.teardown(() => v.close());
-  const a: Ordered = { pending: undefined, sessionSlot: 1, creatorSlot: 1, msgpack: false };
-  const b: Ordered = { pending: undefined, sessionSlot: 2, creatorSlot: 1, msgpack: false };
+  const a: Ordered = { pending: undefined, sessionSlot: 1, creatorSlot: 1, msgpack: false, closed: false };
+  const b: Ordered = { pending: undefined, sessionSlot: 2, creatorSlot: 1, msgpack: false, closed: false };
   const c = collect(10);
   // Alternate large (pool thread) and small (inline) frames of one session.
   for (let i = 0; i < 10; i++) v.submit(a, msg(i % 2 === 0 ? `${i}`.padEnd(2000, '.') : `${i}`), false, c.done);
   await c.all;
-  t.equal(c.got.filter((g) => !g.startsWith('limited:')).length, 5, 'exactly the session limit (5) admitted across both paths');
-  t.equal(c.got.filter((g) => g === 'limited:session').length, 5, 'the excess is marked, to be answered "Rate limit exceeded" in its turn');
+  t.same(
+    c.got.map((g) => (g.startsWith('limited:') ? g : 'ok')),
+    [...Array<string>(5).fill('ok'), ...Array<string>(5).fill('limited:session')],
+    'the first 5 in arrival order admitted across both paths (the session limit), the excess marked, to be answered "Rate limit exceeded" in its turn',
+  );
   const d = collect(4);
   for (let i = 0; i < 4; i++) v.submit(b, msg(i % 2 === 0 ? 'x'.repeat(2000) : 'y'), false, d.done);
   await d.all;
   t.same(
-    d.got.map((g) => (g.startsWith('limited:') ? g : 'ok')).sort(),
-    ['limited:creator', 'limited:creator', 'ok', 'ok'],
-    'another session of the creator gets the 2 left of the creator budget (7)',
+    d.got.map((g) => (g.startsWith('limited:') ? g : 'ok')),
+    ['ok', 'ok', 'limited:creator', 'limited:creator'],
+    'another session of the creator gets the 2 left of the creator budget (7), its first two',
   );
+});
+
+void t.test('a connection that closed while its frame was in the pool is not charged: its slot may be another key\'s by then', async (t) => {
+  const session = new BucketTable(4, 1, 60_000, true);
+  const v = createValidator({ tables: new MessageTables(session, undefined), schema, mode: 'pool', decode: decodeFrame, thresholdBytes: 1, threads: 1, maxQueuedFrames: 100 });
+  t.teardown(() => v.close());
+  await v.ready();
+  const conn = { ...newConn(), closed: false };
+  const c = collect(1);
+  v.submit(conn, msg('late'), false, c.done);
+  conn.closed = true;
+  await c.all;
+  t.same(c.got, ['late'], 'delivered (the socket handler drops it), not marked');
+  t.equal(session.charged(1), 0, 'nothing charged');
+  const open = newConn();
+  const o = collect(2);
+  v.submit(open, msg('one'), false, o.done);
+  v.submit(open, msg('two'), false, o.done);
+  await o.all;
+  t.same(o.got, ['one', 'limited:session'], 'an open connection is charged as before (limit 1)');
+  t.equal(session.charged(1), 1);
 });

@@ -1,7 +1,7 @@
 /**
  * What rate limiting and the msgpack framing cost on the chat path: the
  * same closed-loop chat (100 connections, echo engine) with every limit off,
- * with all four limits on (shared buckets; budgets reconciled through the
+ * with all four limits on (budgets reconciled through the
  * primary, then through Redis), and with msgpack framing, against the same
  * run's figure with limits off and JSON.
  */
@@ -63,7 +63,7 @@ export async function run(ctx: Ctx, fleet: Fleet): Promise<Table> {
   });
   return {
     title: 'Rate limits and msgpack framing on the chat path',
-    method: `${conns} chat connections, closed loop, echo engine, ${ctx.durationMs / 1000} s measured. "All limits on": FRAME_RATE_LIMIT, CONNECT_RATE_PER_IP, RATE_LIMIT_MESSAGES and AI_BUDGET_PER_MINUTE set far above the load, so every frame and message is charged to shared buckets (and the session and creator budgets reconciled every RATE_LIMIT_SYNC_MS) but none is refused. ${ctx.rounds} round(s), each measuring every variant once (in a rotated order): means over the rounds ("errors": the total), and each round's ratio. Ratios against the first row, same run.`,
+    method: `${conns} chat connections, closed loop, echo engine, ${ctx.durationMs / 1000} s measured. "All limits on": FRAME_RATE_LIMIT, CONNECT_RATE_PER_IP, RATE_LIMIT_MESSAGES and AI_BUDGET_PER_MINUTE set far above the load, so every frame and message is charged to its buckets (and the session and creator budgets reconciled every RATE_LIMIT_SYNC_MS) but none is refused. ${ctx.rounds} round(s), each measuring every variant once (in a rotated order): means over the rounds ("errors": the total), and each round's ratio. Ratios against the first row, same run.`,
     columns: ['variant', 'responses/s', 'vs limits off, JSON', 'each round vs limits off, JSON', 'p50 ms', 'p99 ms', 'errors', 'load CPU (cores)', 'server CPU (cores)', 'server µs per response', 'vs limits off, JSON (cost)'],
     rows,
     notes: [],

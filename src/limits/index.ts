@@ -1,16 +1,16 @@
 /**
- * Every rate limit of a worker, as token buckets in shared memory
+ * Every rate limit of a worker, as token buckets on its uWS thread
  * (limits/buckets.ts):
  *
- * | limit                      | key                 | checked                        | over it                      |
- * |----------------------------|---------------------|--------------------------------|------------------------------|
- * | FRAME_RATE_LIMIT           | connection          | every frame, uWS thread        | close 4008                   |
- * | CONNECT_RATE_PER_IP        | client IP           | upgrade, uWS thread            | close 4030                   |
- * | RATE_LIMIT_MESSAGES/WINDOW | creator + session   | valid user_message, any thread | "Rate limit exceeded"        |
+ * | limit                      | key                 | checked                                   | over it                      |
+ * |----------------------------|---------------------|-------------------------------------------|------------------------------|
+ * | FRAME_RATE_LIMIT           | connection          | every frame                               | close 4008                   |
+ * | CONNECT_RATE_PER_IP        | client IP           | upgrade                                   | close 4030                   |
+ * | RATE_LIMIT_MESSAGES/WINDOW | creator + session   | valid user_message, in arrival order      | "Rate limit exceeded"        |
+ * | AI_BUDGET_PER_MINUTE       | creator             | valid user_message, in arrival order      | "AI request budget exceeded" |
  *
  * Each limit is off at 0 (FRAME_RATE_LIMIT, CONNECT_RATE_PER_IP,
  * RATE_LIMIT_MESSAGES, AI_BUDGET_PER_MINUTE): then nothing is charged.
- * | AI_BUDGET_PER_MINUTE       | creator             | valid user_message, any thread | "AI request budget exceeded" |
  *
  * The session and creator budgets are reconciled with the other workers and
  * hosts through a RateStore (limits/sync.ts states the overshoot bound);
@@ -60,7 +60,7 @@ export interface LimitStats {
   syncFailures: number;
 }
 
-/** Table sizes are fixed (shared memory): at most this many slots of a kind (12 bytes each). */
+/** Table sizes are fixed (allocated once): at most this many slots of a kind (8 bytes each, 12 for a synchronised budget). */
 const MAX_SLOTS = 1 << 20;
 
 export class Limits {

@@ -36,7 +36,7 @@ export class KeyedBuckets {
     windowMs: number,
     counted = false,
   ) {
-    this.table = BucketTable.create(capacity + 1, limit, windowMs, counted);
+    this.table = new BucketTable(capacity + 1, limit, windowMs, counted);
     for (let s = capacity; s >= 1; s--) this.#free.push(s);
     this.#timer = setInterval(() => this.sweep(), Math.max(250, Math.min(windowMs, 10_000)));
     this.#timer.unref();

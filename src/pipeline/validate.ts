@@ -17,8 +17,7 @@
  */
 import { ERRORS, unknownTypeError } from '../protocol/frames.js';
 import { fromMsgpack } from '../protocol/msgpack.js';
-import type { MessageLimit, MessageTables } from '../limits/admit.js';
-import { nowUs } from '../limits/buckets.js';
+import type { MessageLimit } from '../limits/admit.js';
 import { Buffer } from 'node:buffer';
 
 /** The bounds of the schema (from the config). */
@@ -108,22 +107,4 @@ export function validateMessage(value: unknown, schema: MessageSchema = DEFAULT_
     return { ok: true, msg: { type: 'cancel', messageId: typeof id === 'string' && id.length <= 64 ? id : undefined } };
   }
   return { ok: false, error: unknownTypeError(type) };
-}
-
-/** Which buckets a connection's messages are charged to (slots of the shared tables). */
-export interface MessageSlots {
-  sessionSlot: number;
-  creatorSlot: number;
-}
-
-/**
- * Charges a decoded user_message to its session's and creator's budgets,
- * marking it `limited` if one refused it. Runs in whichever thread decoded
- * the frame; the buckets are shared, so both paths limit alike. `now`
- * (microseconds, limits/buckets.ts nowUs): one reading for a whole batch.
- */
-export function admitDecoded(d: Decoded, tables: MessageTables, slots: MessageSlots, now?: number): Decoded {
-  if (!d.ok || d.msg.type !== 'user_message') return d;
-  const limited = tables.admit(slots.sessionSlot, slots.creatorSlot, now ?? nowUs());
-  return limited === undefined ? d : { ok: true, msg: d.msg, limited };
 }

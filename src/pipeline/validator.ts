@@ -9,29 +9,39 @@
  *   stay inline (handing a 50-byte frame to a thread costs more than
  *   parsing it).
  *
- * Either path then charges a valid user_message to the connection's session
- * and creator budgets, in shared memory (limits/), so both limit alike.
- *
  * Frames for the pool are gathered per event-loop turn into one task per
  * batch, their bytes transferred to the thread, not copied again. The pool's
  * queue is bounded: when it is full, a frame is answered "Server busy"
  * instead of piling up in memory. Results are delivered in arrival order per
- * connection, whichever path each frame took.
+ * connection, whichever path each frame took, and a valid user_message is
+ * charged to the connection's session and creator budgets (limits/) as it
+ * is delivered: on the uWS thread, in arrival order, so both paths limit
+ * alike and the budgets need no memory shared between threads. A
+ * connection that closed while its frame was in the pool is not charged.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
-import { admitDecoded, type Decoded, type MessageSchema, type MessageSlots } from './validate.js';
+import type { Decoded, MessageSchema } from './validate.js';
 import type { MessageTables } from '../limits/admit.js';
+import { nowUs } from '../limits/buckets.js';
 import { ERRORS } from '../protocol/frames.js';
 import type { ValidateBatch, ValidateWorkerData } from '../pool/validate-task.js';
 
 export type ValidationMode = 'inline' | 'pool' | 'auto';
 
+/** Which buckets a connection's messages are charged to (slots of the message tables). */
+export interface MessageSlots {
+  sessionSlot: number;
+  creatorSlot: number;
+}
+
 /** Per-connection ordering state, owned by the validator, and the connection's rate-limit slots. */
 export interface Ordered extends MessageSlots {
   /** The socket speaks the msgpack subprotocol (its binary frames are MessagePack). */
   readonly msgpack: boolean;
+  /** The socket's close handler ran: its results are delivered uncharged (its slots are given back). */
+  readonly closed: boolean;
   pending: Array<{ d: Decoded | undefined; done: (d: Decoded) => void }> | undefined;
 }
 
@@ -51,7 +61,7 @@ export interface ValidatorOptions {
   schema: MessageSchema;
   /** The inline decoder: the channel's (the pool task runs the same decodeFrame). */
   decode: (data: ArrayBuffer, isBinary: boolean, msgpack: boolean) => Decoded;
-  /** The session and creator budgets (shared with the pool threads). */
+  /** The session and creator budgets, charged on this thread. */
   tables: MessageTables;
   thresholdBytes: number;
   threads: number;
@@ -63,15 +73,21 @@ export interface ValidatorOptions {
 
 const BUSY: Decoded = Object.freeze({ ok: false, error: ERRORS.BUSY });
 
-/** The inline path: decode on this thread, then charge the budgets. */
-function inline(o: ValidatorOptions, conn: Ordered, data: ArrayBuffer, isBinary: boolean): Decoded {
-  return admitDecoded(o.decode(data, isBinary, conn.msgpack), o.tables, conn);
+/**
+ * Charges a decoded user_message, about to be delivered, to its session's
+ * and creator's budgets, marking it `limited` if one refused it. Nothing is
+ * charged for a closed connection (its slots may be another key's now).
+ */
+function admit(o: ValidatorOptions, conn: Ordered, d: Decoded): Decoded {
+  if (!d.ok || d.msg.type !== 'user_message' || conn.closed) return d;
+  const limited = o.tables.admit(conn.sessionSlot, conn.creatorSlot, nowUs());
+  return limited === undefined ? d : { ok: true, msg: d.msg, limited };
 }
 
 export function createValidator(o: ValidatorOptions): Validator {
   if (o.mode === 'inline') {
     return {
-      submit: (c, data, bin, done) => done(inline(o, c, data, bin)),
+      submit: (c, data, bin, done) => done(admit(o, c, o.decode(data, bin, c.msgpack))),
       queued: 0,
       ready: async () => {},
       close: async () => {},
@@ -101,7 +117,7 @@ class PoolValidator implements Validator {
       minThreads: 1,
       maxThreads: o.threads,
       idleTimeout: 60_000,
-      workerData: { tables: o.tables.shared, schema: o.schema } satisfies ValidateWorkerData,
+      workerData: { schema: o.schema } satisfies ValidateWorkerData,
     });
   }
 
@@ -111,19 +127,19 @@ class PoolValidator implements Validator {
 
   /** An empty batch: answered once a thread has loaded the task. A pool that cannot load it fails here, at start-up. */
   async ready(): Promise<void> {
-    await this.#pool.run({ frames: [], binary: [], msgpack: [], slots: [] });
+    await this.#pool.run({ frames: [], binary: [], msgpack: [] });
   }
 
   submit(conn: Ordered, data: ArrayBuffer, isBinary: boolean, done: (d: Decoded) => void): void {
     const toPool = this.o.mode === 'pool' || data.byteLength >= this.o.thresholdBytes;
     if (!toPool && conn.pending === undefined) {
-      done(inline(this.o, conn, data, isBinary)); // fast path: nothing of this connection is in the pool
+      done(admit(this.o, conn, this.o.decode(data, isBinary, conn.msgpack))); // fast path: nothing of this connection is in the pool
       return;
     }
     const slot: Slot = { d: undefined, done };
     (conn.pending ??= []).push(slot);
     if (!toPool) {
-      slot.d = inline(this.o, conn, data, isBinary);
+      slot.d = this.o.decode(data, isBinary, conn.msgpack);
       return this.#drain(conn);
     }
     if (this.#closed || this.#queued >= this.o.maxQueuedFrames) {
@@ -134,13 +150,12 @@ class PoolValidator implements Validator {
     // uWS reuses `data` after the handler returns: copy once, then transfer the copy.
     const copy = data.slice(0);
     if (!this.#batch) {
-      this.#batch = { frames: [], binary: [], msgpack: [], slots: [], waiting: [] };
+      this.#batch = { frames: [], binary: [], msgpack: [], waiting: [] };
       setImmediate(() => this.#flush());
     }
     this.#batch.frames.push(copy);
     this.#batch.binary.push(isBinary);
     this.#batch.msgpack.push(conn.msgpack);
-    this.#batch.slots.push(conn.sessionSlot, conn.creatorSlot);
     this.#batch.waiting.push({ conn, slot });
   }
 
@@ -155,16 +170,16 @@ class PoolValidator implements Validator {
         this.#drain(conn);
       });
     };
-    this.#pool.run({ frames: b.frames, binary: b.binary, msgpack: b.msgpack, slots: b.slots }, { transferList: b.frames }).then(settle, () => settle(undefined));
+    this.#pool.run({ frames: b.frames, binary: b.binary, msgpack: b.msgpack }, { transferList: b.frames }).then(settle, () => settle(undefined));
   }
 
-  /** Delivers the connection's results that are ready, in order. */
+  /** Delivers the connection's results that are ready, in order, each charged as it goes. */
   #drain(conn: Ordered): void {
     const q = conn.pending;
     if (!q) return;
     while (q.length > 0 && q[0]!.d !== undefined) {
       const s = q.shift()!;
-      s.done(s.d!);
+      s.done(admit(this.o, conn, s.d!));
     }
     if (q.length === 0) conn.pending = undefined;
   }
