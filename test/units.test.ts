@@ -15,7 +15,7 @@ import type { Chunk } from '../src/streams/streams.js';
 import { sleep } from './helpers/net.js';
 import { backoffMs, workerExecArgv } from '../src/primary/supervisor.js';
 import { loadUws, UwsLoadError, CANDIDATES } from '../src/uws/loader.js';
-import { ERRORS, connectionStatus, connectionStatusObject } from '../src/protocol/frames.js';
+import { ERRORS, aiResponse, aiResponseObject, connectionStatus, connectionStatusObject, type Answer } from '../src/protocol/frames.js';
 import type { PrimaryToWorker, WorkerToPrimary } from '../src/cluster/ipc.js';
 import { EmbeddedCluster } from '../src/cluster/embedded.js';
 import { EmbeddedStreams } from '../src/streams/embedded.js';
@@ -710,6 +710,25 @@ void t.test("FastHistogram exports what prom-client's Histogram does, per worker
   f.observe(0.2);
   f.reset();
   t.match(f.get().values.at(-1), { metricName: 'y_count', value: 0 }, 'reset empties it');
+});
+
+void t.test('ai_response as text is JSON.stringify of its object, byte for byte', async (t) => {
+  const answers: Array<[Answer, string | undefined]> = [
+    [{ response: 'hello', confidence: 1, sources: [] }, undefined],
+    [{ response: 'quote " backslash \\ newline \n tab \t \u0001 é 😀 lone \ud800', confidence: 0.875, sources: [{ url: 'https://x/"y"', n: 1 }, 'z', null] }, 'c-1'],
+    [{ response: '', confidence: -0, sources: [], messageId: 'm-"1"', cancelled: true }, undefined],
+    [{ response: 'x', confidence: 1e21, sources: [[1, [2]]], messageId: '0b8f9c1e-7d7a-4c3e-9a55-3f1c2b6d8e90', cancelled: true }, 'q "2"'],
+    [{ response: 'y', confidence: 0.1 + 0.2, sources: [], cancelled: false }, ''],
+    [{ response: 'not finite', confidence: Number.NaN, sources: [] }, undefined],
+    [{ response: 'not finite', confidence: -Infinity, sources: [undefined, () => 1] }, undefined],
+  ];
+  for (const [a, cmid] of answers) {
+    const text = aiResponse(a, cmid);
+    const o = JSON.parse(text) as { timestamp: string; message_id: string };
+    t.equal(text, JSON.stringify({ ...aiResponseObject(a, cmid), timestamp: o.timestamp, message_id: o.message_id }));
+    if (a.messageId === undefined) t.match(o.message_id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'a new UUID');
+    else t.equal(o.message_id, a.messageId);
+  }
 });
 
 void t.test('connection_status as text is JSON.stringify of its object, byte for byte', async (t) => {
