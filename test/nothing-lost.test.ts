@@ -263,6 +263,27 @@ void t.test('a slow consumer closed with 4009 resumes without a gap', async (t) 
   client.stop();
 });
 
+void t.test('a broadcast the primary does not confirm in time answers 503 "timeout", and may be delivered anyway (README, HTTP API)', async (t) => {
+  const c = await startCluster({ WORKERS: '1', HISTORY_SIZE: '100' });
+  t.teardown(() => c.stop('SIGKILL'));
+  const client = new V2Client(`ws://127.0.0.1:${c.port}`, 'stall', widgetToken('stall'), 'stall-session');
+  await client.connect();
+  t.teardown(() => client.stop());
+  const post = (i: number) =>
+    fetch(`http://127.0.0.1:${c.port}/api/v1/creators/stall/broadcast`, { method: 'POST', headers: { authorization: `Bearer ${serviceToken()}` }, body: JSON.stringify({ i }) }).then(async (r) => ({ status: r.status, body: (await r.json()) as unknown }));
+  t.equal((await post(1)).status, 202);
+  // The primary (which stores and numbers broadcasts) stops answering for longer than the worker's IPC deadline.
+  process.kill(c.proc.pid!, 'SIGSTOP');
+  const stalled = post(2);
+  await sleep(2500);
+  process.kill(c.proc.pid!, 'SIGCONT');
+  t.same(await stalled, { status: 503, body: { error: 'Publish failed', reason: 'timeout' } }, 'not confirmed in time: 503, reason timeout');
+  t.equal((await post(3)).status, 202);
+  await client.next((f) => f.type === 'broadcast' && (f.data as { i?: number }).i === 3, 5000);
+  t.same(client.frames.filter((f) => f.type === 'broadcast').map((f) => (f.data as { i: number }).i), [1, 2, 3], 'the unconfirmed one was stored and delivered after all, in order: a retry would deliver it twice');
+  t.same(client.offsets('broadcast'), [1, 2, 3]);
+});
+
 void t.test('a retried client_message_id reaches the engine once, whichever worker the retry lands on', async (t) => {
   const { eng, c } = await engineCluster(t);
   eng.state.delayMs = 300;
