@@ -35,8 +35,9 @@ export class TrustedProxies {
   }
 
   has(ip: string): boolean {
+    if (this.size === 0) return false; // the default: no address parsed on a connect
     const v = isIP(ip);
-    if (v === 0 || this.size === 0) return false;
+    if (v === 0) return false;
     return this.#list.check(ip, v === 6 ? 'ipv6' : 'ipv4');
   }
 }
