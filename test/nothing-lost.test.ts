@@ -14,6 +14,7 @@ import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Pool } from 'undici';
 import { startCluster, type RunningCluster } from './helpers/cluster.js';
+import { post } from './helpers/hosts.js';
 import { V2Client } from './helpers/v2.js';
 import { serviceToken, widgetToken } from './helpers/tokens.js';
 import { startRedis } from './helpers/redis.js';
@@ -235,13 +236,13 @@ void t.test('a slow consumer closed with 4009 resumes without a gap', async (t) 
   const client = new V2Client(`ws://127.0.0.1:${c.port}`, 'slow', widgetToken('slow'), 'slow-session');
   await client.connect();
   client.ws.pause();
-  const body = JSON.stringify({ pad: 'x'.repeat(60_000) });
-  const post = () => fetch(`http://127.0.0.1:${c.port}/api/v1/creators/slow/broadcast`, { method: 'POST', headers: { authorization: `Bearer ${serviceToken()}` }, body }).then((r) => r.status);
+  const pad = 'x'.repeat(60_000);
+  const broadcast = () => post(c, '/api/v1/creators/slow/broadcast', { pad }).then((r) => r.status);
   // Every accepted broadcast (202) is stored with the next offset. One refused under load (503) was
   // refused before it was stored, or timed out and may be stored anyway: the client must end up with
   // offsets 1..N, every accepted one among them, however many of the refused were stored.
   const statuses: number[] = [];
-  for (let i = 0; i < 200; i += 20) statuses.push(...(await Promise.all(Array.from({ length: 20 }, post))));
+  for (let i = 0; i < 200; i += 20) statuses.push(...(await Promise.all(Array.from({ length: 20 }, broadcast))));
   const accepted = statuses.filter((x) => x === 202).length;
   const refused = statuses.filter((x) => x !== 202);
   t.same(refused.filter((x) => x !== 503), [], `every broadcast accepted or refused with 503 (${refused.length} refused)`);
@@ -269,16 +270,15 @@ void t.test('a broadcast the primary does not confirm in time answers 503 "timeo
   const client = new V2Client(`ws://127.0.0.1:${c.port}`, 'stall', widgetToken('stall'), 'stall-session');
   await client.connect();
   t.teardown(() => client.stop());
-  const post = (i: number) =>
-    fetch(`http://127.0.0.1:${c.port}/api/v1/creators/stall/broadcast`, { method: 'POST', headers: { authorization: `Bearer ${serviceToken()}` }, body: JSON.stringify({ i }) }).then(async (r) => ({ status: r.status, body: (await r.json()) as unknown }));
-  t.equal((await post(1)).status, 202);
+  const broadcast = (i: number) => post(c, '/api/v1/creators/stall/broadcast', { i }).then(async (r) => ({ status: r.status, body: (await r.json()) as unknown }));
+  t.equal((await broadcast(1)).status, 202);
   // The primary (which stores and numbers broadcasts) stops answering for longer than the worker's IPC deadline.
   process.kill(c.proc.pid!, 'SIGSTOP');
-  const stalled = post(2);
+  const stalled = broadcast(2);
   await sleep(2500);
   process.kill(c.proc.pid!, 'SIGCONT');
   t.same(await stalled, { status: 503, body: { error: 'Publish failed', reason: 'timeout' } }, 'not confirmed in time: 503, reason timeout');
-  t.equal((await post(3)).status, 202);
+  t.equal((await broadcast(3)).status, 202);
   await client.next((f) => f.type === 'broadcast' && (f.data as { i?: number }).i === 3, 5000);
   t.same(client.frames.filter((f) => f.type === 'broadcast').map((f) => (f.data as { i: number }).i), [1, 2, 3], 'the unconfirmed one was stored and delivered after all, in order: a retry would deliver it twice');
   t.same(client.offsets('broadcast'), [1, 2, 3]);

@@ -106,7 +106,8 @@ export interface Answer {
 }
 
 export function aiResponseObject(a: Answer, clientMessageId?: string) {
-  // One literal shape for the common answer (JSON.stringify is fastest on it); the optional fields extend a copy.
+  // One literal shape for the common answer; the optional fields extend a copy. msgpack sockets get it
+  // packed; JSON sockets get aiResponse's text, the same fields in the same order.
   const o = {
     type: 'ai_response',
     content: a.response,
