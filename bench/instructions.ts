@@ -18,6 +18,11 @@
  * not a send's kernel work, nor cycles lost to cache misses; a guide for a
  * change, not a replacement for `make bench`'s ratio of CPU time.
  *
+ * With INSTR_PROTOCOL=widget.v2 (the gateway alone: BENCH_TARGETS=gateway),
+ * the socket speaks widget.v2 with history on (embedded mode's default):
+ * every answer is kept by the primary, so the primary's instructions are
+ * counted too, beside the worker's (callgrind counts each process).
+ *
  * With INSTR_WORK=connect, a window opens INSTR_MESSAGES authenticated
  * widget.v1 sockets instead (at most 32 handshakes in flight, each counted
  * once its connection_status arrived), closed after the window (their
@@ -25,7 +30,7 @@
  * work.
  *
  *   node --import tsx bench/instructions.ts          (needs valgrind; about 2 minutes)
- *   INSTR_WORK (chat, or connect), INSTR_WARMUP (5000), INSTR_MESSAGES (5000), INSTR_WINDOWS (5),
+ *   INSTR_WORK (chat, or connect), INSTR_PROTOCOL (widget.v1, or widget.v2), INSTR_WARMUP (5000), INSTR_MESSAGES (5000), INSTR_WINDOWS (5),
  *   BENCH_TARGETS=gateway (the gateway alone),
  *   INSTR_KEEP=1 (keep the last window's callgrind dump of each server, to see where the instructions go),
  *   BENCH_GATEWAY_MAIN (another build of the gateway, for a before/after figure)
@@ -44,7 +49,10 @@ const MESSAGES = Number(process.env.INSTR_MESSAGES ?? 5000);
 const WINDOWS = Number(process.env.INSTR_WINDOWS ?? 5);
 const WORK = process.env.INSTR_WORK ?? 'chat';
 const KEEP = process.env.INSTR_KEEP === '1';
+const PROTOCOL = process.env.INSTR_PROTOCOL ?? 'widget.v1';
 if (WORK !== 'chat' && WORK !== 'connect') throw new Error(`INSTR_WORK must be chat or connect, not ${WORK}`);
+if (PROTOCOL !== 'widget.v1' && PROTOCOL !== 'widget.v2') throw new Error(`INSTR_PROTOCOL must be widget.v1 or widget.v2, not ${PROTOCOL}`);
+const V2 = PROTOCOL === 'widget.v2';
 const UNIT = WORK === 'chat' ? 'message' : 'connect';
 
 // vgdb names its pipes after $HOST, the servers' listen address: callgrind_control must see the same.
@@ -53,7 +61,7 @@ const HOST = '127.0.0.1';
 /** `n` user_messages on one socket, each sent once the previous one's ai_response arrived. */
 function chat(port: number, n: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}${widgetPath('instr')}`);
+    const ws = new WebSocket(`ws://127.0.0.1:${port}${widgetPath('instr')}`, V2 ? 'widget.v2' : undefined);
     let left = n;
     ws.on('error', reject);
     ws.on('message', (data) => {
@@ -72,7 +80,7 @@ async function connect(port: number, n: number): Promise<() => Promise<void>> {
   const open: WebSocket[] = [];
   const one = () =>
     new Promise<void>((resolve, reject) => {
-      const ws = new WebSocket(`ws://127.0.0.1:${port}${widgetPath('instr')}`);
+      const ws = new WebSocket(`ws://127.0.0.1:${port}${widgetPath('instr')}`, V2 ? 'widget.v2' : undefined);
       ws.once('error', reject);
       ws.once('message', () => {
         open.push(ws);
@@ -103,30 +111,42 @@ async function work(port: number, n: number): Promise<() => Promise<void>> {
 async function measure(name: TargetName): Promise<number[]> {
   const dir = mkdtempSync(path.join(tmpdir(), 'cgw-instr-'));
   const wrap = ['valgrind', '-q', '--tool=callgrind', '--trace-children=yes', '--instr-atstart=no', `--callgrind-out-file=${dir}/cg.%p`];
-  const target = await startTarget(name, 1, { HOST }, `${name} under valgrind`, { wrap, startMs: 180_000 });
+  // widget.v2: bare uWS keeps every answer in its primary too (HISTORY_HOP, the floor of embedded history).
+  const env: Record<string, string> = V2 && name === 'uws' ? { HOST, HISTORY_HOP: '1' } : { HOST };
+  const target = await startTarget(name, 1, env, `${name} under valgrind`, { wrap, startMs: 180_000 });
   try {
     await new Promise((r) => setTimeout(r, 2000)); // the pool's thread, the first requests' compilation
-    const worker = String(tree(target.proc.pid!).at(-1));
-    const control = (...args: string[]) => execFileSync('callgrind_control', [...args, worker], { stdio: 'ignore', env: { ...process.env, HOST } });
+    // The worker; with widget.v2 the primary too (valgrind runs the primary in the process it was started as).
+    const counted = [String(tree(target.proc.pid!).at(-1)), ...(V2 ? [String(target.proc.pid)] : [])];
+    const control = (pid: string, ...args: string[]) => execFileSync('callgrind_control', [...args, pid], { stdio: 'ignore', env: { ...process.env, HOST } });
     await (await work(target.port, WARMUP))();
     const perUnit: number[] = [];
     for (let w = 0; w <= WINDOWS; w++) {
-      for (const f of readdirSync(dir)) if (f.startsWith(`cg.${worker}.`)) rmSync(path.join(dir, f));
-      control('-z');
-      control('-i', 'on');
-      const after = await work(target.port, MESSAGES);
-      control('-i', 'off');
-      control('-d');
-      await after();
-      let dump: string | undefined;
-      for (let i = 0; i < 100 && dump === undefined; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        dump = readdirSync(dir).find((f) => f.startsWith(`cg.${worker}.`));
+      for (const f of readdirSync(dir)) if (counted.some((pid) => f.startsWith(`cg.${pid}.`))) rmSync(path.join(dir, f));
+      for (const pid of counted) {
+        control(pid, '-z');
+        control(pid, '-i', 'on');
       }
-      const totals = dump && /^totals: (\d+)/m.exec(readFileSync(path.join(dir, dump), 'utf8'));
-      if (!totals) throw new Error(`no callgrind dump from ${name}'s worker`);
-      if (w > 0) perUnit.push(Number(totals[1]) / MESSAGES);
-      process.stderr.write(`${name} window ${w}${w === 0 ? ' (dropped)' : ''}: ${fmt(Number(totals[1]) / MESSAGES)} instructions per ${UNIT}\n`);
+      const after = await work(target.port, MESSAGES);
+      for (const pid of counted) {
+        control(pid, '-i', 'off');
+        control(pid, '-d');
+      }
+      await after();
+      const each: number[] = [];
+      for (const pid of counted) {
+        let dump: string | undefined;
+        for (let i = 0; i < 100 && dump === undefined; i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          dump = readdirSync(dir).find((f) => f.startsWith(`cg.${pid}.`));
+        }
+        const totals = dump && /^totals: (\d+)/m.exec(readFileSync(path.join(dir, dump), 'utf8'));
+        if (!totals) throw new Error(`no callgrind dump from ${name}'s process ${pid}`);
+        each.push(Number(totals[1]) / MESSAGES);
+      }
+      const sum = each.reduce((a, b) => a + b, 0);
+      if (w > 0) perUnit.push(sum);
+      process.stderr.write(`${name} window ${w}${w === 0 ? ' (dropped)' : ''}: ${fmt(sum)} instructions per ${UNIT}${V2 ? ` (worker ${fmt(each[0]!)}, primary ${fmt(each[1]!)})` : ''}\n`);
     }
     return perUnit;
   } finally {
@@ -143,6 +163,6 @@ const names = (['uws', 'gateway'] as const).filter((n) => (process.env.BENCH_TAR
 const counts = new Map<TargetName, number[]>();
 for (const n of names) counts.set(n, await measure(n));
 const bare = counts.get('uws');
-console.log(`| server | instructions per ${WORK === 'chat' ? 'chat message' : 'connect'} (user space, one worker), by window | median | vs bare uWS |
+console.log(`| server | instructions per ${WORK === 'chat' ? 'chat message' : 'connect'} (user space, one worker${V2 ? ' and the primary, widget.v2 with history' : ''}), by window | median | vs bare uWS |
 |---|---|---|---|`);
 for (const [n, xs] of counts) console.log(`| ${n} | ${xs.map((x) => fmt(x)).join(' / ')} | ${fmt(median(xs))} | ${bare ? ratio(median(xs), median(bare)) : '-'} |`);
