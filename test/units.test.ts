@@ -24,8 +24,6 @@ import { createSigner } from 'fast-jwt';
 import { countFds } from '../src/gateway/fd-guard.js';
 import { MemoryStreamStore } from '../src/streams/memory.js';
 import { openSync, closeSync, readdirSync } from 'node:fs';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { AggregatorRegistry, Histogram, Registry } from 'prom-client';
 import { FastHistogram } from '../src/observability/metrics.js';
 
@@ -302,7 +300,7 @@ function embeddedWorkers(t: Test, n: number) {
             w.follows.push(m.times);
             const result = svc.follow(target, m.arg!, m.pos, m.times);
             target.send({ t: 'res', id: m.id, result } as PrimaryToWorker);
-          } else if (m.t === 'req' && m.op === 'append') svc.appendFor(target, m.id, m.arg!, m.payload!, { cmid: m.cmid, ends: m.ends });
+          } else if (m.t === 'req' && m.op === 'append') svc.appendFor(target, m.id, m.arg!, m.frame!, { cmid: m.cmid, ends: m.ends });
           else if (m.t === 'unfollow') svc.unfollow(target, m.stream);
           else if (m.t === 'put') svc.put(target, m.stream, m.epoch, m.offset, m.payload, { cmid: m.cmid, ends: m.ends }, m.fwd);
           else if (m.t === 'decline') svc.decline(target, m.stream, m.fwd);
@@ -328,8 +326,8 @@ function embeddedPair(t: Test) {
 
 void t.test('EmbeddedStreams: follows of one turn asking the same read share one request, counted as many by the primary', async (t) => {
   const { svc, streams, follows } = embeddedPair(t);
-  const first = svc.append('b/c', Buffer.from('{"n":1}'), {});
-  svc.append('b/c', Buffer.from('{"n":2}'), {});
+  const first = svc.append('b/c', '{"n":1}', {});
+  svc.append('b/c', '{"n":2}', {});
   const from0 = { epoch: first.epoch, offset: 0 };
   const reads = await Promise.all([streams.follow('b/c', from0), streams.follow('b/c', from0), streams.follow('b/c', from0), streams.follow('b/c')]);
   t.same(follows, [3, undefined], 'two requests for four follows: one per stream and position, the shared one counted 3 times');
@@ -352,14 +350,14 @@ void t.test('EmbeddedStreams: an append to a session this worker alone follows i
   t.equal(read.lease, true, 'the only worker following the session holds its offsets');
   await sleep(5);
   toWorkerLog.length = 0;
-  const pending = streams.append('s/c/1', Buffer.from('{"type":"ai_response"}'));
+  const pending = streams.append('s/c/1', '{"type":"ai_response"}');
   t.same(frames.map((f) => f.offset), [1], 'delivered before append returned (no round trip)');
   t.match(await pending, { epoch: read.epoch, offset: 1 }, 'resolved with its position');
   await sleep(5);
   t.same(toWorkerLog, [], 'the primary sent nothing back');
   const stored = svc.store.read('s/c/1', { epoch: read.epoch, offset: 0 });
   t.same([stored.top, Buffer.from(stored.frames[0]!.payload).toString()], [1, '{"type":"ai_response"}'], 'and stored it at the offset the worker gave');
-  const other = await streams.append('s/c/2', Buffer.from('{"type":"error"}'));
+  const other = await streams.append('s/c/2', '{"type":"error"}');
   t.match(other, { offset: 1 }, 'a session this worker does not follow (its socket left): appended through the primary');
   t.same(toWorkerLog.map((m) => m.t), ['res'], 'and answered by a res alone');
   streams.unfollow('s/c/1');
@@ -372,8 +370,8 @@ void t.test('EmbeddedStreams: a leased session\'s appends made on another worker
   t.equal((await b.streams.follow('s/c/1')).lease, undefined, 'b follows too: no lease for it');
   await sleep(5);
   b.toWorkerLog.length = 0;
-  const fromB = b.streams.append('s/c/1', Buffer.from('{"n":"b1"}'));
-  const fromA = a.streams.append('s/c/1', Buffer.from('{"n":"a1"}'));
+  const fromB = b.streams.append('s/c/1', '{"n":"b1"}');
+  const fromA = a.streams.append('s/c/1', '{"n":"a1"}');
   t.match(await fromB, { offset: 2 }, "b's append, forwarded to a, was numbered after a's own (made first at the holder)");
   t.match(await fromA, { offset: 1 });
   await sleep(5);
@@ -390,22 +388,22 @@ void t.test('EmbeddedStreams: when the holder stops following, appends forwarded
   const [a, b] = workers as [(typeof workers)[0], (typeof workers)[0]];
   const read = await a.streams.follow('s/c/1');
   await b.streams.follow('s/c/1');
-  const fromB = b.streams.append('s/c/1', Buffer.from('{"n":"b1"}')); // forwarded to a, which has not read it yet
+  const fromB = b.streams.append('s/c/1', '{"n":"b1"}'); // forwarded to a, which has not read it yet
   a.streams.unfollow('s/c/1'); // the lease ends: the primary makes it
   t.match(await fromB, { offset: 1 }, 'answered once');
   await sleep(5);
   t.ok(a.toWorkerLog.some((m) => m.t === 'fwd'), 'the forward reached a after it left (declined, ignored)');
   t.equal(svc.store.read('s/c/1', { epoch: read.epoch, offset: 0 }).top, 1, 'stored once');
-  t.match(await b.streams.append('s/c/1', Buffer.from('{"n":"b2"}')), { offset: 2 }, 'the next append: the primary numbers it (b follows, no lease)');
+  t.match(await b.streams.append('s/c/1', '{"n":"b2"}'), { offset: 2 }, 'the next append: the primary numbers it (b follows, no lease)');
 });
 
 void t.test('EmbeddedStreams: a holder that dies may have delivered frames it never put: its sessions start a new epoch, resumes are told', async (t) => {
   const { svc, workers } = embeddedWorkers(t, 2);
   const [a, b] = workers as [(typeof workers)[0], (typeof workers)[0]];
   const read = await a.streams.follow('s/c/1');
-  await a.streams.append('s/c/1', Buffer.from('{"n":1}'));
+  await a.streams.append('s/c/1', '{"n":1}');
   a.lose = true; // the crash: what it sends from now on never arrives
-  await a.streams.append('s/c/1', Buffer.from('{"n":2}'));
+  await a.streams.append('s/c/1', '{"n":2}');
   t.same(a.frames.map((f) => f.offset), [1, 2], 'its socket was sent offsets 1 and 2');
   t.equal(svc.store.read('s/c/1').top, 1, 'the primary has 1');
   svc.remove(a.target);
@@ -413,7 +411,7 @@ void t.test('EmbeddedStreams: a holder that dies may have delivered frames it ne
   t.equal(resumed.lost, true, 'a resume from offset 2 of that epoch: continuity lost, not a silent gap');
   t.not(resumed.epoch, read.epoch, 'a new epoch');
   t.equal(resumed.lease, true, 'b follows alone now: it holds the session');
-  t.match(await b.streams.append('s/c/1', Buffer.from('{"n":3}')), { epoch: resumed.epoch, offset: 1 }, 'offset 2 is never given again in the old epoch');
+  t.match(await b.streams.append('s/c/1', '{"n":3}'), { epoch: resumed.epoch, offset: 1 }, 'offset 2 is never given again in the old epoch');
 });
 
 void t.test("EmbeddedStreams: a put that does not fit the stream (it was evicted or started again) ends the lease: a new epoch, told to every follower", async (t) => {
@@ -422,7 +420,7 @@ void t.test("EmbeddedStreams: a put that does not fit the stream (it was evicted
   const read = await a.streams.follow('s/c/1');
   svc.store.rebase('s/c/1'); // as if evicted and begun again
   const moved = svc.store.read('s/c/1').epoch;
-  const puts = [a.streams.append('s/c/1', Buffer.from('{"n":1}')), a.streams.append('s/c/1', Buffer.from('{"n":2}'))]; // the second put leaves before the worker hears of the first's fate
+  const puts = [a.streams.append('s/c/1', '{"n":1}'), a.streams.append('s/c/1', '{"n":2}')]; // the second put leaves before the worker hears of the first's fate
   t.same((await Promise.all(puts)).map((p) => p.epoch), [read.epoch, read.epoch], 'numbered here, in the lease\'s epoch');
   await sleep(5);
   t.equal(a.toWorkerLog.filter((m) => m.t === 'unlease').length, 1, 'the lease ended, once');
@@ -431,7 +429,7 @@ void t.test("EmbeddedStreams: a put that does not fit the stream (it was evicted
   t.not(relayed[0]!.epoch, moved, 'in a new epoch, so the readers are told');
   t.not(relayed[0]!.epoch, read.epoch);
   t.equal(relayed[1]!.epoch, relayed[0]!.epoch, 'one new epoch: the late put did not start another');
-  t.match(await a.streams.append('s/c/1', Buffer.from('{"n":3}')), { epoch: relayed[0]!.epoch, offset: 3 }, 'the next append goes through the primary');
+  t.match(await a.streams.append('s/c/1', '{"n":3}'), { epoch: relayed[0]!.epoch, offset: 3 }, 'the next append goes through the primary');
 });
 
 void t.test('EmbeddedStreams: a lease granted to a following this worker already ended is not taken', async (t) => {
@@ -442,7 +440,7 @@ void t.test('EmbeddedStreams: a lease granted to a following this worker already
   t.equal(read.lease, true, 'the primary granted it');
   await sleep(5);
   toWorkerLog.length = 0;
-  const pos = await streams.append('s/c/9', Buffer.from('{"n":1}'));
+  const pos = await streams.append('s/c/9', '{"n":1}');
   t.match(pos, { offset: 1 }, 'not taken: the append went through the primary (which ended the lease at the unfollow)');
   t.same(toWorkerLog.map((m) => m.t), ['res'], 'answered by the primary');
   await sleep(5);
@@ -609,37 +607,28 @@ void t.test('countFds: the descriptors this process holds, as listing /proc/self
   t.ok(Math.abs((await countFds()) - before) <= 1, 'and fewer again once they are closed');
 });
 
-void t.test('the primary\'s history keeps a frame\'s bytes, never the IPC message or Buffer pool slab it came in', async (t) => {
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as () => void;
-  const all = Uint8Array.from({ length: 256 }, (_, i) => i);
-  // Kept as latin1 strings; with a bound too large for the V8 heap, as copies off the heap.
+void t.test('the memory store keeps a frame\'s text exactly, and counts its UTF-8 bytes against HISTORY_MAX_BYTES', async (t) => {
+  const texts = ['{"type":"ai_response","content":"d\u00e9j\u00e0 vu \u4f60\u597d \ud83d\ude00","s":"\\ud800"}', '{"type":"message"}'];
+  // Kept as strings; with a bound too large for the V8 heap, as UTF-8 copies off the heap.
   for (const maxBytes of [1 << 20, 64 * 2 ** 30]) {
     const store = new MemoryStreamStore({ size: 10, ttlMs: 60_000, maxBytes });
     t.teardown(() => store.close());
-    let message: Uint8Array | undefined = new Uint8Array(8192); // a batch as received: one frame is a view into it
-    message.set(all, 1000);
-    const collected = new WeakRef(message.buffer);
-    store.append('s/x/y', message.subarray(1000, 1256));
-    store.append('s/x/y', Buffer.from('{"type":"message"}')); // a slice of Node's 8 KiB pool
-    message = undefined;
-    await new Promise((r) => setImmediate(r));
-    gc();
-    t.equal(collected.deref(), undefined, `the message is collected while its frame is kept (HISTORY_MAX_BYTES ${maxBytes})`);
-    const { frames } = store.read('s/x/y', { epoch: store.read('s/x/y').epoch, offset: 0 });
-    t.same(Buffer.from(frames[0]!.payload), Buffer.from(all), 'every byte value kept exactly');
-    t.equal(Buffer.from(frames[1]!.payload).toString(), '{"type":"message"}');
-    t.same(store.frameAt('s/x/y', { epoch: store.read('s/x/y').epoch, offset: 1 })?.payload, frames[0]!.payload, 'frameAt reads the same bytes');
-    t.equal(store.bytes, 256 + 18, 'the bound counts the frames\' own bytes');
+    for (const x of texts) store.append('s/x/y', x);
+    const epoch = store.read('s/x/y').epoch;
+    const { frames } = store.read('s/x/y', { epoch, offset: 0 });
+    t.same(frames.map((f) => f.payload), texts, `every character kept exactly (HISTORY_MAX_BYTES ${maxBytes})`);
+    t.equal(store.frameAt('s/x/y', { epoch, offset: 1 })?.payload, texts[0], 'frameAt reads the same text');
+    t.equal(store.bytes, Buffer.byteLength(texts[0]!) + 18, 'the bound counts the frames\' UTF-8 bytes');
+    t.ok(Buffer.byteLength(texts[0]!) > texts[0]!.length, '(more than its characters)');
   }
 });
 
 void t.test('the memory store keeps the last HISTORY_SIZE frames of a stream, in order, across many wraps of its ring', async (t) => {
   const store = new MemoryStreamStore({ size: 5, ttlMs: 60_000, maxBytes: 1 << 20 });
   t.teardown(() => store.close());
-  const text = (f: { payload: Uint8Array }) => Buffer.from(f.payload).toString();
+  const text = (f: { payload: string }) => f.payload;
   for (let n = 1; n <= 23; n++) {
-    const { epoch, offset } = store.append('s/c/a', Buffer.from(`f${n}`));
+    const { epoch, offset } = store.append('s/c/a', `f${n}`);
     t.equal(offset, n);
     const kept = Math.min(n, 5);
     const { frames, lost } = store.read('s/c/a', { epoch, offset: n - kept });
@@ -652,14 +641,14 @@ void t.test('the memory store keeps the last HISTORY_SIZE frames of a stream, in
   }
   const off = new MemoryStreamStore({ size: 0, ttlMs: 60_000, maxBytes: 1 << 20 });
   t.teardown(() => off.close());
-  t.equal(off.append('s/c/a', Buffer.from('x')).offset, 1, 'HISTORY_SIZE 0: offsets still given');
+  t.equal(off.append('s/c/a', 'x').offset, 1, 'HISTORY_SIZE 0: offsets still given');
   t.equal(off.bytes, 0, 'and nothing kept');
 });
 
 void t.test('over HISTORY_MAX_BYTES the memory store drops whole streams, least recently appended first, followed ones last, never the one appended', async (t) => {
   const store = new MemoryStreamStore({ size: 10, ttlMs: 60_000, maxBytes: 100 });
   t.teardown(() => store.close());
-  const frame = Buffer.alloc(20, 'x');
+  const frame = 'x'.repeat(20);
   const epochs = new Map<string, string>();
   for (const s of ['a', 'b', 'c', 'd']) epochs.set(s, store.append(`s/c/${s}`, frame).epoch);
   store.follow('s/c/a'); // followed: dropped after the others
@@ -671,11 +660,11 @@ void t.test('over HISTORY_MAX_BYTES the memory store drops whole streams, least 
   t.equal(store.bytes, 100, 'its bytes are no longer counted');
   t.not(epochOf('c'), epochs.get('c'), 'c, the least recently appended one nobody follows, went first: it starts again in a new epoch');
   for (const s of ['a', 'b', 'd']) t.equal(epochOf(s), epochs.get(s), `${s} is kept`);
-  store.append('s/c/big', Buffer.alloc(70, 'y'));
+  store.append('s/c/big', 'y'.repeat(70));
   t.equal(store.evicted, 4, 'then b, d and e went, oldest first, until under the bound');
   t.equal(store.bytes, 90);
   t.equal(epochOf('a'), epochs.get('a'), 'the followed stream stays while the others are enough');
-  store.append('s/c/big', Buffer.alloc(70, 'y'));
+  store.append('s/c/big', 'y'.repeat(70));
   t.equal(store.read('s/c/big').top, 2, 'the one just appended stays, even over the bound alone');
   t.not(epochOf('a'), epochs.get('a'), 'then the followed one too');
 });

@@ -1,6 +1,7 @@
 /**
  * Messages between the primary and its workers over cluster IPC (advanced
- * serialization, so Uint8Array payloads cross without base64), and the one
+ * serialization, so Uint8Array payloads cross without base64; stream frames
+ * cross as strings, which V8 copies natively), and the one
  * request helper both sides use: every request has an id, an answer or an
  * error, and one deadline (IPC_TIMEOUT_MS).
  */
@@ -49,6 +50,8 @@ export interface Request<Op> {
   op: Op;
   arg?: string;
   payload?: Uint8Array;
+  /** Streams: the frame to append (JSON text). */
+  frame?: string;
   batch?: ChargeBatch;
   /** Streams: a position (`follow`'s after, `frame-at`'s offset). */
   pos?: Position;
@@ -81,7 +84,7 @@ export type WorkerToPrimary =
    * stream whose offsets it holds (primary/streams.ts, leases); `fwd`: the
    * forwarded append it made.
    */
-  | { t: 'put'; stream: string; epoch: string; offset: number; payload: Uint8Array; cmid?: string; ends?: string; fwd?: number }
+  | { t: 'put'; stream: string; epoch: string; offset: number; payload: string; cmid?: string; ends?: string; fwd?: number }
   /** A forwarded append this worker cannot make: it holds the stream's offsets no more. */
   | { t: 'decline'; stream: string; fwd: number }
   | { t: 'pub'; topic: string; payload: Uint8Array }
@@ -96,13 +99,13 @@ export type PrimaryToWorker =
   /** Budget keys another worker charged (embedded mode). */
   | { t: 'rate'; update: RateUpdate }
   /** A frame of a stream this worker follows (embedded mode), in offset order; `id`: this worker's append request it answers (with its position). */
-  | { t: 'smsg'; stream: string; epoch: string; offset: number; payload: Uint8Array; id?: number }
+  | { t: 'smsg'; stream: string; epoch: string; offset: number; payload: string; id?: number }
   /** A chunk of an answer streamed on another worker, for a session this worker follows. */
   | { t: 'chunk'; stream: string; chunk: Chunk }
   /** Another worker follows (or no longer follows) a session stream this worker follows: its pieces go at once (or now and then). */
   | { t: 'shared'; stream: string; shared: boolean }
   /** An append to a session stream whose offsets this worker holds, for it to make (answered by a `put` with `fwd`, or a `decline`). */
-  | { t: 'fwd'; stream: string; payload: Uint8Array; cmid?: string; ends?: string; fwd: number }
+  | { t: 'fwd'; stream: string; payload: string; cmid?: string; ends?: string; fwd: number }
   /** This worker holds a stream's offsets no more (its put did not fit the stream: it expired, was evicted or started again): it appends through the primary again. */
   | { t: 'unlease'; stream: string }
   | Request<keyof WorkerOps>

@@ -29,11 +29,11 @@ export class Fanout {
     this.bus = busFactory((topic, payload) => void this.#local(topic, payload));
   }
 
-  /** Publishes to this worker's subscribers of `topic`, in both framings; whether it had any. */
-  #local(topic: string, bytes: Uint8Array): boolean {
+  /** Publishes to this worker's subscribers of `topic` (a JSON frame: text, or its UTF-8 bytes), in both framings; whether it had any. */
+  #local(topic: string, bytes: string | Uint8Array): boolean {
     let had = false;
     if (this.app.numSubscribers(topic) > 0) {
-      this.beforePublish(topic, bytes.byteLength);
+      this.beforePublish(topic, typeof bytes === 'string' ? bytes.length : bytes.byteLength);
       this.app.publish(topic, bytes, false);
       had = true;
     }
@@ -76,7 +76,7 @@ export class Fanout {
   }
 
   /** Publishes to this worker's subscribers of `topic` if it has any; whether it had. */
-  deliverLocal(topic: string, payload: Uint8Array): boolean {
+  deliverLocal(topic: string, payload: string | Uint8Array): boolean {
     return this.#local(topic, payload);
   }
 }

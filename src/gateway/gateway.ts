@@ -293,7 +293,7 @@ export class Gateway {
       this.telegram.broadcast(creatorId, JSON.parse(json) as Record<string, unknown>).catch((err: Error) => this.d.log.warn({ creator: creatorId, err: err.message }, 'telegram broadcast failed'));
     }
     if (this.streams === undefined) return this.fanout.publish(creatorTopic(creatorId), json);
-    await this.streams.store.append(broadcastStream(creatorId), Buffer.from(json));
+    await this.streams.store.append(broadcastStream(creatorId), json);
     return true;
   }
 

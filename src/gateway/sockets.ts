@@ -174,7 +174,7 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
     const hub = this.env.streams;
     if (hub === undefined) return this.send(frame, kind);
     try {
-      await hub.store.append(sessionStream(this.creatorId, this.sessionId), Buffer.from(frame), { cmid, ends });
+      await hub.store.append(sessionStream(this.creatorId, this.sessionId), frame, { cmid, ends });
     } catch (err) {
       this.env.metrics.historyFailures.inc();
       this.env.log.warn({ conn: this.connectionId, err: (err as Error).message }, 'session stream append failed; sent without an offset');

@@ -54,7 +54,7 @@ interface Lease {
 interface Waiting {
   from: StreamFollower;
   id: number;
-  payload: Uint8Array;
+  payload: string;
   o: AppendOptions;
 }
 
@@ -70,7 +70,7 @@ export class StreamService {
   }
 
   /** Stores a frame and relays it to every worker following the stream: a broadcast, or a stream no worker holds (workers append through appendFor). */
-  append(stream: string, payload: Uint8Array, o: AppendOptions): Position {
+  append(stream: string, payload: string, o: AppendOptions): Position {
     const pos = this.store.append(stream, payload, o);
     this.#relay(stream, pos, payload, undefined, undefined, 0);
     return pos;
@@ -82,7 +82,7 @@ export class StreamService {
    * message, not two); else a `res` does. A leased stream's append is
    * forwarded to its holder.
    */
-  appendFor(from: StreamFollower, id: number, stream: string, payload: Uint8Array, o: AppendOptions): void {
+  appendFor(from: StreamFollower, id: number, stream: string, payload: string, o: AppendOptions): void {
     const lease = this.#leases.get(stream);
     if (lease !== undefined) {
       const fwd = this.#nextForward++;
@@ -93,7 +93,7 @@ export class StreamService {
     this.#appendAnswering(from, id, stream, payload, o);
   }
 
-  #appendAnswering(from: StreamFollower, id: number, stream: string, payload: Uint8Array, o: AppendOptions): void {
+  #appendAnswering(from: StreamFollower, id: number, stream: string, payload: string, o: AppendOptions): void {
     let pos: Position;
     try {
       pos = this.store.append(stream, payload, o);
@@ -109,7 +109,7 @@ export class StreamService {
    * carries its request `id`. Whether `to` got one (else its request is
    * answered by a `res`).
    */
-  #relay(stream: string, pos: Position, payload: Uint8Array, skip: StreamFollower | undefined, to: StreamFollower | undefined, id: number): boolean {
+  #relay(stream: string, pos: Position, payload: string, skip: StreamFollower | undefined, to: StreamFollower | undefined, id: number): boolean {
     const followers = this.#followers.get(stream);
     if (!followers) return false;
     const msg: PrimaryToWorker = { t: 'smsg', stream, epoch: pos.epoch, offset: pos.offset, payload };
@@ -134,7 +134,7 @@ export class StreamService {
    * `from` too: readers are told continuity_lost, never given two frames
    * at one offset.
    */
-  put(from: StreamFollower, stream: string, epoch: string, offset: number, payload: Uint8Array, o: AppendOptions, fwd?: number): void {
+  put(from: StreamFollower, stream: string, epoch: string, offset: number, payload: string, o: AppendOptions, fwd?: number): void {
     const lease = this.#leases.get(stream);
     const holds = lease?.holder === from;
     const waiting = holds && fwd !== undefined ? lease!.waiting.get(fwd) : undefined;

@@ -254,7 +254,7 @@ class Supervisor {
       case 'req': {
         const reply = (r: PrimaryToWorker) => slot.port.send(r);
         if (msg.op === 'append' && this.#streams) {
-          this.#streams.appendFor(slot.target, msg.id, msg.arg ?? '', msg.payload ?? new Uint8Array(), { cmid: msg.cmid, ends: msg.ends });
+          this.#streams.appendFor(slot.target, msg.id, msg.arg ?? '', msg.frame ?? '', { cmid: msg.cmid, ends: msg.ends });
           break;
         }
         answer(reply, msg.id, (): PrimaryOps[typeof msg.op] | Promise<PrimaryOps[typeof msg.op]> => {
@@ -266,7 +266,7 @@ class Supervisor {
             case 'metrics':
               return this.#metrics();
             case 'append': // appendFor above takes it while history is kept here; else #stream() throws why not (answered as an error)
-              return this.#stream().append(msg.arg ?? '', msg.payload ?? new Uint8Array(), {});
+              return this.#stream().append(msg.arg ?? '', msg.frame ?? '', {});
             case 'follow':
               return this.#stream().follow(slot.target, msg.arg ?? '', msg.pos, msg.times);
             case 'claim':

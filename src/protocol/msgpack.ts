@@ -45,9 +45,9 @@ export function packTyping(isTyping: boolean): Uint8Array {
   return c.bytes;
 }
 
-/** A JSON frame (UTF-8 bytes) as MessagePack; throws if it is not JSON. */
-export function toMsgpack(json: Uint8Array): Uint8Array {
-  return packr.pack(JSON.parse(Buffer.from(json.buffer, json.byteOffset, json.byteLength).toString('utf8')));
+/** A JSON frame (text, or its UTF-8 bytes) as MessagePack; throws if it is not JSON. */
+export function toMsgpack(json: string | Uint8Array): Uint8Array {
+  return packr.pack(JSON.parse(typeof json === 'string' ? json : Buffer.from(json.buffer, json.byteOffset, json.byteLength).toString('utf8')));
 }
 
 /** Decodes a client's MessagePack frame; throws on anything that is not exactly one MessagePack value. */

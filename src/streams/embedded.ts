@@ -19,7 +19,7 @@
  * they are held and sent merged (streams/progress.ts).
  */
 import type { EmbeddedCluster } from '../cluster/embedded.js';
-import type { PrimaryToWorker } from '../cluster/ipc.js';
+import type { PrimaryToWorker, WorkerToPrimary } from '../cluster/ipc.js';
 import { PieceBuffer } from './progress.js';
 import { SharedReads } from './reads.js';
 import type { AppendOptions, Chunk, Claim, Position, ReadResult, StoredFrame, StreamSink, StreamStore } from './streams.js';
@@ -65,10 +65,10 @@ export class EmbeddedStreams implements StreamStore {
     this.#held = new PieceBuffer((stream, chunk) => this.primary.send({ t: 'chunk', stream, chunk }));
   }
 
-  append(stream: string, payload: Uint8Array, o: AppendOptions = {}): Promise<Position> {
+  append(stream: string, payload: string, o: AppendOptions = {}): Promise<Position> {
     this.#held.beforeAppend(stream, o.ends);
     const lease = this.#leases.get(stream);
-    if (lease === undefined) return this.primary.request('append', { arg: stream, payload, cmid: o.cmid, ends: o.ends });
+    if (lease === undefined) return this.primary.request('append', { arg: stream, frame: payload, cmid: o.cmid, ends: o.ends });
     try {
       return Promise.resolve(this.#make(stream, lease, payload, o, undefined));
     } catch (err) {
@@ -83,9 +83,14 @@ export class EmbeddedStreams implements StreamStore {
    * primary at the end of the turn, after the socket's write (a worker lost
    * in between is why the primary gives its leased sessions a new epoch).
    */
-  #make(stream: string, lease: Lease, payload: Uint8Array, o: AppendOptions, fwd: number | undefined): Position {
+  #make(stream: string, lease: Lease, payload: string, o: AppendOptions, fwd: number | undefined): Position {
     const offset = ++lease.top;
-    this.primary.send({ t: 'put', stream, epoch: lease.epoch, offset, payload, cmid: o.cmid, ends: o.ends, fwd });
+    const put: Extract<WorkerToPrimary, { t: 'put' }> = { t: 'put', stream, epoch: lease.epoch, offset, payload };
+    // Only the fields set: V8's serializer writes an undefined one too.
+    if (o.cmid !== undefined) put.cmid = o.cmid;
+    if (o.ends !== undefined) put.ends = o.ends;
+    if (fwd !== undefined) put.fwd = fwd;
+    this.primary.send(put);
     this.sink.frame(stream, lease.epoch, { offset, payload });
     return { epoch: lease.epoch, offset };
   }

@@ -123,16 +123,14 @@ function answerIdOf(frame: string): string | undefined {
   return m?.[1];
 }
 
-const text = (f: StoredFrame): string => Buffer.from(f.payload.buffer, f.payload.byteOffset, f.payload.byteLength).toString('utf8');
-
 /** A broadcast stream frame as a widget.v2 socket receives it. */
 export function broadcastFrame(f: StoredFrame): string {
-  return `{"type":"broadcast","offset":${f.offset},"data":${text(f)}}`;
+  return `{"type":"broadcast","offset":${f.offset},"data":${f.payload}}`;
 }
 
 /** A session stream frame (stored without its offset) as a widget.v2 socket receives it. */
 export function sessionFrame(f: StoredFrame): string {
-  return `{"offset":${f.offset},${text(f).slice(1)}`;
+  return `{"offset":${f.offset},${f.payload.slice(1)}`;
 }
 
 /** The content of an ai_response frame. */
@@ -164,7 +162,7 @@ export interface StreamHubOptions {
   app: TemplatedApp;
   log: Logger;
   /** Local delivery of a broadcast's v1 frame (uWS topic and its msgpack twin, with the slow-consumer check). */
-  publishV1(creatorId: string, payload: Uint8Array): void;
+  publishV1(creatorId: string, payload: string): void;
   /** Before a publish to a v2 topic (the slow-consumer check), with its size. */
   beforePublish(creatorId: string, bytes: number): void;
   /** A reader with more than this buffered gets chunks merged instead of one frame each. */
@@ -655,7 +653,8 @@ export class StreamHub {
     }
     if (ns.readers.size === 0) return;
     const frame = this.#frame(ns, f);
-    const ends = answerIdOf(frame);
+    // Only an answer streaming at this node has state to end (no parse of every frame for it).
+    const ends = ns.answers.size > 0 ? answerIdOf(frame) : undefined;
     // The final answer of a streamed one: its content is the whole text (an
     // error ends it as it is), so a reader first gets what it lacks of it,
     // then the frame; the answer's chunk state is done.

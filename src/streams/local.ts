@@ -29,7 +29,7 @@ export class LocalStreams implements StreamStore {
     hub.nodes.add(this);
   }
 
-  async append(stream: string, payload: Uint8Array, o?: AppendOptions): Promise<Position> {
+  async append(stream: string, payload: string, o?: AppendOptions): Promise<Position> {
     const pos = this.hub.store.append(stream, payload, o);
     const frame: StoredFrame = { offset: pos.offset, payload };
     for (const node of this.hub.nodes) {

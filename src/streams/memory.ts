@@ -12,12 +12,12 @@
  * slack included: about 650 bytes for ~150-byte frames as strings, 918 as
  * copies.
  *
- * A kept frame is its bytes as a one-byte (latin1) string on the V8 heap,
- * not a Uint8Array: lossless for any bytes, about 16 bytes of header, and
- * made in 0.2-0.4 µs where a copy into an ArrayBuffer of its own (its
- * bytes must not stay a view into the IPC message or Buffer pool they came
- * in: `keep`) takes 1.4-2.1 µs and malloc (bench ad hoc, 150-byte frames).
- * Unless the bound on history is too large for the heap: then copies.
+ * A kept frame is its text, the string it came as (about 16 bytes of
+ * header; a string received over IPC is a fresh flat string, never a view
+ * into the message it came in), unless the bound on history is too large
+ * for the V8 heap: then its UTF-8 bytes, in an ArrayBuffer of its own.
+ * HISTORY_MAX_BYTES counts a frame's UTF-8 bytes (its size on the wire and
+ * in Redis): for the usual ASCII JSON, its size on the heap too.
  */
 import { getHeapStatistics } from 'node:v8';
 import { extend, newEpoch, recoverable, type AppendOptions, type Chunk, type Claim, type HistoryOptions, type Partial, type Position, type ReadResult, type StoredFrame } from './streams.js';
@@ -59,7 +59,7 @@ export class MemoryStreamStore {
   #newest: Stream | undefined;
   #bytes = 0;
   readonly #timer: NodeJS.Timeout;
-  readonly #keep: (payload: Uint8Array) => Kept;
+  readonly #keep: (payload: string) => Kept;
   /** Streams dropped for the byte bound (a metric). */
   evicted = 0;
 
@@ -108,17 +108,18 @@ export class MemoryStreamStore {
     s.older = s.newer = undefined;
   }
 
-  append(stream: string, payload: Uint8Array, o: AppendOptions = {}): Position {
+  append(stream: string, payload: string, o: AppendOptions = {}): Position {
     return this.#append(this.#get(stream), payload, o);
   }
 
-  #append(s: Stream, payload: Uint8Array, o: AppendOptions): Position {
+  #append(s: Stream, payload: string, o: AppendOptions): Position {
     const cmid = o.cmid;
     if (o.ends !== undefined && s.partial?.messageId === o.ends) s.partial = undefined;
     s.top++;
     const kept = this.#keep(payload);
-    s.bytes += payload.byteLength;
-    this.#bytes += payload.byteLength;
+    const bytes = Buffer.byteLength(payload);
+    s.bytes += bytes;
+    this.#bytes += bytes;
     let dropped: Kept | undefined;
     if (this.o.size === 0) dropped = kept; // HISTORY_SIZE 0: numbered, never kept
     else if (s.frames.length < this.o.size) s.frames.push(kept);
@@ -149,7 +150,7 @@ export class MemoryStreamStore {
    * stream's next offset in `epoch` (the stream expired, was evicted or
    * started again meanwhile).
    */
-  put(stream: string, epoch: string, offset: number, payload: Uint8Array, o: AppendOptions = {}): Position | undefined {
+  put(stream: string, epoch: string, offset: number, payload: string, o: AppendOptions = {}): Position | undefined {
     const s = this.#streams.get(stream);
     if (s === undefined || s.epoch !== epoch || s.top + 1 !== offset) return undefined;
     return this.#append(s, payload, o);
@@ -183,7 +184,7 @@ export class MemoryStreamStore {
     const oldest = s.top - s.frames.length + 1;
     if (!recoverable(after, s.epoch, s.top, oldest)) return { epoch: s.epoch, top: s.top, frames: [], lost: true, ...partial };
     const frames: StoredFrame[] = [];
-    for (let i = after.offset + 1 - oldest, offset = after.offset + 1; i < s.frames.length; i++, offset++) frames.push({ offset, payload: bytesOf(keptAt(s, i)!) });
+    for (let i = after.offset + 1 - oldest, offset = after.offset + 1; i < s.frames.length; i++, offset++) frames.push({ offset, payload: textOf(keptAt(s, i)!) });
     return { epoch: s.epoch, top: s.top, frames, lost: false, ...partial };
   }
 
@@ -224,7 +225,7 @@ export class MemoryStreamStore {
     const s = this.#streams.get(stream);
     if (s === undefined || s.epoch !== at.epoch) return undefined;
     const kept = keptAt(s, at.offset - (s.top - s.frames.length + 1));
-    return kept === undefined ? undefined : { offset: at.offset, payload: bytesOf(kept) };
+    return kept === undefined ? undefined : { offset: at.offset, payload: textOf(kept) };
   }
 
   /**
@@ -278,21 +279,15 @@ export class MemoryStreamStore {
   }
 }
 
-/** A kept frame's bytes: a latin1 string (one char per byte), or a Uint8Array of its own. */
+/** A kept frame: its text, or its UTF-8 bytes in an ArrayBuffer of their own (Buffer.from would slice Node's shared pool: the frame would keep 8 KiB alive). */
 type Kept = string | Uint8Array;
 
-/**
- * Why a frame is never kept as the Uint8Array it came as: one received over
- * IPC (advanced serialization) is a view into the whole message it came in,
- * under load a batch of up to 512 messages (a 150-byte frame of a 50-frame
- * batch held 8.8 KB, measured); a small Buffer is a slice of Node's 8 KiB
- * pool. Kept as it came, a frame that outlives the others of its message (a
- * quiet session's last answer, kept HISTORY_TTL_S) keeps the whole message
- * alive: memory far above HISTORY_MAX_BYTES, which counts the frames' own
- * bytes. A string or a copy holds exactly its bytes.
- */
-const keepAsString = (payload: Uint8Array): Kept => Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('latin1');
-const keepAsCopy = (payload: Uint8Array): Kept => new Uint8Array(payload);
+const keepAsString = (payload: string): Kept => payload;
+function keepAsCopy(payload: string): Kept {
+  const b = Buffer.allocUnsafeSlow(Buffer.byteLength(payload));
+  b.write(payload);
+  return b;
+}
 
-const keptBytes = (k: Kept): number => (typeof k === 'string' ? k.length : k.byteLength);
-const bytesOf = (k: Kept): Uint8Array => (typeof k === 'string' ? Buffer.from(k, 'latin1') : k);
+const keptBytes = (k: Kept): number => (typeof k === 'string' ? Buffer.byteLength(k) : k.byteLength);
+const textOf = (k: Kept): string => (typeof k === 'string' ? k : Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString('utf8'));

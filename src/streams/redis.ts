@@ -33,7 +33,6 @@ import type { Result } from 'ioredis';
 import { GatewayError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
 import type { RedisLink } from '../redis/link.js';
-import { asBuffer } from '../redis/link.js';
 import type { RedisCluster } from '../cluster/redis.js';
 import { PieceBuffer } from './progress.js';
 import { SharedReads } from './reads.js';
@@ -184,19 +183,11 @@ export const APPEND_BATCH = { frames: 64, bytes: 256 * 1024 };
 
 interface PendingAppend {
   stream: string;
-  payload: Uint8Array;
+  payload: string;
   o: AppendOptions;
   resolve(p: Position): void;
   reject(err: Error): void;
 }
-
-/**
- * A frame as text for the append script: ioredis writes a command whose
- * arguments are all strings as one string, and one with a Buffer through a
- * slower path that gathers buffers (10-30% of an append's client CPU,
- * measured). Lossless: every frame is JSON made from a string (UTF-8).
- */
-const asText = (payload: Uint8Array): string => asBuffer(payload).toString('utf8');
 
 export class RedisStreams implements StreamStore {
   /** stream -> follows made by this node. */
@@ -257,7 +248,7 @@ export class RedisStreams implements StreamStore {
    * so an answer costs a share of one round trip's client work, not a whole
    * command (the chat of a loaded node appends tens of answers a turn).
    */
-  append(stream: string, payload: Uint8Array, o: AppendOptions = {}): Promise<Position> {
+  append(stream: string, payload: string, o: AppendOptions = {}): Promise<Position> {
     this.#held.beforeAppend(stream, o.ends);
     return new Promise((resolve, reject) => {
       const group = this.link.sharded ? calculateSlot(stream) : 0;
@@ -285,13 +276,13 @@ export class RedisStreams implements StreamStore {
       let batch: PendingAppend[] = [];
       let bytes = 0;
       for (const x of group) {
-        if (batch.length > 0 && (batch.length >= APPEND_BATCH.frames || bytes + x.payload.byteLength > APPEND_BATCH.bytes)) {
+        if (batch.length > 0 && (batch.length >= APPEND_BATCH.frames || bytes + x.payload.length > APPEND_BATCH.bytes)) {
           this.#sendBatch(batch);
           batch = [];
           bytes = 0;
         }
         batch.push(x);
-        bytes += x.payload.byteLength;
+        bytes += x.payload.length;
       }
       this.#sendBatch(batch);
     }
@@ -300,12 +291,13 @@ export class RedisStreams implements StreamStore {
   /** One run of the append script for `items` (one slot), within the link's byte bound. */
   #sendBatch(items: PendingAppend[]): void {
     const keys: string[] = [];
+    // All strings: ioredis writes a command whose arguments are all strings as one string, and one with a Buffer through a slower path that gathers buffers (10-30% of an append's client CPU, measured).
     const args: string[] = [];
     let bytes = 0;
     for (const { stream, payload, o } of items) {
       keys.push(this.#key(stream, 'm'));
-      args.push(asText(payload), `${newEpoch()}\n${creatorOfStream(stream) !== undefined ? 'b' : 's'}${o.ends ?? ''}\n${o.cmid ?? ''}`);
-      bytes += payload.byteLength + 128;
+      args.push(payload, `${newEpoch()}\n${creatorOfStream(stream) !== undefined ? 'b' : 's'}${o.ends ?? ''}\n${o.cmid ?? ''}`);
+      bytes += payload.length + 128;
     }
     const sent = this.link.send(bytes, (c) => c.cgwAppend(keys.length, ...keys, this.o.size, this.o.ttlMs, this.link.sharded ? 'SPUBLISH' : 'PUBLISH', ...args));
     if (sent === undefined) {
@@ -329,7 +321,7 @@ export class RedisStreams implements StreamStore {
   }
 
   /** A frame appended: a session stream's frame delivered here (if followed) and sent to the other nodes following it. */
-  #appended(stream: string, payload: Uint8Array, r: Reply): Position {
+  #appended(stream: string, payload: string, r: Reply): Position {
     const epoch = String(r[0]);
     const offset = Number(r[1]);
     if (r.length > 2) {
@@ -403,19 +395,18 @@ export class RedisStreams implements StreamStore {
         await withDeadline(this.link.sub.whenConfirmed(ch), this.o.checkMs + 2000, 'subscription to a broadcast stream');
       }
       const r = (await this.link.run('history read', (c) =>
-        c.cgwReadBuffer(...this.#keys(stream), after?.epoch ?? '', after?.offset ?? 0, this.o.ttlMs, newEpoch(), broadcast ? '' : this.o.nodeId),
+        c.cgwRead(...this.#keys(stream), after?.epoch ?? '', after?.offset ?? 0, this.o.ttlMs, newEpoch(), broadcast ? '' : this.o.nodeId),
       )) as Reply;
       const epoch = String(r[0]);
       const top = Number(r[1]);
-      const partialRaw = r[2] as Buffer | string;
+      const raw = r[2] as string;
       const res: ReadResult = { epoch, top, frames: [], lost: String(r[3]) === 'lost' };
-      if (partialRaw && partialRaw.length > 0) {
-        const raw = Buffer.isBuffer(partialRaw) ? partialRaw.toString('utf8') : partialRaw;
+      if (raw && raw.length > 0) {
         const nl = raw.indexOf('\n');
         if (nl > 0) res.partial = { messageId: raw.slice(0, nl), text: raw.slice(nl + 1) };
       }
       if (after !== undefined && !res.lost) {
-        const frames = r.slice(4) as Buffer[];
+        const frames = r.slice(4) as string[];
         const first = top - frames.length + 1;
         res.frames = frames.map((payload, i) => ({ offset: first + i, payload }));
       }
@@ -467,7 +458,7 @@ export class RedisStreams implements StreamStore {
   }
 
   async frameAt(stream: string, at: Position): Promise<StoredFrame | undefined> {
-    const v = (await this.link.run('history read', (c) => c.cgwFrameAtBuffer(this.#key(stream, 'm'), this.#key(stream, 'l'), at.epoch, at.offset))) as Buffer | null;
+    const v = (await this.link.run('history read', (c) => c.cgwFrameAt(this.#key(stream, 'm'), this.#key(stream, 'l'), at.epoch, at.offset))) as string | null;
     return v ? { offset: at.offset, payload: v } : undefined;
   }
 
@@ -484,11 +475,12 @@ export class RedisStreams implements StreamStore {
     }
     if (!Array.isArray(v) || v.length !== 3) return;
     const [epoch, offset, payload] = v as [unknown, unknown, unknown];
-    this.sink.frame(stream, String(epoch), { offset: Number(offset), payload: payload instanceof Uint8Array ? payload : Buffer.from(String(payload)) });
+    // Lua's cmsgpack packs a string as msgpack str: it unpacks as one.
+    this.sink.frame(stream, String(epoch), { offset: Number(offset), payload: payload instanceof Uint8Array ? Buffer.from(payload).toString() : String(payload) });
   }
 
   #inboxFrame(m: unknown[]): void {
-    const [, stream, epoch, offset, payload] = m as [string, string, string, number, Uint8Array];
+    const [, stream, epoch, offset, payload] = m as [string, string, string, number, string];
     if (this.#follows.has(stream)) this.sink.frame(stream, epoch, { offset, payload });
   }
 
@@ -579,12 +571,12 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     cgwRebase(m: string, seen: string, epoch: string): Result<string, Context>;
     cgwAppend(numberOfKeys: number, ...keysThenArgs: Array<string | number>): Result<unknown, Context>;
-    cgwReadBuffer(m: string, l: string, n: string, p: string, afterEpoch: string, afterOffset: number, ttl: number, epoch: string, node: string): Result<unknown, Context>;
+    cgwRead(m: string, l: string, n: string, p: string, afterEpoch: string, afterOffset: number, ttl: number, epoch: string, node: string): Result<unknown, Context>;
     cgwTouch(m: string, l: string, n: string, p: string, ttl: number): Result<unknown, Context>;
     cgwClaim(c: string, ttl: number, pending: string): Result<unknown, Context>;
     cgwTakeover(c: string, seen: string, mine: string, ttl: number): Result<unknown, Context>;
     cgwPiece(p: string, n: string, messageId: string, index: number, delta: string, ttl: number): Result<unknown, Context>;
-    cgwFrameAtBuffer(m: string, l: string, epoch: string, offset: number): Result<unknown, Context>;
+    cgwFrameAt(m: string, l: string, epoch: string, offset: number): Result<unknown, Context>;
   }
   interface ChainableCommander {
     cgwTouch(m: string, l: string, n: string, p: string, ttl: number): ChainableCommander;

@@ -34,10 +34,15 @@ export interface Position {
   offset: number;
 }
 
-/** A frame of a stream, as stored: JSON bytes without the offset (hub.ts adds it). */
+/**
+ * A frame of a stream, as stored: JSON text without the offset (hub.ts adds
+ * it). Text, not bytes, end to end: a frame is made as a string, sent to
+ * sockets as one, and crosses cluster IPC as one (V8's serializer copies a
+ * string natively, where a Uint8Array goes through a JS callback each way).
+ */
 export interface StoredFrame {
   offset: number;
-  payload: Uint8Array;
+  payload: string;
 }
 
 /**
@@ -102,7 +107,7 @@ export interface StreamStore {
    * `o.ends`: the message id of the streamed answer it completes (its
    * partial is dropped).
    */
-  append(stream: string, payload: Uint8Array, o?: AppendOptions): Promise<Position>;
+  append(stream: string, payload: string, o?: AppendOptions): Promise<Position>;
   /**
    * Records a streamed answer's progress (for a socket that joins
    * mid-answer) and delivers it to every other node following the stream.
