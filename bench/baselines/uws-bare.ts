@@ -19,8 +19,9 @@
  * With HISTORY_HOP=1, every ai_response carries its session's next offset
  * (a leading `"offset":N`, as the gateway's; a session per socket) and is
  * also sent to the primary, which keeps the last 100 of each session: the
- * frames of one event-loop turn in one IPC message, kept as latin1 strings
- * in a ring per session (as the gateway's primary keeps them).
+ * frames of one event-loop turn in one IPC message, each the string sent
+ * to the socket, kept as it came in a ring per session (as the gateway's
+ * primary keeps them).
  * The least work history held by the primary can do (embedded widget.v2
  * chat's floor: the issue asks the primary to hold the streams, so every
  * answer crosses a process).
@@ -46,7 +47,7 @@ const WORKERS = Number(process.env.WORKERS ?? 2);
 const HISTORY_HOP = process.env.HISTORY_HOP === '1';
 type UserData = { creator: string; closed?: boolean; resume?: boolean; batch?: boolean; session?: string; offset?: number };
 /** HISTORY_HOP: the frames of a turn, to the primary: [session, offset, frame] each. */
-type Put = [string, number, Uint8Array];
+type Put = [string, number, string];
 const HISTORY_REDIS = process.env.HISTORY_REDIS;
 /** HISTORY_REDIS: KEYS, a session's hash per frame (its list: the same name ending in l); ARGV, the frames. The offsets. */
 const APPEND = `
@@ -73,7 +74,7 @@ if (cluster.isPrimary) {
         for (const [session, , frame] of m.puts) {
           let ring = history.get(session);
           if (!ring) history.set(session, (ring = { frames: [], head: 0 }));
-          const kept = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).toString('latin1');
+          const kept = frame;
           if (ring.frames.length < 100) ring.frames.push(kept);
           else {
             ring.frames[ring.head] = kept;
@@ -207,7 +208,7 @@ if (cluster.isPrimary) {
       }
       if (HISTORY_HOP) {
         const u = ws.getUserData();
-        const frame = Buffer.from(`{"offset":${++u.offset!},${answer}`);
+        const frame = `{"offset":${++u.offset!},${answer}`;
         ws.send(frame);
         if (puts.length === 0) setImmediate(flushPuts);
         puts.push([u.session!, u.offset!, frame]);
