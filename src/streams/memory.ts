@@ -17,7 +17,9 @@
  * into the message it came in), unless the bound on history is too large
  * for the V8 heap: then its UTF-8 bytes, in an ArrayBuffer of its own.
  * HISTORY_MAX_BYTES counts a frame's UTF-8 bytes (its size on the wire and
- * in Redis): for the usual ASCII JSON, its size on the heap too.
+ * in Redis): for the usual ASCII JSON, its size on the heap too (V8 keeps a
+ * string with any character past U+00FF at two bytes per character: up to
+ * twice what is counted, for mostly ASCII text).
  */
 import { getHeapStatistics } from 'node:v8';
 import { extend, newEpoch, recoverable, type AppendOptions, type Chunk, type Claim, type HistoryOptions, type Partial, type Position, type ReadResult, type StoredFrame } from './streams.js';
