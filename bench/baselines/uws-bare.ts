@@ -41,6 +41,7 @@ import { Pool, type Dispatcher } from 'undici';
 import { Redis } from 'ioredis';
 import type { WebSocket } from '@trufflesuite/uws-js-unofficial';
 import { loadUws } from '../../src/uws/loader.js';
+import { exitOnSigterm, stopWorkersOnSigterm } from './exit.js';
 
 const PORT = Number(process.env.PORT ?? 9101);
 const WORKERS = Number(process.env.WORKERS ?? 2);
@@ -86,11 +87,9 @@ if (cluster.isPrimary) {
       for (const o of workers) if (o !== w && o.isConnected()) o.send(m);
     });
   }
-  process.on('SIGTERM', () => {
-    for (const w of workers) w.process.kill('SIGKILL');
-    process.exit(0);
-  });
+  stopWorkersOnSigterm(workers);
 } else {
+  exitOnSigterm();
   const { uws } = loadUws();
   const app = uws.App();
   const body = 'x'.repeat(100);

@@ -11,6 +11,7 @@ import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createVerifier } from 'fast-jwt';
+import { exitOnSigterm, stopWorkersOnSigterm } from './exit.js';
 
 const PORT = Number(process.env.PORT ?? 9102);
 const WORKERS = Number(process.env.WORKERS ?? 2);
@@ -22,11 +23,9 @@ if (cluster.isPrimary) {
       for (const o of workers) if (o !== w && o.isConnected()) o.send(m);
     });
   }
-  process.on('SIGTERM', () => {
-    for (const w of workers) w.process.kill('SIGKILL');
-    process.exit(0);
-  });
+  stopWorkersOnSigterm(workers);
 } else {
+  exitOnSigterm();
   const verify = createVerifier({ key: process.env.JWT_SECRET!, algorithms: ['HS256'], cache: 10_000 });
   const byCreator = new Map<string, Set<WebSocket>>();
   const deliver = (creator: string, body: string) => {
