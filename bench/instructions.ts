@@ -30,7 +30,7 @@
  * work.
  *
  *   node --import tsx bench/instructions.ts          (needs valgrind; about 2 minutes)
- *   INSTR_WORK (chat, or connect), INSTR_PROTOCOL (widget.v1, or widget.v2), INSTR_WARMUP (5000; 20000 for widget.v2), INSTR_MESSAGES (5000), INSTR_WINDOWS (5),
+ *   INSTR_WORK (chat, or connect), INSTR_PROTOCOL (widget.v1, or widget.v2), INSTR_SOCKETS (1: chat sockets in a closed loop each), INSTR_WARMUP (5000; 20000 for widget.v2), INSTR_MESSAGES (5000), INSTR_WINDOWS (5),
  *   BENCH_TARGETS=gateway (the gateway alone),
  *   INSTR_KEEP=1 (keep the last window's callgrind dump of each server, to see where the instructions go),
  *   BENCH_GATEWAY_MAIN (another build of the gateway, for a before/after figure)
@@ -54,12 +54,13 @@ const KEEP = process.env.INSTR_KEEP === '1';
 if (WORK !== 'chat' && WORK !== 'connect') throw new Error(`INSTR_WORK must be chat or connect, not ${WORK}`);
 if (PROTOCOL !== 'widget.v1' && PROTOCOL !== 'widget.v2') throw new Error(`INSTR_PROTOCOL must be widget.v1 or widget.v2, not ${PROTOCOL}`);
 const V2 = PROTOCOL === 'widget.v2';
+const SOCKETS = Math.max(1, Number(process.env.INSTR_SOCKETS ?? 1));
 const UNIT = WORK === 'chat' ? 'message' : 'connect';
 
 // vgdb names its pipes after $HOST, the servers' listen address: callgrind_control must see the same.
 const HOST = '127.0.0.1';
 
-/** `n` user_messages on one socket, each sent once the previous one's ai_response arrived. */
+/** `n` user_messages on one socket, each sent once the previous one's ai_response arrived (INSTR_SOCKETS of these at once). */
 function chat(port: number, n: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(`ws://127.0.0.1:${port}${widgetPath('instr')}`, V2 ? 'widget.v2' : undefined);
@@ -105,7 +106,8 @@ async function connect(port: number, n: number): Promise<() => Promise<void>> {
 /** One window of the work: its count, then what is left to do outside the window. */
 async function work(port: number, n: number): Promise<() => Promise<void>> {
   if (WORK === 'connect') return connect(port, n);
-  await chat(port, n);
+  // INSTR_SOCKETS sockets share the window's messages (a busier server: one turn handles several).
+  await Promise.all(Array.from({ length: SOCKETS }, (_, i) => chat(port, Math.floor(n / SOCKETS) + (i < n % SOCKETS ? 1 : 0))));
   return async () => {};
 }
 
