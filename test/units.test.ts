@@ -16,7 +16,7 @@ import { sleep } from './helpers/net.js';
 import { backoffMs, workerExecArgv } from '../src/primary/supervisor.js';
 import { loadUws, UwsLoadError, CANDIDATES } from '../src/uws/loader.js';
 import { ERRORS, aiResponse, aiResponseObject, connectionStatus, connectionStatusObject, type Answer } from '../src/protocol/frames.js';
-import type { PrimaryToWorker, WorkerToPrimary } from '../src/cluster/ipc.js';
+import { eachPut, type PrimaryToWorker, type WorkerToPrimary } from '../src/cluster/ipc.js';
 import { EmbeddedCluster } from '../src/cluster/embedded.js';
 import { EmbeddedStreams } from '../src/streams/embedded.js';
 import { byToken, keyVerifier, KEPT_TOKEN_CHARS, KEPT_TOKENS } from '../src/auth/jwks.js';
@@ -302,7 +302,7 @@ function embeddedWorkers(t: Test, n: number) {
             target.send({ t: 'res', id: m.id, result } as PrimaryToWorker);
           } else if (m.t === 'req' && m.op === 'append') svc.appendFor(target, m.id, m.arg!, m.frame!, { cmid: m.cmid, ends: m.ends });
           else if (m.t === 'unfollow') svc.unfollow(target, m.stream);
-          else if (m.t === 'put') svc.put(target, m.stream, m.epoch, m.offset, m.payload, { cmid: m.cmid, ends: m.ends }, m.fwd);
+          else if (m.t === 'puts') eachPut(m.p, (stream, epoch, offset, payload, cmid, ends, fwd) => svc.put(target, stream, epoch, offset, payload, { cmid, ends }, fwd));
           else if (m.t === 'decline') svc.decline(target, m.stream, m.fwd);
           return true;
         },
@@ -594,6 +594,35 @@ void t.test('BatchingPort over a real IPC channel: one turn, few IPC messages, o
   t.ok(raw <= 4, `and came back as few (${raw})`);
   child.kill();
   t.equal(port.send({ t: 'n', i: 0 }) || !child.connected, true, 'a send after the other end is gone does not throw');
+});
+
+void t.test("a worker's puts of one turn leave as one flat `puts` message, and a message sent between them keeps its place", async (t) => {
+  const { BatchingPort } = await import('../src/cluster/ipc-port.js');
+  const sent: WorkerToPrimary[] = [];
+  const port = new BatchingPort<WorkerToPrimary>({ send: (m) => (sent.push(structuredClone(m) as WorkerToPrimary), true), connected: true, on: () => {} });
+  const cluster = new EmbeddedCluster(port);
+  cluster.put('s/c/1', 'e1', 1, '{"a":1}', 'm1', undefined, undefined);
+  cluster.put('s/c/2', 'e2', 7, '{"b":2}', undefined, 'x', 3);
+  cluster.send({ t: 'unfollow', stream: 's/c/1' });
+  cluster.put('s/c/2', 'e2', 8, '{"c":3}', undefined, undefined, undefined);
+  port.flush();
+  t.equal(sent.length, 1, 'one IPC message for the turn');
+  const batch = (sent[0] as unknown as { t: string; m: WorkerToPrimary[] }).m;
+  t.same(batch.map((m) => m.t), ['puts', 'unfollow', 'puts'], 'the unfollow between the puts keeps its place');
+  const frames: unknown[][] = [];
+  for (const m of batch) if (m.t === 'puts') eachPut(m.p, (...put) => frames.push(put));
+  t.same(frames, [
+    ['s/c/1', 'e1', 1, '{"a":1}', 'm1', undefined, undefined],
+    ['s/c/2', 'e2', 7, '{"b":2}', undefined, 'x', 3],
+    ['s/c/2', 'e2', 8, '{"c":3}', undefined, undefined, undefined],
+  ], 'every frame, with its fields, in the order put');
+  cluster.put('s/c/3', 'e3', 1, '{}', undefined, undefined, undefined);
+  port.flush();
+  t.same(sent[1], { t: 'puts', p: ['s/c/3', 'e3', 1, '{}', undefined, undefined, undefined] }, 'a lone put leaves as itself');
+  for (let i = 1; i <= 1000; i++) cluster.put('s/c/4', 'e4', i, '{}', undefined, undefined, undefined);
+  port.flush();
+  const many = (sent[2] as unknown as { m: Array<Extract<WorkerToPrimary, { t: 'puts' }>> }).m;
+  t.same(many.map((m) => m.p.length / 7), [512, 488], 'a turn of 1,000 puts: two messages, at most 512 frames each');
 });
 
 void t.test('countFds: the descriptors this process holds, as listing /proc/self/fd says, following opens and closes', async (t) => {

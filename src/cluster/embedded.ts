@@ -14,6 +14,8 @@ import {
   answer,
   IpcRequests,
   isTagged,
+  roomForPut,
+  type Put,
   type PrimaryOps,
   type PrimaryToWorker,
   type Request,
@@ -34,6 +36,8 @@ export interface LinkHandlers {
 export interface WorkerPort {
   connected?: boolean;
   send?: (msg: WorkerToPrimary) => boolean;
+  /** A port that batches (cluster/ipc-port.ts): the message queued last, not sent yet. */
+  readonly last?: WorkerToPrimary;
   on(event: 'message', fn: (m: unknown) => void): unknown;
   off(event: 'message', fn: (m: unknown) => void): unknown;
 }
@@ -76,6 +80,13 @@ export class EmbeddedCluster implements ClusterView {
 
   send(msg: WorkerToPrimary): void {
     if (this.port.connected && this.port.send) this.port.send(msg);
+  }
+
+  /** A frame put to the primary (streams/embedded.ts): added to the `puts` message queued last if that is one (the puts of a turn go as one), else in a new one. */
+  put(...put: Put): void {
+    const last = this.port.last;
+    if (last?.t === 'puts' && roomForPut(last.p)) last.p.push(...put);
+    else this.send({ t: 'puts', p: put });
   }
 
   /** The primary counts every worker itself (it asks each for its local stats). */

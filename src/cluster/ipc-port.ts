@@ -60,6 +60,15 @@ export class BatchingPort<Out = unknown> {
     return true;
   }
 
+  /**
+   * The message queued last, not sent yet (undefined when nothing is
+   * queued): a caller may add to it what it would send next (nothing can
+   * come between them), as a batch of like messages.
+   */
+  get last(): Out | undefined {
+    return this.#queue.at(-1);
+  }
+
   /** Sends what is queued now (also called by the timer). */
   flush(): void {
     this.#scheduled = false;

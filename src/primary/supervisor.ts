@@ -25,7 +25,7 @@ import { createLogger, type Logger } from '../observability/log.js';
 import { Relay, type RelayTarget } from './relay.js';
 import { StreamService } from './streams.js';
 import { chargedUpdate, MemoryRateStore } from '../limits/store.js';
-import { answer, IpcRequests, isTagged, type PrimaryOps, type PrimaryToWorker, type WorkerOps, type WorkerToPrimary } from '../cluster/ipc.js';
+import { answer, eachPut, IpcRequests, isTagged, type PrimaryOps, type PrimaryToWorker, type WorkerOps, type WorkerToPrimary } from '../cluster/ipc.js';
 import { addCount, counts, type ClusterStats } from '../cluster/view.js';
 import { BatchingPort } from '../cluster/ipc-port.js';
 import { MemoryChatList } from '../channels/telegram/chats.js';
@@ -232,8 +232,8 @@ class Supervisor {
       case 'chunk':
         this.#streams?.chunk(slot.target, msg.stream, msg.chunk);
         break;
-      case 'put':
-        this.#streams?.put(slot.target, msg.stream, msg.epoch, msg.offset, msg.payload, { cmid: msg.cmid, ends: msg.ends }, msg.fwd);
+      case 'puts':
+        if (this.#streams) eachPut(msg.p, (stream, epoch, offset, payload, cmid, ends, fwd) => this.#streams!.put(slot.target, stream, epoch, offset, payload, { cmid, ends }, fwd));
         break;
       case 'decline':
         this.#streams?.decline(slot.target, msg.stream, msg.fwd);

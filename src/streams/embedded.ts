@@ -19,7 +19,7 @@
  * they are held and sent merged (streams/progress.ts).
  */
 import type { EmbeddedCluster } from '../cluster/embedded.js';
-import type { PrimaryToWorker, WorkerToPrimary } from '../cluster/ipc.js';
+import type { PrimaryToWorker } from '../cluster/ipc.js';
 import { PieceBuffer } from './progress.js';
 import { SharedReads } from './reads.js';
 import type { AppendOptions, Chunk, Claim, Position, ReadResult, StoredFrame, StreamSink, StreamStore } from './streams.js';
@@ -85,12 +85,7 @@ export class EmbeddedStreams implements StreamStore {
    */
   #make(stream: string, lease: Lease, payload: string, o: AppendOptions, fwd: number | undefined): Position {
     const offset = ++lease.top;
-    const put: Extract<WorkerToPrimary, { t: 'put' }> = { t: 'put', stream, epoch: lease.epoch, offset, payload };
-    // Only the fields set: V8's serializer writes an undefined one too.
-    if (o.cmid !== undefined) put.cmid = o.cmid;
-    if (o.ends !== undefined) put.ends = o.ends;
-    if (fwd !== undefined) put.fwd = fwd;
-    this.primary.send(put);
+    this.primary.put(stream, lease.epoch, offset, payload, o.cmid, o.ends, fwd);
     this.sink.frame(stream, lease.epoch, { offset, payload });
     return { epoch: lease.epoch, offset };
   }
