@@ -6,7 +6,9 @@
  * can be told from noise.
  *
  * Each server runs one worker under callgrind with instrumentation off. One
- * socket (widget.v1, the echo engine) sends user_messages in a closed loop:
+ * socket (INSTR_SOCKETS: that many, sharing the messages; widget.v1 unless
+ * INSTR_PROTOCOL says otherwise; the echo engine) sends user_messages in a
+ * closed loop:
  * INSTR_WARMUP of them, then INSTR_WINDOWS windows of INSTR_MESSAGES each
  * with the worker's instrumentation on, its count zeroed before and read
  * after. The first window is dropped (valgrind translates every function

@@ -75,10 +75,9 @@ if (cluster.isPrimary) {
         for (const [session, , frame] of m.puts) {
           let ring = history.get(session);
           if (!ring) history.set(session, (ring = { frames: [], head: 0 }));
-          const kept = frame;
-          if (ring.frames.length < 100) ring.frames.push(kept);
+          if (ring.frames.length < 100) ring.frames.push(frame);
           else {
-            ring.frames[ring.head] = kept;
+            ring.frames[ring.head] = frame;
             ring.head = (ring.head + 1) % 100;
           }
         }

@@ -106,7 +106,7 @@ export type PrimaryToWorker =
   | { t: 'chunk'; stream: string; chunk: Chunk }
   /** Another worker follows (or no longer follows) a session stream this worker follows: its pieces go at once (or now and then). */
   | { t: 'shared'; stream: string; shared: boolean }
-  /** An append to a session stream whose offsets this worker holds, for it to make (answered by a `put` with `fwd`, or a `decline`). */
+  /** An append to a session stream whose offsets this worker holds, for it to make (answered by a put with its `fwd`, in a `puts` message, or a `decline`). */
   | { t: 'fwd'; stream: string; payload: string; cmid?: string; ends?: string; fwd: number }
   /** This worker holds a stream's offsets no more (its put did not fit the stream: it expired, was evicted or started again): it appends through the primary again. */
   | { t: 'unlease'; stream: string }

@@ -61,7 +61,7 @@ export class MemoryStreamStore {
   #newest: Stream | undefined;
   #bytes = 0;
   readonly #timer: NodeJS.Timeout;
-  readonly #keep: (payload: string) => Kept;
+  readonly #keep: (payload: string, bytes: number) => Kept;
   /** Streams dropped for the byte bound (a metric). */
   evicted = 0;
 
@@ -118,8 +118,8 @@ export class MemoryStreamStore {
     const cmid = o.cmid;
     if (o.ends !== undefined && s.partial?.messageId === o.ends) s.partial = undefined;
     s.top++;
-    const kept = this.#keep(payload);
     const bytes = Buffer.byteLength(payload);
+    const kept = this.#keep(payload, bytes);
     s.bytes += bytes;
     this.#bytes += bytes;
     let dropped: Kept | undefined;
@@ -285,8 +285,8 @@ export class MemoryStreamStore {
 type Kept = string | Uint8Array;
 
 const keepAsString = (payload: string): Kept => payload;
-function keepAsCopy(payload: string): Kept {
-  const b = Buffer.allocUnsafeSlow(Buffer.byteLength(payload));
+function keepAsCopy(payload: string, bytes: number): Kept {
+  const b = Buffer.allocUnsafeSlow(bytes);
   b.write(payload);
   return b;
 }

@@ -184,6 +184,8 @@ export const APPEND_BATCH = { frames: 64, bytes: 256 * 1024 };
 interface PendingAppend {
   stream: string;
   payload: string;
+  /** Its UTF-8 bytes (the batch bounds count them). */
+  bytes: number;
   o: AppendOptions;
   resolve(p: Position): void;
   reject(err: Error): void;
@@ -252,7 +254,7 @@ export class RedisStreams implements StreamStore {
     this.#held.beforeAppend(stream, o.ends);
     return new Promise((resolve, reject) => {
       const group = this.link.sharded ? calculateSlot(stream) : 0;
-      const item: PendingAppend = { stream, payload, o, resolve, reject };
+      const item: PendingAppend = { stream, payload, bytes: Buffer.byteLength(payload), o, resolve, reject };
       const list = this.#appends.get(group);
       if (list) list.push(item);
       else this.#appends.set(group, [item]);
@@ -276,13 +278,13 @@ export class RedisStreams implements StreamStore {
       let batch: PendingAppend[] = [];
       let bytes = 0;
       for (const x of group) {
-        if (batch.length > 0 && (batch.length >= APPEND_BATCH.frames || bytes + x.payload.length > APPEND_BATCH.bytes)) {
+        if (batch.length > 0 && (batch.length >= APPEND_BATCH.frames || bytes + x.bytes > APPEND_BATCH.bytes)) {
           this.#sendBatch(batch);
           batch = [];
           bytes = 0;
         }
         batch.push(x);
-        bytes += x.payload.length;
+        bytes += x.bytes;
       }
       this.#sendBatch(batch);
     }
@@ -294,10 +296,10 @@ export class RedisStreams implements StreamStore {
     // All strings: ioredis writes a command whose arguments are all strings as one string, and one with a Buffer through a slower path that gathers buffers (10-30% of an append's client CPU, measured).
     const args: string[] = [];
     let bytes = 0;
-    for (const { stream, payload, o } of items) {
+    for (const { stream, payload, bytes: n, o } of items) {
       keys.push(this.#key(stream, 'm'));
       args.push(payload, `${newEpoch()}\n${creatorOfStream(stream) !== undefined ? 'b' : 's'}${o.ends ?? ''}\n${o.cmid ?? ''}`);
-      bytes += payload.length + 128;
+      bytes += n + 128;
     }
     const sent = this.link.send(bytes, (c) => c.cgwAppend(keys.length, ...keys, this.o.size, this.o.ttlMs, this.link.sharded ? 'SPUBLISH' : 'PUBLISH', ...args));
     if (sent === undefined) {
