@@ -359,14 +359,14 @@ export class Gateway {
 /** The chat pipeline's view of widget.v2 session streams. */
 function sessionStreams(hub: StreamHub): SessionStreams {
   return {
-    claim: (peer, cmid) => hub.store.claim(sessionStream(peer.creatorId, peer.sessionId), cmid),
+    claim: (peer, cmid) => hub.store.claim(peer.sessionStream, cmid),
     async resend(peer, at) {
-      const f = await hub.store.frameAt(sessionStream(peer.creatorId, peer.sessionId), at);
+      const f = await hub.store.frameAt(peer.sessionStream, at);
       if (f === undefined) return false;
       peer.cork(() => (peer as unknown as StreamReader).sendFrame(sessionFrame(f)));
       return true;
     },
-    chunk: (peer, c) => hub.chunk(peer.creatorId, peer.sessionId, c),
+    chunk: (peer, c) => hub.chunk(peer.sessionStream, c),
   };
 }
 

@@ -120,6 +120,7 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
   pending: Ordered['pending'] = undefined;
   chat: ChatState | undefined = undefined;
   ws: WebSocket<UserData> | undefined = undefined;
+  #sessionStream: string | undefined = undefined;
 
   constructor(
     readonly creatorId: string,
@@ -137,6 +138,11 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
   /** The session's rate-limit key: creator + session id. */
   get sessionKey(): string {
     return sessionKey(this.creatorId, this.sessionId);
+  }
+
+  /** widget.v2: the session's stream name, made at its first use and kept (a Map key on every append: hashed once, not per frame). */
+  get sessionStream(): string {
+    return (this.#sessionStream ??= sessionStream(this.creatorId, this.sessionId));
   }
 
   typing(isTyping: boolean): void {
@@ -174,7 +180,7 @@ export class Conn implements ChatPeer, Ordered, StreamReader {
     const hub = this.env.streams;
     if (hub === undefined) return this.send(frame, kind);
     try {
-      await hub.store.append(sessionStream(this.creatorId, this.sessionId), frame, { cmid, ends });
+      await hub.store.append(this.sessionStream, frame, { cmid, ends });
     } catch (err) {
       this.env.metrics.historyFailures.inc();
       this.env.log.warn({ conn: this.connectionId, err: (err as Error).message }, 'session stream append failed; sent without an offset');

@@ -39,6 +39,8 @@ export interface ChatPeer {
   readonly creatorId: string;
   readonly sessionId: string;
   readonly connectionId: string;
+  /** The session's stream name (streams.ts sessionStream), made once per connection. */
+  readonly sessionStream: string;
   /** Set once the socket's close handler ran; nothing is sent after that. */
   readonly closed: boolean;
   /** Pending messages of this connection (owned by the pipeline). */
@@ -84,8 +86,8 @@ interface Item {
 export interface ChatState {
   items: Array<Item | { error: string }>;
   busy: boolean;
-  /** Answers with the engine now, by message id (cancel). */
-  inflight: Map<string, Cancel> | undefined;
+  /** widget.v2: the answer with the engine now (one at a time: the next message waits), for `cancel`. */
+  answering: Cancel | undefined;
 }
 
 export interface ChatOptions {
@@ -107,7 +109,7 @@ export class ChatPipeline {
    * (corked).
    */
   submit(peer: ChatPeer, content: string, limited?: MessageLimit, cmid?: string): void {
-    const state = (peer.chat ??= { items: [], busy: false, inflight: undefined });
+    const state = (peer.chat ??= { items: [], busy: false, answering: undefined });
     if (state.items.length >= this.opts.maxQueued) {
       void peer.error(frames.ERRORS.QUEUE_FULL, cmid);
       return;
@@ -118,15 +120,15 @@ export class ChatPipeline {
 
   /** Answers an error in turn with the other answers (widget.v2: a malformed client_message_id). */
   refuse(peer: ChatPeer, error: string): void {
-    const state = (peer.chat ??= { items: [], busy: false, inflight: undefined });
+    const state = (peer.chat ??= { items: [], busy: false, answering: undefined });
     state.items.push({ error });
     this.#kick(peer, state);
   }
 
   /** widget.v2: aborts the answer `messageId` streaming on this connection; false if there is none. */
   cancel(peer: ChatPeer, messageId: string | undefined): boolean {
-    const a = messageId === undefined ? undefined : peer.chat?.inflight?.get(messageId);
-    if (a === undefined) return false;
+    const a = peer.chat?.answering;
+    if (a === undefined || a.messageId !== messageId) return false;
     a.abort();
     return true;
   }
@@ -201,8 +203,8 @@ export class ChatPipeline {
     void this.#emit(peer, afterAwait, () => peer.typing(true)); // a plain send: nothing to wait for
     const messageId = randomUUID();
     const relay = this.streams ? new AnswerRelay(this.streams, peer, messageId) : undefined;
-    const abort = new Cancel();
-    (state.inflight ??= new Map()).set(messageId, abort);
+    const abort = new Cancel(messageId);
+    state.answering = abort;
     let out: frames.Answer | undefined;
     const started = performance.now();
     try {
@@ -218,7 +220,7 @@ export class ChatPipeline {
         out = { response: relay.text, confidence: 0, sources: [], messageId, cancelled: true };
       } else this.#failed(peer, err);
     } finally {
-      state.inflight?.delete(messageId);
+      state.answering = undefined;
     }
     relay?.finish(out !== undefined && out.cancelled !== true);
     // The session keeps its answer even if this socket left. Typing false
@@ -307,6 +309,9 @@ class AnswerRelay {
 class Cancel implements CancelSignal {
   aborted = false;
   #listeners: Array<() => void> = [];
+
+  /** The answer it cancels. */
+  constructor(readonly messageId: string) {}
 
   addEventListener(_type: 'abort', fn: () => void): void {
     this.#listeners.push(fn);

@@ -26,13 +26,15 @@
  */
 import type { TemplatedApp } from '@trufflesuite/uws-js-unofficial';
 import type { Logger } from '../observability/log.js';
-import { broadcastStream, creatorOfStream, extend, sessionStream, type Chunk, type Partial, type Position, type ReadResult, type StoredFrame, type StreamSink, type StreamStore } from './streams.js';
+import { broadcastStream, creatorOfStream, extend, type Chunk, type Partial, type Position, type ReadResult, type StoredFrame, type StreamSink, type StreamStore } from './streams.js';
 import { Buffer } from 'node:buffer';
 
 /** What the hub needs of a widget.v2 socket. */
 export interface StreamReader {
   readonly creatorId: string;
   readonly sessionId: string;
+  /** Its session's stream name (sessionStream of the two above), made once per socket: a Map key on every frame, hashed once. */
+  readonly sessionStream: string;
   readonly closed: boolean;
   /** Per-stream state, owned by the hub. */
   reading: { session: ReaderState; broadcast: ReaderState; chunks: ChunkState } | undefined;
@@ -334,7 +336,7 @@ export class StreamHub {
    * store cannot be reached: the caller closes the socket with 1013.
    */
   async join(r: StreamReader, resume: { session?: Position; broadcast?: Position }): Promise<Joined> {
-    const s = this.#node(sessionStream(r.creatorId, r.sessionId));
+    const s = this.#node(r.sessionStream);
     const b = this.#node(broadcastStream(r.creatorId));
     const reader = (): ReaderState => ({ sent: 0, live: false, buffer: [], queue: [], queuedLive: 0 });
     r.reading = { session: reader(), broadcast: reader(), chunks: { answers: new Map() } };
@@ -403,7 +405,7 @@ export class StreamHub {
   drain(r: StreamReader): void {
     const st = r.reading;
     if (!st) return;
-    for (const [kind, id] of [['session', sessionStream(r.creatorId, r.sessionId)], ['broadcast', broadcastStream(r.creatorId)]] as const) {
+    for (const [kind, id] of [['session', r.sessionStream], ['broadcast', broadcastStream(r.creatorId)]] as const) {
       const ns = this.#streams.get(id);
       if (ns && st[kind].queue.length > 0) this.#pump(r, st[kind], ns);
     }
@@ -421,7 +423,7 @@ export class StreamHub {
   leave(r: StreamReader): void {
     if (r.reading === undefined) return;
     r.reading = undefined;
-    for (const id of [sessionStream(r.creatorId, r.sessionId), broadcastStream(r.creatorId)]) {
+    for (const id of [r.sessionStream, broadcastStream(r.creatorId)]) {
       const ns = this.#streams.get(id);
       if (!ns) continue;
       ns.readers.delete(r);
@@ -436,8 +438,7 @@ export class StreamHub {
    * the session now, and through the store to the other nodes (which also
    * keeps the text so far for a socket that joins mid-answer).
    */
-  chunk(creatorId: string, sessionId: string, c: Chunk): void {
-    const stream = sessionStream(creatorId, sessionId);
+  chunk(stream: string, c: Chunk): void {
     this.#piece(stream, c, true);
     this.store.chunk(stream, c);
   }
@@ -504,7 +505,7 @@ export class StreamHub {
   flushChunks(r: StreamReader): void {
     const st = r.reading;
     if (!st || r.closed || !st.session.live) return;
-    const ns = this.#streams.get(sessionStream(r.creatorId, r.sessionId));
+    const ns = this.#streams.get(r.sessionStream);
     if (!ns) return;
     for (const [m, text] of ns.answers) {
       let sent = st.chunks.answers.get(m) ?? 0;

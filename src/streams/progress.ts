@@ -56,6 +56,7 @@ export class PieceBuffer {
    * order they were made.
    */
   beforeAppend(stream: string, ends: string | undefined): void {
+    if (this.#held.size === 0) return;
     if (ends !== undefined) this.drop(stream, ends);
     this.flush(stream);
   }

@@ -34,6 +34,7 @@ import { sessionKey, type Limits } from '../../limits/index.js';
 import { nowUs } from '../../limits/buckets.js';
 import type { Logger } from '../../observability/log.js';
 import type { Metrics } from '../../observability/metrics.js';
+import { sessionStream } from '../../streams/streams.js';
 import { BotApi } from './api.js';
 import { Outbox } from './outbox.js';
 import type { ChatList } from './chats.js';
@@ -320,6 +321,11 @@ class TelegramPeer implements ChatPeer {
     readonly slots: { sessionSlot: number; creatorSlot: number },
   ) {
     this.connectionId = `tg/${creatorId}/${chatId}`;
+  }
+
+  /** Not read: a chat is not widget.v2 (no session stream of its own). */
+  get sessionStream(): string {
+    return sessionStream(this.creatorId, this.sessionId);
   }
 
   typing(isTyping: boolean): void {
