@@ -1,6 +1,6 @@
 /** Small pure parts: validation, rate limiting, the relay, back-off, the uWS loader. */
 import t, { type Test } from 'tap';
-import { loadConfig } from '../src/config/index.js';
+import { loadConfig, workerExecArgv } from '../src/config/index.js';
 import { decodeFrame, validateMessage } from '../src/pipeline/validate.js';
 import { BucketTable, nowUs } from '../src/limits/buckets.js';
 import { KeyedBuckets } from '../src/limits/keyed.js';
@@ -13,7 +13,7 @@ import { StreamService } from '../src/primary/streams.js';
 import { PieceBuffer } from '../src/streams/progress.js';
 import type { Chunk } from '../src/streams/streams.js';
 import { sleep } from './helpers/net.js';
-import { backoffMs, workerExecArgv } from '../src/primary/supervisor.js';
+import { backoffMs } from '../src/primary/supervisor.js';
 import { loadUws, UwsLoadError, CANDIDATES } from '../src/uws/loader.js';
 import { ERRORS, aiResponse, aiResponseObject, connectionStatus, connectionStatusObject, type Answer } from '../src/protocol/frames.js';
 import { eachPut, type PrimaryToWorker, type WorkerToPrimary } from '../src/cluster/ipc.js';

@@ -41,7 +41,7 @@ import { Pool, type Dispatcher } from 'undici';
 import { Redis } from 'ioredis';
 import type { WebSocket } from '@trufflesuite/uws-js-unofficial';
 import { loadUws } from '../../src/uws/loader.js';
-import { exitOnSigterm, stopWorkersOnSigterm } from './exit.js';
+import { exitOnSigterm, forkWorkers, stopWorkersOnSigterm } from './cluster.js';
 
 const PORT = Number(process.env.PORT ?? 9101);
 const WORKERS = Number(process.env.WORKERS ?? 2);
@@ -65,8 +65,7 @@ return out
 `;
 
 if (cluster.isPrimary) {
-  cluster.setupPrimary({ serialization: 'advanced' });
-  const workers = Array.from({ length: WORKERS }, () => cluster.fork());
+  const workers = forkWorkers(WORKERS);
   /** HISTORY_HOP: the last 100 frames of each session, in a ring (the oldest at `head` once full). */
   const history = new Map<string, { frames: string[]; head: number }>();
   for (const w of workers) {

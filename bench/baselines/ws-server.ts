@@ -11,13 +11,13 @@ import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createVerifier } from 'fast-jwt';
-import { exitOnSigterm, stopWorkersOnSigterm } from './exit.js';
+import { exitOnSigterm, forkWorkers, stopWorkersOnSigterm } from './cluster.js';
 
 const PORT = Number(process.env.PORT ?? 9102);
 const WORKERS = Number(process.env.WORKERS ?? 2);
 
 if (cluster.isPrimary) {
-  const workers = Array.from({ length: WORKERS }, () => cluster.fork());
+  const workers = forkWorkers(WORKERS);
   for (const w of workers) {
     w.on('message', (m: { creator: string; body: string }) => {
       for (const o of workers) if (o !== w && o.isConnected()) o.send(m);

@@ -35,8 +35,8 @@ export { freePort };
 // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles every server's processes (the baselines' too, to compare).
 // Every server can be told to collect its garbage (SIGUSR2) before RSS is read: lib/gc-preload.cjs.
 const NODE_ARGS = ['--expose-gc', '--require', path.join(ROOT, 'bench/lib/gc-preload.cjs'), ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)];
-// The baselines' workers collect garbage as the gateway's do (WORKER_GC, single-threaded by default), so the ratios compare code, not V8 settings.
-const BASELINE_ARGS = [...NODE_ARGS, ...(process.env.WORKER_GC === 'parallel' ? [] : ['--single-threaded-gc']), '--import', 'tsx'];
+// The baselines' workers get the gateway workers' V8 flags themselves (baselines/cluster.ts: WORKER_SEMI_SPACE_MB, WORKER_GC), so the ratios compare code, not V8 settings.
+const BASELINE_ARGS = [...NODE_ARGS, '--import', 'tsx'];
 const COMMANDS: Record<TargetName, string[]> = {
   // BENCH_GATEWAY_MAIN: another build to measure (e.g. an older commit's dist/main.js, for a before/after figure).
   gateway: [...NODE_ARGS, process.env.BENCH_GATEWAY_MAIN ?? path.join(ROOT, 'dist/main.js')],

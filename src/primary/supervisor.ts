@@ -18,7 +18,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Serializable } from 'node:child_process';
 import { AggregatorRegistry } from 'prom-client';
-import { loadConfig, setsGcThreads, setsSemiSpace, type Config } from '../config/index.js';
+import { loadConfig, workerExecArgv, type Config } from '../config/index.js';
 import { reloadEnv } from '../config/env-file.js';
 import { loadUws } from '../uws/loader.js';
 import { createLogger, type Logger } from '../observability/log.js';
@@ -402,23 +402,4 @@ class Supervisor {
     this.log.flush();
     process.exit(code);
   }
-}
-
-/**
- * The workers' Node flags: the primary's, plus
- * - `--max-semi-space-size` (WORKER_SEMI_SPACE_MB) unless that is 0 or the
- *   primary runs with the flag already (NODE_OPTIONS is handled by the
- *   config). V8 grows a busy worker's young generation to 2 x 16 MB; a
- *   connect storm touches all of it and the pages stay resident, about
- *   30 MB per worker for good (bench/RESULTS.md, connect storm and capacity);
- * - `--single-threaded-gc` (WORKER_GC=single) unless the primary's flags
- *   choose the collector's threads. With a worker per core, V8's helper
- *   threads only compete with the event loops, and a collection that waits
- *   for them stalls every socket of the worker (README, "Garbage collection").
- */
-export function workerExecArgv(execArgv: readonly string[], o: { semiSpaceMb: number; gc: 'single' | 'parallel' }): string[] {
-  const args = [...execArgv];
-  if (o.semiSpaceMb > 0 && !execArgv.some(setsSemiSpace)) args.push(`--max-semi-space-size=${o.semiSpaceMb}`);
-  if (o.gc === 'single' && !execArgv.some(setsGcThreads)) args.push('--single-threaded-gc');
-  return args;
 }
