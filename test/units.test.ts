@@ -15,7 +15,7 @@ import type { Chunk } from '../src/streams/streams.js';
 import { sleep } from './helpers/net.js';
 import { backoffMs } from '../src/primary/supervisor.js';
 import { loadUws, UwsLoadError, CANDIDATES } from '../src/uws/loader.js';
-import { ERRORS, aiResponse, aiResponseObject, connectionStatus, connectionStatusObject, type Answer } from '../src/protocol/frames.js';
+import { ERRORS, aiResponse, aiResponseObject, connectionStatus, connectionStatusObject, newMessageId, type Answer } from '../src/protocol/frames.js';
 import { eachPut, type PrimaryToWorker, type WorkerToPrimary } from '../src/cluster/ipc.js';
 import { EmbeddedCluster } from '../src/cluster/embedded.js';
 import { EmbeddedStreams } from '../src/streams/embedded.js';
@@ -25,7 +25,9 @@ import { countFds } from '../src/gateway/fd-guard.js';
 import { MemoryStreamStore } from '../src/streams/memory.js';
 import { openSync, closeSync, readdirSync } from 'node:fs';
 import { AggregatorRegistry, Histogram, Registry } from 'prom-client';
-import { FastHistogram } from '../src/observability/metrics.js';
+import { FastHistogram, Metrics } from '../src/observability/metrics.js';
+import { Conn, type ConnEnv } from '../src/gateway/sockets.js';
+import type { StreamHub } from '../src/streams/hub.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -734,8 +736,8 @@ void t.test('ai_response as text is JSON.stringify of its object, byte for byte'
   const answers: Array<[Answer, string | undefined]> = [
     [{ response: 'hello', confidence: 1, sources: [] }, undefined],
     [{ response: 'quote " backslash \\ newline \n tab \t \u0001 é 😀 lone \ud800', confidence: 0.875, sources: [{ url: 'https://x/"y"', n: 1 }, 'z', null] }, 'c-1'],
-    [{ response: '', confidence: -0, sources: [], messageId: 'm-"1"', cancelled: true }, undefined],
-    [{ response: 'x', confidence: 1e21, sources: [[1, [2]]], messageId: '0b8f9c1e-7d7a-4c3e-9a55-3f1c2b6d8e90', cancelled: true }, 'q "2"'],
+    [{ response: '', confidence: -0, sources: [], messageId: newMessageId(), cancelled: true }, undefined],
+    [{ response: 'x', confidence: 1e21, sources: [[1, [2]]], messageId: newMessageId(), cancelled: true }, 'q "2"'],
     [{ response: 'y', confidence: 0.1 + 0.2, sources: [], cancelled: false }, ''],
     [{ response: 'not finite', confidence: Number.NaN, sources: [] }, undefined],
     [{ response: 'not finite', confidence: -Infinity, sources: [undefined, () => 1] }, undefined],
@@ -758,5 +760,26 @@ void t.test('connection_status as text is JSON.stringify of its object, byte for
     const o = JSON.parse(text) as { timestamp: string };
     t.equal(text, JSON.stringify({ ...connectionStatusObject(session, conn), timestamp: o.timestamp }));
     t.match(o.timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  }
+});
+
+void t.test('widget.v2: an answer the session stream cannot take goes to its socket alone, without an offset, counted (a store that throws at once, or rejects later)', async (t) => {
+  for (const [how, append] of [
+    ['throws', (): never => {
+      throw new Error('lease lost');
+    }],
+    ['rejects', (): Promise<never> => Promise.reject(new Error('store down'))],
+  ] as const) {
+    const metrics = new Metrics({ connections: () => 0, bus: () => undefined, poolQueued: () => 0, limits: () => undefined });
+    const env: ConnEnv = { backpressure: { soft: 1 << 20, hard: 1 << 21, checkEvery: 1 << 16 }, metrics, log: createLogger('silent'), streams: { store: { append } } as unknown as StreamHub };
+    const conn = new Conn('c1', 's1', 'k1', env, '127.0.0.1');
+    conn.v2 = true;
+    const sent: string[] = [];
+    conn.ws = { send: (f: string) => (sent.push(f), 1), getBufferedAmount: () => 0, cork: (fn: () => void) => fn() } as unknown as Conn['ws'];
+    await conn.answer({ response: 'hi', confidence: 1, sources: [], messageId: newMessageId() });
+    t.equal(sent.length, 1, `${how}: the answer went to the socket`);
+    t.match(JSON.parse(sent[0]!), { type: 'ai_response', content: 'hi' }, `${how}: the whole answer`);
+    t.notOk('offset' in JSON.parse(sent[0]!), `${how}: without an offset`);
+    t.equal((await metrics.historyFailures.get()).values[0]?.value, 1, `${how}: counted`);
   }
 });

@@ -24,7 +24,6 @@
  *     the engine again: its answer comes from the history (or live, if it is
  *     still being answered).
  */
-import { randomUUID } from 'node:crypto';
 import type { AiEngine, CancelSignal } from '../ai/engine.js';
 import { aiFailureLabel, GatewayError } from '../errors.js';
 import type { MessageLimit } from '../limits/admit.js';
@@ -201,7 +200,7 @@ export class ChatPipeline {
   /** widget.v2: one answer, streamed through the session stream, cancellable. */
   async #ask(peer: ChatPeer, state: ChatState, item: Item, afterAwait: boolean): Promise<void> {
     void this.#emit(peer, afterAwait, () => peer.typing(true)); // a plain send: nothing to wait for
-    const messageId = randomUUID();
+    const messageId = frames.newMessageId();
     const relay = this.streams ? new AnswerRelay(this.streams, peer, messageId) : undefined;
     const abort = new Cancel(messageId);
     state.answering = abort;

@@ -95,12 +95,23 @@ export function error(message: string, clientMessageId?: string, messageId?: str
   return JSON.stringify(errorObject(message, clientMessageId, messageId));
 }
 
+/**
+ * An answer's id (`message_id`): made by the gateway, a UUID, so its JSON
+ * text is itself between quotes (no escaping to look for). Only
+ * newMessageId makes one.
+ */
+export type MessageId = string & { readonly __messageId: true };
+
+export function newMessageId(): MessageId {
+  return randomUUID() as MessageId;
+}
+
 export interface Answer {
   response: string;
   confidence: number;
   sources: unknown[];
-  /** The answer's id; a new UUID when absent (a streamed answer has its id from its first chunk). */
-  messageId?: string;
+  /** The answer's id; a new one when absent (a streamed answer has its id from its first chunk). */
+  messageId?: MessageId;
   /** A cancelled streamed answer: what was sent so far (widget.v2). */
   cancelled?: boolean;
 }
@@ -129,8 +140,7 @@ export function aiResponseObject(a: Answer, clientMessageId?: string) {
  * 37.3k to 30.6k).
  */
 export function aiResponse(a: Answer, clientMessageId?: string): string {
-  const id = a.messageId === undefined ? `"${randomUUID()}"` : JSON.stringify(a.messageId);
-  let s = `{"type":"ai_response","content":${JSON.stringify(a.response)},"confidence":${Number.isFinite(a.confidence) ? a.confidence : null},"sources":${a.sources.length === 0 ? '[]' : JSON.stringify(a.sources)},"timestamp":"${isoNow()}","message_id":${id}`;
+  let s = `{"type":"ai_response","content":${JSON.stringify(a.response)},"confidence":${Number.isFinite(a.confidence) ? a.confidence : null},"sources":${a.sources.length === 0 ? '[]' : JSON.stringify(a.sources)},"timestamp":"${isoNow()}","message_id":"${a.messageId ?? randomUUID()}"`;
   if (a.cancelled) s += ',"cancelled":true';
   if (clientMessageId !== undefined) s += `,"client_message_id":${JSON.stringify(clientMessageId)}`;
   return `${s}}`;
