@@ -15,8 +15,8 @@
  * again when instrumentation starts, and the JIT is still settling); the
  * figure is the median of the others (a window that holds a major GC or a
  * recompilation counts several percent more). The servers run as `make
- * bench` runs them (lib/targets.ts: the same flags, the baselines' GC
- * setting included), under valgrind. Only user-space instructions count:
+ * bench` runs them (lib/targets.ts: the same flags; the baselines' workers
+ * with the gateway workers' V8 flags, baselines/cluster.ts), under valgrind. Only user-space instructions count:
  * not a send's kernel work, nor cycles lost to cache misses; a guide for a
  * change, not a replacement for `make bench`'s ratio of CPU time.
  *

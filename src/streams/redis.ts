@@ -32,7 +32,7 @@ import calculateSlot from 'cluster-key-slot';
 import type { Result } from 'ioredis';
 import { GatewayError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
-import type { RedisLink } from '../redis/link.js';
+import { asBuffer, type RedisLink } from '../redis/link.js';
 import type { RedisCluster } from '../cluster/redis.js';
 import { PieceBuffer } from './progress.js';
 import { SharedReads } from './reads.js';
@@ -478,7 +478,7 @@ export class RedisStreams implements StreamStore {
     if (!Array.isArray(v) || v.length !== 3) return;
     const [epoch, offset, payload] = v as [unknown, unknown, unknown];
     // Lua's cmsgpack packs a string as msgpack str: it unpacks as one.
-    this.sink.frame(stream, String(epoch), { offset: Number(offset), payload: payload instanceof Uint8Array ? Buffer.from(payload).toString() : String(payload) });
+    this.sink.frame(stream, String(epoch), { offset: Number(offset), payload: payload instanceof Uint8Array ? asBuffer(payload).toString() : String(payload) });
   }
 
   #inboxFrame(m: unknown[]): void {
