@@ -26,7 +26,7 @@ import { MemoryStreamStore } from '../src/streams/memory.js';
 import { openSync, closeSync, readdirSync } from 'node:fs';
 import { AggregatorRegistry, Histogram, Registry } from 'prom-client';
 import { FastHistogram, Metrics } from '../src/observability/metrics.js';
-import { Conn, type ConnEnv } from '../src/gateway/sockets.js';
+import { Conn, SocketSet, type ConnEnv } from '../src/gateway/sockets.js';
 import type { StreamHub } from '../src/streams/hub.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -782,4 +782,27 @@ void t.test('widget.v2: an answer the session stream cannot take goes to its soc
     t.notOk('offset' in JSON.parse(sent[0]!), `${how}: without an offset`);
     t.equal((await metrics.historyFailures.get()).values[0]?.value, 1, `${how}: counted`);
   }
+});
+
+void t.test('SocketSet: a refused socket counts for 16 s, second by second, then leaves the count', async (t) => {
+  let now = 5_000_500;
+  const s = new SocketSet({ now: () => now });
+  t.equal(s.refused, 0);
+  s.noteRefused();
+  s.noteRefused();
+  now += 1000;
+  s.noteRefused();
+  t.equal(s.refused, 3);
+  t.equal(s.held, 3, 'they hold descriptors');
+  now += 14_499;
+  t.equal(s.refused, 3, 'the first two still count to the end of their 16th second');
+  now += 1;
+  t.equal(s.refused, 1, 'then they leave; the third is a second younger');
+  now += 1000;
+  t.equal(s.refused, 0);
+  s.noteRefused();
+  now += 60_000;
+  t.equal(s.refused, 0, 'after a long quiet spell, none');
+  s.noteRefused();
+  t.equal(s.refused, 1, 'and counting starts again');
 });

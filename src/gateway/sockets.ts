@@ -331,29 +331,40 @@ export class SocketSet {
    */
   readonly #refusedRing = new Uint32Array(REFUSED_LINGER_S);
   #refusedSecond = 0;
+  /** The ring's sum, kept as it changes: `held` reads it at every upgrade. */
+  #refusedSum = 0;
 
-  constructor(o: { countIps?: boolean } = {}) {
+  /** The clock of the refusal window, in ms (performance.now; a test's own). */
+  readonly #now: () => number;
+
+  constructor(o: { countIps?: boolean; now?: () => number } = {}) {
     this.#byIp = o.countIps === false ? undefined : new Map();
+    this.#now = o.now ?? (() => performance.now());
   }
 
   /** A socket was refused with a close frame now. */
   noteRefused(): void {
     this.#refusedRing[this.#advance()]!++;
+    this.#refusedSum++;
   }
 
   /** Refused sockets that may still hold a descriptor. */
   get refused(): number {
+    // With none counted there is nothing to clear (noteRefused advances first).
+    if (this.#refusedSum === 0) return 0;
     this.#advance();
-    let n = 0;
-    for (const v of this.#refusedRing) n += v;
-    return n;
+    return this.#refusedSum;
   }
 
   /** Clears the seconds that left the window; returns the slot of this second. */
   #advance(): number {
-    const now = Math.floor(performance.now() / 1000);
+    const now = Math.floor(this.#now() / 1000);
     const from = Math.max(this.#refusedSecond + 1, now - REFUSED_LINGER_S + 1);
-    for (let s = from; s <= now; s++) this.#refusedRing[s % REFUSED_LINGER_S] = 0;
+    for (let s = from; s <= now; s++) {
+      const i = s % REFUSED_LINGER_S;
+      this.#refusedSum -= this.#refusedRing[i]!;
+      this.#refusedRing[i] = 0;
+    }
     if (now > this.#refusedSecond) this.#refusedSecond = now;
     return now % REFUSED_LINGER_S;
   }
