@@ -806,3 +806,23 @@ void t.test('SocketSet: a refused socket counts for 16 s, second by second, then
   s.noteRefused();
   t.equal(s.refused, 1, 'and counting starts again');
 });
+
+void t.test('Metrics: the gateway\'s event-loop lag gauge reads the p99 of prom-client\'s monitor, since the last scrape', async (t) => {
+  const metrics = new Metrics({ connections: () => 0, bus: () => undefined, poolQueued: () => 0, limits: () => undefined });
+  t.teardown(() => metrics.close());
+  const lag = async (): Promise<{ ours: number; theirs: number }> => {
+    const all = await metrics.registry.getMetricsAsJSON();
+    const value = (name: string) => Number(all.find((m) => m.name === name)?.values[0]?.value);
+    return { ours: value('gateway_event_loop_lag_p99_seconds'), theirs: value('nodejs_eventloop_lag_p99_seconds') };
+  };
+  await lag(); // starts a fresh window
+  await sleep(100);
+  const stall = Date.now() + 120;
+  while (Date.now() < stall); // the loop blocked for 120 ms
+  await sleep(100);
+  const after = await lag();
+  t.ok(after.ours >= 0.08, `a 120 ms stall is seen (${after.ours} s)`);
+  t.equal(after.ours, after.theirs, 'the same figure as prom-client\'s');
+  await sleep(200);
+  t.ok((await lag()).ours < 0.08, 'and is gone from the next scrape\'s window');
+});
