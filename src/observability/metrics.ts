@@ -274,7 +274,7 @@ export class Metrics {
     const p99 = r.getSingleMetric('nodejs_eventloop_lag_p99_seconds') as Gauge | undefined;
     new Gauge({
       name: 'gateway_event_loop_lag_p99_seconds',
-      help: 'p99 event-loop delay since the last scrape (worst worker)',
+      help: `p99 event-loop delay since the last scrape (worst worker; sampled every ${LAG_RESOLUTION_MS} ms)`,
       registers: [r],
       aggregator: 'max',
       async collect() {
