@@ -48,10 +48,30 @@ void t.test('GET /metrics: Prometheus text summed over both workers', async (t) 
   socks.forEach((s) => s.close());
 });
 
+/**
+ * RSS of each of `pids` (a `collectable` cluster's workers) after full GCs: without them, where V8 stands
+ * in its young generation swings the reading by MBs, and one GC is not enough either (the heap gives pages
+ * back over several), so collect until the total stops falling by more than 512 KiB (at most 8 times).
+ */
+async function settledRssOf(pids: number[]): Promise<number[]> {
+  let last: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    for (const pid of pids) process.kill(pid, 'SIGUSR2');
+    await sleep(700);
+    const now = pids.map(rssKiB);
+    const fell = last.length ? last.reduce((a, v) => a + v, 0) - now.reduce((a, v) => a + v, 0) : Infinity;
+    last = now;
+    if (fell < 512) break;
+  }
+  return last;
+}
+
 void t.test('a client that stops reading while broadcasts flow: bounded memory, closed, others unaffected', async (t) => {
-  const c = await startCluster({ WORKERS: '1', MAX_BACKPRESSURE_BYTES: '262144', MAX_PAYLOAD_BYTES: '16384' });
+  // RSS read after full GCs (settledRssOf): a raw reading holds whatever garbage the last burst left.
+  const c = await startCluster({ WORKERS: '1', MAX_BACKPRESSURE_BYTES: '262144', MAX_PAYLOAD_BYTES: '16384' }, { collectable: true });
   t.teardown(() => c.stop('SIGKILL'));
   const [pid] = await workerPids(c);
+  const rss = async () => (await settledRssOf([pid!]))[0]!;
   const reader = await connectWidget(c.port, 'alice', widgetToken('alice'));
   let received = 0;
   reader.ws.on('message', () => received++);
@@ -72,11 +92,11 @@ void t.test('a client that stops reading while broadcasts flow: bounded memory, 
   // the control (how much RSS a burst costs with every client reading).
   await burst();
   await until(() => received >= N, 10_000, 'the reader to get the first burst');
-  const rss0 = rssKiB(pid!);
+  const rss0 = await rss();
   await burst();
   await until(() => received >= 2 * N, 10_000, 'the reader to get the control burst');
-  const control = rssKiB(pid!) - rss0;
-  const rssBefore = rssKiB(pid!);
+  const rssBefore = await rss();
+  const control = rssBefore - rss0;
 
   // The stalled client: a raw socket that completes the handshake, then never reads again.
   const stalled = net.connect(c.port, '127.0.0.1');
@@ -93,7 +113,7 @@ void t.test('a client that stops reading while broadcasts flow: bounded memory, 
   t.equal(received, 3 * N, 'the reading client got every broadcast');
   await until(async () => (await c.get('/api/v1/stats')).body.total_connections === 1, 5000, 'the stalled socket to be closed').catch(() => {});
   t.equal((await c.get('/api/v1/stats')).body.total_connections, 1, 'the gateway closed the socket that stopped reading');
-  const grew = rssKiB(pid!) - rssBefore;
+  const grew = (await rss()) - rssBefore;
   // A control burst can shrink RSS (a GC returned heap): the stalled burst then gets the slack from zero, not less.
   t.ok(grew < Math.max(control, 0) + 8_000, `RSS grew ${grew} KiB during the burst with a stalled client, ${control} KiB during the same burst without (24 MB were sent to it)`);
   reader.inbox.splice(0);
@@ -215,21 +235,7 @@ void t.test('churn soak: cycles of connect, chat, disconnect leave no leak behin
   const c = await startCluster({}, { collectable: true });
   t.teardown(() => c.stop('SIGKILL'));
   const pids = await workerPids(c);
-  // RSS after full GCs in each worker: without them, where V8 stands in its young generation swings the
-  // reading by MBs, and one GC is not enough either (the heap gives pages back over several), so collect
-  // until the total stops falling by more than 512 KiB (at most 8 times).
-  const settledRss = async () => {
-    let last: number[] = [];
-    for (let i = 0; i < 8; i++) {
-      for (const pid of pids) process.kill(pid, 'SIGUSR2');
-      await sleep(700);
-      const now = pids.map(rssKiB);
-      const fell = last.length ? last.reduce((a, v) => a + v, 0) - now.reduce((a, v) => a + v, 0) : Infinity;
-      last = now;
-      if (fell < 512) break;
-    }
-    return last;
-  };
+  const settledRss = () => settledRssOf(pids);
   const cycle = async (n: number) => {
     const socks = await Promise.all(Array.from({ length: n }, (_, i) => connectWidget(c.port, `soak${i % 7}`, widgetToken(`soak${i % 7}`))));
     await Promise.all(socks.map((s) => s.ask('churn')));
